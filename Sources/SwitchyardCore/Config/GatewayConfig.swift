@@ -1,0 +1,422 @@
+/// The gateway's configuration, as read from YAML (see docs/configuration.md).
+public struct GatewayConfig: Decodable, Sendable {
+    public var listen: ListenAddress
+    public var database: DatabaseLocation
+    public var adminKey: String?
+    public var keyPrefix: String
+    public var pathPrefixes: [String]
+    public var providers: [ProviderConfig]
+    public var models: [ModelConfig]
+    public var limits: LimitsConfig
+    public var routing: RoutingConfig
+    public var server: ServerConfig
+    public var log: LogConfig
+
+    enum CodingKeys: String, CodingKey {
+        case listen, database, providers, models, limits, routing, server, log
+        case adminKey = "admin_key"
+        case keyPrefix = "key_prefix"
+        case pathPrefixes = "path_prefixes"
+    }
+
+    public init(
+        listen: ListenAddress = .init(host: "127.0.0.1", port: 4000),
+        database: DatabaseLocation = .sqlite(path: "switchyard.db"),
+        adminKey: String? = nil,
+        keyPrefix: String = "sy-",
+        pathPrefixes: [String] = [],
+        providers: [ProviderConfig] = [],
+        models: [ModelConfig] = [],
+        limits: LimitsConfig = .init(),
+        routing: RoutingConfig = .init(),
+        server: ServerConfig = .init(),
+        log: LogConfig = .init()
+    ) {
+        self.listen = listen
+        self.database = database
+        self.adminKey = adminKey
+        self.keyPrefix = keyPrefix
+        self.pathPrefixes = pathPrefixes
+        self.providers = providers
+        self.models = models
+        self.limits = limits
+        self.routing = routing
+        self.server = server
+        self.log = log
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = GatewayConfig()
+        listen = try c.decodeIfPresent(ListenAddress.self, forKey: .listen) ?? d.listen
+        database = try c.decodeIfPresent(DatabaseLocation.self, forKey: .database) ?? d.database
+        adminKey = try c.decodeIfPresent(String.self, forKey: .adminKey).flatMap { $0.isEmpty ? nil : $0 }
+        keyPrefix = try c.decodeIfPresent(String.self, forKey: .keyPrefix) ?? d.keyPrefix
+        pathPrefixes = try c.decodeIfPresent([String].self, forKey: .pathPrefixes) ?? []
+        providers = try c.decodeIfPresent([ProviderConfig].self, forKey: .providers) ?? []
+        models = try c.decodeIfPresent([ModelConfig].self, forKey: .models) ?? []
+        limits = try c.decodeIfPresent(LimitsConfig.self, forKey: .limits) ?? d.limits
+        routing = try c.decodeIfPresent(RoutingConfig.self, forKey: .routing) ?? d.routing
+        server = try c.decodeIfPresent(ServerConfig.self, forKey: .server) ?? d.server
+        log = try c.decodeIfPresent(LogConfig.self, forKey: .log) ?? d.log
+        try validate()
+    }
+
+    /// Cross-field checks; errors point at the offending entry.
+    public func validate() throws {
+        if let adminKey, adminKey.utf8.count < 16 {
+            throw ConfigValueError("admin_key must be at least 16 characters", key: "admin_key")
+        }
+        guard keyPrefix.utf8.count <= 16, keyPrefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+            throw ConfigValueError("key_prefix may hold up to 16 letters, digits, `-` or `_`", key: "key_prefix")
+        }
+        for (i, prefix) in pathPrefixes.enumerated() {
+            let reserved = ["/v1", "/admin", "/health", "/api/v1"]
+            guard prefix.hasPrefix("/"), !prefix.hasSuffix("/"), !prefix.contains("//"), !prefix.contains("?"),
+                !reserved.contains(where: { prefix == $0 || prefix.hasPrefix($0 + "/") })
+            else {
+                throw ConfigValueError(
+                    "a path prefix starts with `/`, has no trailing `/` and is not under /v1, /admin or /health (e.g. `/api/proxy`)",
+                    at: [.key("path_prefixes"), .index(i)])
+            }
+        }
+        var providerNames = Set<String>()
+        for (i, provider) in providers.enumerated() {
+            guard providerNames.insert(provider.name).inserted else {
+                throw ConfigValueError("duplicate provider name `\(provider.name)`", at: [.key("providers"), .index(i), .key("name")])
+            }
+        }
+        var modelNames = Set<String>()
+        for (i, model) in models.enumerated() {
+            guard modelNames.insert(model.name).inserted else {
+                throw ConfigValueError("duplicate model name `\(model.name)`", at: [.key("models"), .index(i), .key("name")])
+            }
+            guard providerNames.contains(model.provider) else {
+                let known = providers.map(\.name).joined(separator: ", ")
+                throw ConfigValueError(
+                    "model `\(model.name)` names provider `\(model.provider)`, which is not defined (providers: \(known.isEmpty ? "none" : known))",
+                    at: [.key("models"), .index(i), .key("provider")])
+            }
+        }
+    }
+
+    /// The catalog used by `serve --demo` without a config file: the built-in mock provider serving
+    /// a few familiar model names, so the gateway works with no provider account.
+    public static func demo() -> GatewayConfig {
+        var config = GatewayConfig()
+        config.database = .sqlite(path: "switchyard.db")
+        config.providers = [ProviderConfig(name: "mock", type: .mock)]
+        config.models = ["gpt-5.1", "gpt-5.1-codex", "claude-sonnet-4-6", "claude-haiku-4-5", "gemini-3.1-pro", "mock-fast"].map {
+            ModelConfig(name: $0, provider: "mock", upstream: $0)
+        }
+        return config
+    }
+}
+
+/// Where the gateway keeps its state.
+public enum DatabaseLocation: Decodable, Sendable, Equatable, CustomStringConvertible {
+    case sqlite(path: String)
+    case sqliteMemory
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let parsed = Self.parse(text) else {
+            throw ConfigValueError("expected `sqlite:PATH` or `sqlite::memory:`, found `\(text)` (PostgreSQL arrives in a later release)")
+        }
+        self = parsed
+    }
+
+    public static func parse(_ text: String) -> DatabaseLocation? {
+        if text == "sqlite::memory:" || text == ":memory:" { return .sqliteMemory }
+        if text.hasPrefix("sqlite://") { return path(String(text.dropFirst("sqlite://".count))) }
+        if text.hasPrefix("sqlite:") { return path(String(text.dropFirst("sqlite:".count))) }
+        return nil
+    }
+
+    private static func path(_ p: String) -> DatabaseLocation? { p.isEmpty ? nil : .sqlite(path: p) }
+
+    public var description: String {
+        switch self {
+        case .sqlite(let path): return "sqlite:\(path)"
+        case .sqliteMemory: return "sqlite::memory:"
+        }
+    }
+}
+
+/// What the provider's wire format is.
+public enum ProviderType: String, Decodable, Sendable, CaseIterable {
+    /// OpenAI Chat Completions, or any OpenAI-compatible server (vLLM, Ollama, DeepSeek, …).
+    case openai
+    /// Replies generated in-process by the built-in fake provider (demos and load tests).
+    case mock
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = ProviderType(rawValue: text) else {
+            let later = ["anthropic", "gemini"].contains(text) ? " (the \(text) wire format is not supported by this version yet)" : ""
+            throw ConfigValueError("unknown provider type `\(text)`; expected one of \(Self.allCases.map(\.rawValue).joined(separator: ", "))\(later)")
+        }
+        self = value
+    }
+}
+
+/// One upstream provider account.
+public struct ProviderConfig: Decodable, Sendable {
+    public var name: String
+    public var type: ProviderType
+    /// Base URL as the provider's own SDK takes it, e.g. `https://api.openai.com/v1`.
+    public var baseURL: String
+    public var apiKey: String?
+    /// Extra headers sent with every upstream request (e.g. `OpenAI-Organization`).
+    public var headers: [String: String]
+    /// Upper bound on pooled keep-alive connections to this provider.
+    public var maxConnections: Int
+
+    enum CodingKeys: String, CodingKey {
+        case name, type, headers
+        case baseURL = "base_url"
+        case apiKey = "api_key"
+        case maxConnections = "max_connections"
+    }
+
+    public init(name: String, type: ProviderType, baseURL: String = "", apiKey: String? = nil, headers: [String: String] = [:], maxConnections: Int = 512) {
+        self.name = name
+        self.type = type
+        self.baseURL = baseURL
+        self.apiKey = apiKey
+        self.headers = headers
+        self.maxConnections = maxConnections
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        type = try c.decode(ProviderType.self, forKey: .type)
+        baseURL = try c.decodeIfPresent(String.self, forKey: .baseURL) ?? ""
+        apiKey = try c.decodeIfPresent(String.self, forKey: .apiKey).flatMap { $0.isEmpty ? nil : $0 }
+        headers = try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
+        maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? 512
+        guard !name.isEmpty else { throw ConfigValueError("provider name must not be empty", key: "name") }
+        guard maxConnections > 0 else { throw ConfigValueError("max_connections must be positive", key: "max_connections") }
+        if type != .mock {
+            guard !baseURL.isEmpty else { throw ConfigValueError("base_url is required for provider type \(type.rawValue)", at: []) }
+            guard let url = UpstreamURL(baseURL) else {
+                throw ConfigValueError("base_url must be an http:// or https:// URL with a host, found `\(baseURL)`", key: "base_url")
+            }
+            baseURL = url.normalized
+        }
+        for (name, value) in headers {
+            guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }),
+                !value.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D })
+            else {
+                throw ConfigValueError("invalid header `\(name)`", key: "headers")
+            }
+        }
+    }
+}
+
+/// A model in the catalog: the name clients send, and where it is served.
+public struct ModelConfig: Decodable, Sendable {
+    public var name: String
+    public var provider: String
+    /// The id sent upstream; defaults to `name`.
+    public var upstream: String
+
+    enum CodingKeys: String, CodingKey { case name, provider, upstream }
+
+    public init(name: String, provider: String, upstream: String? = nil) {
+        self.name = name
+        self.provider = provider
+        self.upstream = upstream ?? name
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        provider = try c.decode(String.self, forKey: .provider)
+        upstream = try c.decodeIfPresent(String.self, forKey: .upstream) ?? name
+        guard !name.isEmpty, name.utf8.count <= 256 else { throw ConfigValueError("model name must be 1–256 characters", key: "name") }
+    }
+}
+
+/// Limits that protect the gateway from oversized or hostile input.
+public struct LimitsConfig: Decodable, Sendable {
+    public var maxBodyBytes: Int
+    public var maxHeaderBytes: Int
+    public var maxJSONDepth: Int
+    /// Largest upstream response body the gateway buffers (non-streaming responses).
+    public var maxResponseBytes: Int
+
+    enum CodingKeys: String, CodingKey {
+        case maxBodyBytes = "max_body_size"
+        case maxHeaderBytes = "max_header_size"
+        case maxJSONDepth = "max_json_depth"
+        case maxResponseBytes = "max_response_size"
+    }
+
+    public init(maxBodyBytes: Int = 32 << 20, maxHeaderBytes: Int = 64 << 10, maxJSONDepth: Int = 64, maxResponseBytes: Int = 64 << 20) {
+        self.maxBodyBytes = maxBodyBytes
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxJSONDepth = maxJSONDepth
+        self.maxResponseBytes = maxResponseBytes
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = LimitsConfig()
+        maxBodyBytes = try c.decodeIfPresent(ByteSize.self, forKey: .maxBodyBytes)?.bytes ?? d.maxBodyBytes
+        maxHeaderBytes = try c.decodeIfPresent(ByteSize.self, forKey: .maxHeaderBytes)?.bytes ?? d.maxHeaderBytes
+        maxJSONDepth = try c.decodeIfPresent(Int.self, forKey: .maxJSONDepth) ?? d.maxJSONDepth
+        maxResponseBytes = try c.decodeIfPresent(ByteSize.self, forKey: .maxResponseBytes)?.bytes ?? d.maxResponseBytes
+        guard maxBodyBytes >= 1024 else { throw ConfigValueError("max_body_size must be at least 1KB", key: "max_body_size") }
+        guard maxHeaderBytes >= 4096 else { throw ConfigValueError("max_header_size must be at least 4KB", key: "max_header_size") }
+        guard (2...1024).contains(maxJSONDepth) else { throw ConfigValueError("max_json_depth must be between 2 and 1024", key: "max_json_depth") }
+    }
+}
+
+/// How upstream requests are made.
+public struct RoutingConfig: Decodable, Sendable {
+    public var timeouts: TimeoutsConfig
+
+    enum CodingKeys: String, CodingKey { case timeouts }
+
+    public init(timeouts: TimeoutsConfig = .init()) { self.timeouts = timeouts }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        timeouts = try c.decodeIfPresent(TimeoutsConfig.self, forKey: .timeouts) ?? .init()
+    }
+}
+
+/// Upstream timeouts: connecting, waiting for the response head, and the idle gap between body chunks.
+public struct TimeoutsConfig: Decodable, Sendable {
+    public var connect: ConfigDuration
+    public var firstByte: ConfigDuration
+    public var idle: ConfigDuration
+
+    enum CodingKeys: String, CodingKey {
+        case connect, idle
+        case firstByte = "first_byte"
+    }
+
+    public init(connect: ConfigDuration = .seconds(5), firstByte: ConfigDuration = .seconds(120), idle: ConfigDuration = .seconds(120)) {
+        self.connect = connect
+        self.firstByte = firstByte
+        self.idle = idle
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TimeoutsConfig()
+        connect = try c.decodeIfPresent(ConfigDuration.self, forKey: .connect) ?? d.connect
+        firstByte = try c.decodeIfPresent(ConfigDuration.self, forKey: .firstByte) ?? d.firstByte
+        idle = try c.decodeIfPresent(ConfigDuration.self, forKey: .idle) ?? d.idle
+        for (key, value) in [("connect", connect), ("first_byte", firstByte), ("idle", idle)] where value.milliseconds <= 0 {
+            throw ConfigValueError("\(key) must be positive", key: key)
+        }
+    }
+}
+
+/// HTTP server behaviour.
+public struct ServerConfig: Decodable, Sendable {
+    /// How long SIGTERM waits for in-flight requests and streams before cancelling them.
+    public var drainTimeout: ConfigDuration
+    /// Keep-alive connections idle this long are closed.
+    public var idleTimeout: ConfigDuration
+
+    enum CodingKeys: String, CodingKey {
+        case drainTimeout = "drain_timeout"
+        case idleTimeout = "idle_timeout"
+    }
+
+    public init(drainTimeout: ConfigDuration = .seconds(30), idleTimeout: ConfigDuration = .seconds(300)) {
+        self.drainTimeout = drainTimeout
+        self.idleTimeout = idleTimeout
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ServerConfig()
+        drainTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .drainTimeout) ?? d.drainTimeout
+        idleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout) ?? d.idleTimeout
+    }
+}
+
+/// Log output.
+public struct LogConfig: Decodable, Sendable {
+    public enum Format: String, Decodable, Sendable { case json, text }
+    public var level: String
+    public var format: Format
+
+    enum CodingKeys: String, CodingKey { case level, format }
+
+    public init(level: String = "info", format: Format = .json) {
+        self.level = level
+        self.format = format
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        level = try c.decodeIfPresent(String.self, forKey: .level) ?? "info"
+        let formatText = try c.decodeIfPresent(String.self, forKey: .format) ?? "json"
+        guard let f = Format(rawValue: formatText) else { throw ConfigValueError("log format must be json or text", key: "format") }
+        format = f
+        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        guard levels.contains(level) else {
+            throw ConfigValueError("log level must be one of \(levels.joined(separator: ", "))", key: "level")
+        }
+    }
+}
+
+/// A parsed upstream base URL.
+public struct UpstreamURL: Sendable, Equatable {
+    public var scheme: String
+    public var host: String
+    public var port: Int?
+    public var path: String
+
+    public init?(_ text: String) {
+        let lower = text.lowercased()
+        if lower.hasPrefix("https://") {
+            scheme = "https"
+        } else if lower.hasPrefix("http://") {
+            scheme = "http"
+        } else {
+            return nil
+        }
+        let rest = text.dropFirst(scheme.count + 3)
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        guard !authority.isEmpty, !authority.contains("@") else { return nil }
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let after = authority[authority.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let p = Int(after.dropFirst()), (1...65535).contains(p) else { return nil }
+                port = p
+            } else {
+                guard after.isEmpty else { return nil }
+                port = nil
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon])
+            guard let p = Int(authority[authority.index(after: colon)...]), (1...65535).contains(p) else { return nil }
+            port = p
+        } else {
+            host = String(authority)
+            port = nil
+        }
+        guard !host.isEmpty else { return nil }
+        var p = String(rest[authorityEnd...])
+        guard !p.contains("?"), !p.contains("#") else { return nil }
+        while p.hasSuffix("/") { p.removeLast() }
+        path = p
+    }
+
+    /// The URL without a trailing slash.
+    public var normalized: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return "\(scheme)://\(h)\(port.map { ":\($0)" } ?? "")\(path)"
+    }
+}

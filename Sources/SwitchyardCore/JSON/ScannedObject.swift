@@ -1,0 +1,79 @@
+import NIOCore
+
+/// A JSON object document held as bytes, with its top-level members located by ``JSONScanner``.
+public struct ScannedObject: Sendable {
+    /// The document bytes (member ranges are offsets from its reader index).
+    public let buffer: ByteBuffer
+    /// The scanned top-level object.
+    public let object: JSONScanner.Object
+
+    /// Validates `buffer` as a JSON object and locates its members.
+    public init(_ buffer: ByteBuffer, maxDepth: Int = 64) throws(JSONScanner.ScanError) {
+        self.buffer = buffer
+        do {
+            self.object = try buffer.withUnsafeReadableBytes { bytes in
+                try JSONScanner.scanObject(bytes, maxDepth: maxDepth)
+            }
+        } catch let error as JSONScanner.ScanError {
+            throw error
+        } catch {
+            throw JSONScanner.ScanError(reason: .empty, offset: 0)
+        }
+    }
+
+    /// The last member named `name`.
+    public func member(_ name: StaticString) -> JSONScanner.Member? {
+        buffer.withUnsafeReadableBytes { object.member(name, in: $0) }
+    }
+
+    /// The value of member `name` if it is a string.
+    public func string(_ name: StaticString) -> String? {
+        guard let m = member(name), m.kind == .string else { return nil }
+        return stringValue(m)
+    }
+
+    /// The decoded value of a string member.
+    public func stringValue(_ member: JSONScanner.Member) -> String {
+        buffer.withUnsafeReadableBytes { bytes in
+            JSONString.decode(bytes, (member.valueRange.lowerBound + 1)..<(member.valueRange.upperBound - 1))
+        }
+    }
+
+    /// The value of member `name` if it is `true` or `false`.
+    public func bool(_ name: StaticString) -> Bool? {
+        switch member(name)?.kind {
+        case .true: return true
+        case .false: return false
+        default: return nil
+        }
+    }
+
+    /// The raw bytes of a member's value.
+    public func rawValue(_ member: JSONScanner.Member) -> ByteBuffer {
+        buffer.getSlice(at: buffer.readerIndex + member.valueRange.lowerBound, length: member.valueRange.count) ?? ByteBuffer()
+    }
+
+    /// The raw value of member `name` as a String (for small values such as numbers).
+    public func rawString(_ name: StaticString) -> String? {
+        guard let m = member(name) else { return nil }
+        return String(buffer: rawValue(m))
+    }
+
+    /// An editor over this document.
+    public func editor() -> JSONObjectEditor {
+        JSONObjectEditor(source: buffer, object: object)
+    }
+
+    /// The document with its top-level string `model` replaced by `literal` (an encoded JSON string),
+    /// or nil when there is no such member or it already has that value.
+    public func replacingModel(with literal: String) -> ByteBuffer? {
+        guard let m = member("model"), m.kind == .string else { return nil }
+        let same = buffer.withUnsafeReadableBytes { bytes in
+            literal.utf8.elementsEqual(UnsafeRawBufferPointer(rebasing: bytes[m.valueRange]))
+        }
+        if same { return nil }
+        var editor = editor()
+        editor.replaceValue(of: m, with: literal)
+        return editor.result()
+    }
+}

@@ -1,0 +1,109 @@
+import Crypto
+
+/// The SHA-256 digest of an API key secret: what the store keeps instead of the secret.
+public struct KeyHash: Hashable, Sendable, CustomStringConvertible {
+    public let a: UInt64, b: UInt64, c: UInt64, d: UInt64
+
+    public init(digest: some Sequence<UInt8>) {
+        var words: [UInt64] = [0, 0, 0, 0]
+        for (i, byte) in digest.enumerated() where i < 32 {
+            words[i / 8] = words[i / 8] << 8 | UInt64(byte)
+        }
+        (a, b, c, d) = (words[0], words[1], words[2], words[3])
+    }
+
+    /// Parses the 64-character lowercase hex form.
+    public init?(hex: String) {
+        let bytes = Array(hex.utf8)
+        guard bytes.count == 64 else { return nil }
+        var digest: [UInt8] = []
+        digest.reserveCapacity(32)
+        var i = 0
+        while i < 64 {
+            guard let hi = JSONString.hexValue(bytes[i]), let lo = JSONString.hexValue(bytes[i + 1]) else { return nil }
+            digest.append(hi << 4 | lo)
+            i += 2
+        }
+        self.init(digest: digest)
+    }
+
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(32)
+        for w in [a, b, c, d] {
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(shift))) }
+        }
+        return out
+    }
+
+    /// Lowercase hex, as stored.
+    public var hex: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public var description: String { hex }
+
+    /// Compares two hashes without an early exit, so timing reveals nothing about where they differ.
+    public func constantTimeEquals(_ other: KeyHash) -> Bool {
+        ((a ^ other.a) | (b ^ other.b) | (c ^ other.c) | (d ^ other.d)) == 0
+    }
+}
+
+/// Generation, hashing and validation of API keys and record ids.
+public enum APIKeys {
+    static let alphabet: [UInt8] = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+
+    /// Characters of randomness in a secret: 43 base62 characters carry 256 bits.
+    public static let secretLength = 43
+    /// Longest key the gateway will even hash; anything longer is rejected before any work.
+    public static let maxPresentedLength = 256
+
+    /// `count` uniformly random base62 characters from the system CSPRNG (rejection sampling, no modulo bias).
+    public static func randomBase62(_ count: Int) -> String {
+        var rng = SystemRandomNumberGenerator()
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        while out.count < count {
+            var word = rng.next()
+            for _ in 0..<8 where out.count < count {
+                let byte = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                if byte < 248 { out.append(alphabet[Int(byte % 62)]) }
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// A new secret: the configured prefix followed by 256 bits of randomness.
+    public static func generateSecret(prefix: String) -> String {
+        prefix + randomBase62(secretLength)
+    }
+
+    /// A new record id such as `key_3kTMd9Qx2bZr`.
+    public static func generateID(prefix: String) -> String {
+        prefix + randomBase62(14)
+    }
+
+    /// SHA-256 of the secret.
+    public static func hash(_ secret: some StringProtocol) -> KeyHash {
+        KeyHash(digest: SHA256.hash(data: Array(secret.utf8)))
+    }
+
+    /// Whether a presented credential is worth looking up: bounded length, visible ASCII only.
+    public static func isPlausible(_ secret: some StringProtocol) -> Bool {
+        let utf8 = secret.utf8
+        return !utf8.isEmpty && utf8.count <= maxPresentedLength && utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+    }
+
+    /// The last four characters, kept for display.
+    public static func last4(_ secret: String) -> String {
+        String(secret.suffix(4))
+    }
+}

@@ -1,0 +1,201 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Synchronization
+import SwitchyardCore
+
+/// What the mock saw: request counts, stream outcomes and the most recent requests (for tests).
+public final class MockStats: Sendable {
+    public struct Recorded: Sendable {
+        public var method: String
+        public var path: String
+        public var headers: [(String, String)]
+        public var body: ByteBuffer
+    }
+
+    struct State {
+        var requests = 0
+        var streamsStarted = 0
+        var streamsCompleted = 0
+        /// Streams whose client (the gateway) went away before the end.
+        var streamsCancelled = 0
+        /// Streams the mock dropped on purpose (`drop_after`).
+        var streamsDropped = 0
+        var activeStreams = 0
+        /// Bytes of stream events written so far (to observe backpressure).
+        var streamBytesSent = 0
+        var recent: [Recorded] = []
+    }
+
+    private let state = Mutex(State())
+    private static let keep = 64
+
+    public init() {}
+
+    func record(_ r: Recorded) {
+        state.withLock { s in
+            s.requests += 1
+            s.recent.append(r)
+            if s.recent.count > Self.keep { s.recent.removeFirst(s.recent.count - Self.keep) }
+        }
+    }
+
+    func sent(_ bytes: Int) { state.withLock { $0.streamBytesSent += bytes } }
+
+    func streamStarted() { state.withLock { $0.streamsStarted += 1; $0.activeStreams += 1 } }
+    func streamEnded(_ outcome: StreamOutcome) {
+        state.withLock { s in
+            s.activeStreams -= 1
+            switch outcome {
+            case .completed: s.streamsCompleted += 1
+            case .cancelled: s.streamsCancelled += 1
+            case .dropped: s.streamsDropped += 1
+            }
+        }
+    }
+
+    enum StreamOutcome { case completed, cancelled, dropped }
+
+    public func reset() { state.withLock { $0 = State() } }
+
+    /// The counters as JSON.
+    public func countersJSON() -> JSONValue {
+        state.withLock { s in
+            [
+                "requests": .int(s.requests), "streams_started": .int(s.streamsStarted),
+                "streams_completed": .int(s.streamsCompleted), "streams_cancelled": .int(s.streamsCancelled),
+                "streams_dropped": .int(s.streamsDropped), "active_streams": .int(s.activeStreams),
+                "stream_bytes_sent": .int(s.streamBytesSent),
+            ]
+        }
+    }
+
+    /// The most recent requests as JSON (newest last): method, path, headers, body (parsed if JSON).
+    public func recentJSON(limit: Int) -> JSONValue {
+        let recent = state.withLock { Array($0.recent.suffix(limit)) }
+        return .array(recent.map { r in
+            var headers = JSONObject()
+            for (k, v) in r.headers { headers[k.lowercased()] = .string(v) }
+            let body = (try? JSONValue.parse(r.body)) ?? .string(String(buffer: r.body))
+            return ["method": .string(r.method), "path": .string(r.path), "headers": .object(headers), "body": body]
+        })
+    }
+}
+
+/// Request context of the mock server: large bodies allowed.
+public struct MockRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    public var maxUploadSize: Int { 64 << 20 }
+}
+
+/// `switchyard mock-upstream`: the fake provider over HTTP, speaking the providers' wire formats.
+public enum MockServer {
+    /// Builds the mock's router. Routes: `POST /v1/chat/completions` (also without `/v1`), `GET /v1/models`,
+    /// `GET /mock/stats`, `GET /mock/requests?limit=N`, `POST /mock/reset`.
+    public static func router(engine: MockEngine, stats: MockStats) -> Router<MockRequestContext> {
+        let router = Router(context: MockRequestContext.self)
+
+        @Sendable func chat(_ request: Request, _ context: MockRequestContext) async throws -> Response {
+            var request = request
+            let body = try await request.collectBody(upTo: context.maxUploadSize)
+            let headerList = request.headers.map { ($0.name.canonicalName, $0.value) }
+            stats.record(.init(method: request.method.rawValue, path: request.uri.path, headers: headerList, body: body))
+            if let required = engine.settings.requiredKey, !Self.authorized(request.headers, key: required) {
+                return respond(MockEngine.openAIError(status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key"), stats: stats, request: request)
+            }
+            let directives = MockDirectives.pairs(fromHeaders: headerList.map { (name: $0.0, value: $0.1) })
+            let plan = engine.chatCompletion(body: body, headerDirectives: directives)
+            if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
+            return respond(plan, stats: stats, request: request)
+        }
+        router.post("/v1/chat/completions", use: chat)
+        router.post("/chat/completions", use: chat)
+
+        router.get("/v1/models") { _, _ -> Response in
+            let models: JSONValue = ["object": "list", "data": .array(["mock-fast", "gpt-5.1", "claude-sonnet-4-6"].map {
+                ["id": .string($0), "object": "model", "created": 1_767_225_600, "owned_by": "mock"]
+            })]
+            return json(models)
+        }
+        router.get("/mock/stats") { _, _ in json(stats.countersJSON()) }
+        router.get("/mock/requests") { request, _ in
+            let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 10
+            return json(stats.recentJSON(limit: max(1, min(64, limit))))
+        }
+        router.post("/mock/reset") { _, _ in
+            stats.reset()
+            return json(["ok": true])
+        }
+        return router
+    }
+
+    static func authorized(_ headers: HTTPFields, key: String) -> Bool {
+        var presented: String?
+        if let auth = headers[.authorization], auth.hasPrefix("Bearer ") { presented = String(auth.dropFirst(7)) }
+        if presented == nil { presented = headers[HTTPField.Name("x-api-key")!] }
+        if presented == nil { presented = headers[HTTPField.Name("x-goog-api-key")!] }
+        guard let presented else { return false }
+        return APIKeys.hash(presented).constantTimeEquals(APIKeys.hash(key))
+    }
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: value.jsonBuffer))
+    }
+
+    /// Turns a plan into a response; stream events are written one by one, `chunkDelayMs` apart. A client
+    /// that goes away mid-stream is noticed at once (the inbound side is watched), like a real provider.
+    static func respond(_ plan: MockPlan, stats: MockStats, request: Request) -> Response {
+        var headers = HTTPFields()
+        for (name, value) in plan.headers {
+            if let n = HTTPField.Name(name) { headers[n] = value }
+        }
+        headers[HTTPField.Name("x-request-id")!] = "req_mock_" + APIKeys.randomBase62(12)
+        switch plan.body {
+        case .full(let buffer):
+            return Response(status: .init(code: plan.status), headers: headers, body: .init(byteBuffer: buffer))
+        case .events(let events, let delay, let dropAfter):
+            headers[.connection] = "close"  // the inbound side is watched, so the connection is not reused
+            let body = ResponseBody { writer in
+                stats.streamStarted()
+                do {
+                    try await request.body.consumeWithCancellationOnInboundClose { _ in
+                        for i in 0..<events.count {
+                            if let dropAfter, i >= dropAfter { throw MockDropped() }
+                            if i > 0, delay > 0 { try await Task.sleep(for: .milliseconds(delay)) }
+                            let event = events[i]
+                            try await writer.write(event)
+                            stats.sent(event.readableBytes)
+                        }
+                        try await writer.finish(nil)
+                    }
+                    stats.streamEnded(.completed)
+                } catch is MockDropped {
+                    stats.streamEnded(.dropped)
+                    throw MockDropped()
+                } catch {
+                    stats.streamEnded(.cancelled)
+                    throw error
+                }
+            }
+            return Response(status: .init(code: plan.status), headers: headers, body: body)
+        }
+    }
+
+    /// Runs the mock on `host:port` until the task is cancelled or the process is signalled.
+    public static func run(host: String, port: Int, settings: MockSettings, logger: Logger, onRunning: (@Sendable (Int) async -> Void)? = nil) async throws {
+        let engine = MockEngine(settings: settings)
+        let stats = MockStats()
+        let app = Application(
+            router: router(engine: engine, stats: stats),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil, backlog: 4096),
+            onServerRunning: { channel in await onRunning?(channel.localAddress?.port ?? port) },
+            logger: logger)
+        try await app.runService()
+    }
+}
+
+/// Thrown to abort a stream mid-way, as a provider whose connection drops would.
+struct MockDropped: Error {}

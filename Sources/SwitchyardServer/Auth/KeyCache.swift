@@ -1,0 +1,128 @@
+import Logging
+import ServiceLifecycle
+import Synchronization
+import SwitchyardCore
+import SwitchyardStore
+
+/// In-memory cache of key lookups, so a key used recently costs no database round trip.
+///
+/// Entries are dropped whenever the store's auth generation moves (a key created, revoked or rotated,
+/// in this process or another), checked by ``AuthGenerationWatcher`` and by ``invalidateAll()`` for
+/// changes made in-process. A lookup that raced with an invalidation is not cached.
+public final class KeyCache: Sendable {
+    private struct State {
+        var epoch: UInt64 = 0
+        var entries: [KeyHash: KeyRecord?] = [:]
+        var misses = 0
+    }
+
+    private let state = Mutex(State())
+    private let store: any KeyStore
+    /// Unknown hashes remembered at most, so a flood of random keys cannot grow memory without bound.
+    private let maxNegativeEntries = 10_000
+
+    public init(store: any KeyStore) {
+        self.store = store
+    }
+
+    /// The record for a key hash (revoked records included), or nil for an unknown key.
+    public func lookup(_ hash: KeyHash) async throws -> KeyRecord? {
+        let (hit, epoch) = state.withLock { s in (s.entries[hash], s.epoch) }
+        if let hit { return hit }
+        let record = try await store.lookupKey(hash: hash)
+        state.withLock { s in
+            guard s.epoch == epoch else { return }
+            if record == nil {
+                if s.misses >= maxNegativeEntries {
+                    s.entries = s.entries.filter { $0.value != nil }
+                    s.misses = 0
+                }
+                s.misses += 1
+            }
+            s.entries[hash] = .some(record)
+        }
+        return record
+    }
+
+    /// Drops every entry (after any change to keys).
+    public func invalidateAll() {
+        state.withLock { s in
+            s.epoch &+= 1
+            s.entries.removeAll(keepingCapacity: true)
+            s.misses = 0
+        }
+    }
+}
+
+/// Polls the store's auth generation and clears the key cache when another process changed keys.
+struct AuthGenerationWatcher: Service {
+    let store: any KeyStore
+    let cache: KeyCache
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        var last = (try? await store.authGeneration()) ?? 0
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            do {
+                let current = try await store.authGeneration()
+                if current != last {
+                    last = current
+                    cache.invalidateAll()
+                }
+            } catch {
+                logger.warning("cannot read auth generation", metadata: ["error": .string("\(error)")])
+            }
+        }
+    }
+}
+
+/// Finds and checks the client's key.
+struct Authenticator: Sendable {
+    let cache: KeyCache
+
+    /// The key presented: `Authorization: Bearer KEY` or `x-api-key: KEY`.
+    static func credential(_ headers: HTTPFieldsView) throws(GatewayError) -> Substring {
+        if let auth = headers.authorization {
+            let trimmed = auth.drop(while: { $0 == " " })
+            if trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " {
+                let token = trimmed.dropFirst(7).drop(while: { $0 == " " })
+                if !token.isEmpty { return token }
+            }
+            if headers.apiKey == nil {
+                throw GatewayError(
+                    status: 401, category: .authentication, code: "invalid_api_key",
+                    message: "malformed Authorization header: expected `Authorization: Bearer KEY`")
+            }
+        }
+        if let key = headers.apiKey, !key.isEmpty { return Substring(key) }
+        throw GatewayError.missingKey
+    }
+
+    func authenticate(_ headers: HTTPFieldsView) async throws -> KeyRecord {
+        let presented = try Self.credential(headers)
+        guard APIKeys.isPlausible(presented) else { throw GatewayError.invalidKey }
+        let record: KeyRecord?
+        do {
+            record = try await cache.lookup(APIKeys.hash(presented))
+        } catch {
+            throw GatewayError(status: 503, category: .unavailable, code: "store_unavailable", message: "the key store is unavailable; retry shortly", retryAfterSeconds: 1)
+        }
+        guard let record else { throw GatewayError.invalidKey }
+        if record.isRevoked {
+            throw GatewayError(status: 401, category: .authentication, code: "invalid_api_key", message: "this API key has been revoked")
+        }
+        return record
+    }
+}
+
+/// The two header values authentication reads.
+struct HTTPFieldsView {
+    var authorization: String?
+    var apiKey: String?
+}

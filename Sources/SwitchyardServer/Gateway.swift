@@ -1,0 +1,132 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import Synchronization
+import SwitchyardCore
+import SwitchyardStore
+
+/// A catalog entry resolved against its provider.
+struct ModelRoute: Sendable {
+    let name: String
+    let upstreamModel: String
+    let provider: Provider
+}
+
+/// The running gateway: configuration, catalog, providers, key cache and store, and the routes over them.
+///
+/// The request path reads top to bottom in the route handlers (`Routes/`): authenticate → collect body
+/// → head parse → resolve model → forward → relay → log.
+public final class Gateway: Sendable {
+    public let config: GatewayConfig
+    let store: any GatewayStore
+    let keyCache: KeyCache
+    let authenticator: Authenticator
+    let providers: [String: Provider]
+    let models: [String: ModelRoute]
+    /// Catalog order, for `/v1/models`.
+    let modelOrder: [ModelRoute]
+    let logger: Logger
+    /// `created` timestamp reported for catalog models (seconds).
+    let catalogCreated: Int
+    private let drainingFlag = Atomic<Bool>(false)
+
+    public init(config: GatewayConfig, store: any GatewayStore, logger: Logger) {
+        self.config = config
+        self.store = store
+        self.logger = logger
+        keyCache = KeyCache(store: store)
+        authenticator = Authenticator(cache: keyCache)
+        var providers: [String: Provider] = [:]
+        for p in config.providers { providers[p.name] = Provider(config: p, timeouts: config.routing.timeouts) }
+        self.providers = providers
+        var order: [ModelRoute] = []
+        for m in config.models {
+            guard let provider = providers[m.provider] else { continue }  // validated at config load
+            order.append(ModelRoute(name: m.name, upstreamModel: m.upstream, provider: provider))
+        }
+        modelOrder = order
+        models = Dictionary(order.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        catalogCreated = Int(EpochClock.nowMilliseconds() / 1000)
+    }
+
+    /// Whether SIGTERM has started draining (readiness then fails so load balancers stop sending).
+    public var isDraining: Bool { drainingFlag.load(ordering: .relaxed) }
+    func startDraining() { drainingFlag.store(true, ordering: .relaxed) }
+
+    /// The key cache, for callers that change keys in-process.
+    public var keys: KeyCache { keyCache }
+
+    /// Every path prefix client routes are served under: the root, `/api`, and the configured ones.
+    var clientPrefixes: [String] {
+        var seen = Set<String>()
+        return (["", "/api"] + config.pathPrefixes).filter { seen.insert($0).inserted }
+    }
+
+    /// The router: client API routes under every prefix, health probes, and the error/log middleware.
+    public func buildRouter() -> Router<GatewayContext> {
+        let router = Router(context: GatewayContext.self)
+        router.middlewares.add(GatewayMiddleware(logger: logger))
+        for prefix in clientPrefixes {
+            router.post("\(prefix)/v1/chat/completions") { request, context in
+                try await self.chatCompletions(request, context: context)
+            }
+            router.get("\(prefix)/v1/models") { request, context in
+                try await self.listModels(request, context: context)
+            }
+        }
+        addAdminRoutes(to: router)
+        router.get("/health/live") { _, _ in Self.json(["status": "ok"]) }
+        router.get("/health/ready") { _, _ in await self.readiness() }
+        router.get("/") { _, _ in Self.json(["name": "switchyard", "version": .string(SwitchyardVersion.current)]) }
+        router.head("/") { _, _ in Response(status: .ok) }
+        return router
+    }
+
+    /// Authenticates the request's key, recording it in the access log.
+    func authenticate(_ request: Request, context: GatewayContext) async throws -> KeyRecord {
+        let headers = HTTPFieldsView(authorization: request.headers[.authorization], apiKey: request.headers[.xAPIKey])
+        let key = try await authenticator.authenticate(headers)
+        context.log.set(keyID: key.id)
+        return key
+    }
+
+    func readiness() async -> Response {
+        if isDraining { return Self.json(["status": "draining"], status: .serviceUnavailable) }
+        do {
+            try await store.ping()
+            return Self.json(["status": "ready"])
+        } catch {
+            return Self.json(["status": "database unavailable"], status: .serviceUnavailable)
+        }
+    }
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: value.jsonBuffer))
+    }
+
+    /// The HTTP application serving this gateway on `config.listen`, with its background services.
+    /// `authPollInterval` is how often key changes made by other processes (the CLI) are picked up.
+    public func makeApplication(
+        authPollInterval: Duration = .milliseconds(250),
+        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        Application(
+            router: buildRouter(),
+            server: .http1(configuration: .init(
+                idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds),
+                httpDecoderConfiguration: .init(
+                    maxHeaderFieldSize: config.limits.maxHeaderBytes, maxHeaderListSize: config.limits.maxHeaderBytes,
+                    maxHeaderFieldCount: 256))),
+            configuration: .init(address: .hostname(config.listen.host, port: config.listen.port), serverName: nil, backlog: 4096),
+            services: [AuthGenerationWatcher(store: store, cache: keyCache, interval: authPollInterval, logger: logger)],
+            onServerRunning: onServerRunning,
+            logger: logger)
+    }
+
+    /// Releases upstream connection pools and the store (after the server has stopped).
+    public func shutdown() async {
+        for provider in providers.values { await provider.shutdown() }
+        await store.close()
+    }
+}

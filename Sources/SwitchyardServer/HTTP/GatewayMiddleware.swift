@@ -1,0 +1,106 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import SwitchyardCore
+
+extension HTTPField.Name {
+    static let xRequestID = HTTPField.Name("x-request-id")!
+    static let xAPIKey = HTTPField.Name("x-api-key")!
+    static let retryAfter = HTTPField.Name("retry-after")!
+    static let cacheControl = HTTPField.Name("cache-control")!
+}
+
+/// Request ids: the client's when sane, otherwise generated.
+enum RequestIDs {
+    static func from(_ headers: HTTPFields) -> String? {
+        guard let value = headers[.xRequestID], (1...128).contains(value.utf8.count),
+            value.utf8.allSatisfy({ b in
+                (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                    || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".") || b == UInt8(ascii: ":")
+            })
+        else { return nil }
+        return value
+    }
+
+    static func generate() -> String { "req_" + APIKeys.randomBase62(24) }
+}
+
+/// Outermost middleware: assigns the request id, turns any thrown error into an error response in the
+/// client's API format, and writes the access log line once the response body has been sent.
+struct GatewayMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
+        var context = context
+        let id = RequestIDs.from(request.headers) ?? RequestIDs.generate()
+        context.requestID = id
+        let log = context.log
+        log.begin(requestID: id, method: request.method.rawValue, path: request.uri.path, logger: logger)
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let gatewayError = GatewayError(error, method: request.method, path: request.uri.path)
+            if gatewayError.category == .internal { logger.error("unhandled error", metadata: ["request_id": .string(id), "error": .string("\(error)")]) }
+            log.set(errorCode: gatewayError.code)
+            response = ErrorResponse.make(gatewayError, format: APIFormat(path: request.uri.path))
+        }
+        response.headers[.xRequestID] = id
+        log.set(status: Int(response.status.code))
+        let body = response.body
+        response.body = ResponseBody(contentLength: body.contentLength) { writer in
+            do {
+                try await body.write(writer)
+                log.emit(outcome: "ok")
+            } catch {
+                log.emit(outcome: error is CancellationError ? "client_closed" : "write_failed")
+                throw error
+            }
+        }
+        return response
+    }
+}
+
+/// Which client API an endpoint speaks, deciding the shape of error bodies.
+enum APIFormat {
+    case openAI
+
+    init(path: String) {
+        self = .openAI
+    }
+}
+
+/// Error responses in each client format.
+enum ErrorResponse {
+    static func make(_ error: GatewayError, format: APIFormat) -> Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let retry = error.retryAfterSeconds { headers[.retryAfter] = String(retry) }
+        switch format {
+        case .openAI:
+            return Response(status: .init(code: error.status), headers: headers, body: .init(byteBuffer: error.openAIBody()))
+        }
+    }
+}
+
+extension GatewayError {
+    /// Maps anything thrown on the request path to a client-facing error.
+    init(_ error: any Error, method: HTTPRequest.Method, path: String) {
+        switch error {
+        case let e as GatewayError:
+            self = e
+        case let e as HTTPError:
+            switch e.status {
+            case .notFound: self = .routeNotFound(method.rawValue, path)
+            case .contentTooLarge: self = .bodyTooLarge(limit: 0)
+            case .methodNotAllowed: self = .init(status: 405, category: .invalidRequest, code: "method_not_allowed", message: "\(method.rawValue) is not allowed on \(path)")
+            default:
+                let category: GatewayError.Category = e.status.code >= 500 ? .internal : .invalidRequest
+                self = .init(status: Int(e.status.code), category: category, code: "http_\(e.status.code)", message: e.body ?? e.status.reasonPhrase)
+            }
+        default:
+            self = .internalError()
+        }
+    }
+}

@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Logging
+import NIOCore
+import Synchronization
+import SwitchyardCore
+
+/// A metadata value written as a bare JSON number (durations, counts).
+public struct LogNumber: CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ value: Int) { description = String(value) }
+    public init(millisecondsFromNanos nanos: UInt64) { description = RequestLog.milliseconds(nanos) }
+}
+
+/// Writes one line per log event to stderr: JSON objects (`format: json`) or `key=value` text.
+/// Never given secrets: request headers are not logged anywhere.
+public struct SwitchyardLogHandler: LogHandler {
+    public enum Format: Sendable { case json, text }
+
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    let label: String
+    let format: Format
+
+    private static let lock = Mutex(())
+
+    public init(label: String, level: Logger.Level, format: Format) {
+        self.label = label
+        self.logLevel = level
+        self.format = format
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        let ts = EpochClock.iso8601Millis(EpochClock.nowMilliseconds())
+        var line = ByteBuffer()
+        switch format {
+        case .json:
+            line.writeStaticString("{\"ts\":\"")
+            line.writeString(ts)
+            line.writeStaticString("\",\"level\":\"")
+            line.writeString(event.level.rawValue)
+            line.writeStaticString("\",\"msg\":")
+            JSONString.write(event.message.description, into: &line)
+            for key in merged.keys.sorted() {
+                line.writeStaticString(",")
+                JSONString.write(key, into: &line)
+                line.writeStaticString(":")
+                Self.writeJSON(merged[key]!, into: &line)
+            }
+            line.writeStaticString("}\n")
+        case .text:
+            line.writeString("\(ts) \(event.level.rawValue) \(event.message)")
+            for key in merged.keys.sorted() {
+                line.writeString(" \(key)=\(Self.text(merged[key]!))")
+            }
+            line.writeStaticString("\n")
+        }
+        Self.lock.withLock { _ in
+            line.withUnsafeReadableBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                    if n <= 0 { if n < 0 && errno == EINTR { continue } else { break } }
+                    offset += n
+                }
+            }
+        }
+    }
+
+    static func writeJSON(_ value: Logger.Metadata.Value, into out: inout ByteBuffer) {
+        switch value {
+        case .string(let s): JSONString.write(s, into: &out)
+        case .stringConvertible(let c):
+            if c is LogNumber || c is Int || c is Bool || c is Double {
+                out.writeString(c.description)
+            } else {
+                JSONString.write(c.description, into: &out)
+            }
+        case .array(let items):
+            out.writeStaticString("[")
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.writeStaticString(",") }
+                writeJSON(item, into: &out)
+            }
+            out.writeStaticString("]")
+        case .dictionary(let dict):
+            out.writeStaticString("{")
+            for (i, key) in dict.keys.sorted().enumerated() {
+                if i > 0 { out.writeStaticString(",") }
+                JSONString.write(key, into: &out)
+                out.writeStaticString(":")
+                writeJSON(dict[key]!, into: &out)
+            }
+            out.writeStaticString("}")
+        }
+    }
+
+    static func text(_ value: Logger.Metadata.Value) -> String {
+        switch value {
+        case .string(let s): return s.contains(" ") ? JSONString.literal(s) : s
+        case .stringConvertible(let c): return c.description
+        default: return value.description
+        }
+    }
+}

@@ -1,0 +1,138 @@
+import Testing
+@testable import SwitchyardCore
+
+@Suite("Configuration")
+struct ConfigTests {
+    func load(_ yaml: String, env: [String: String] = [:]) throws -> GatewayConfig {
+        try YAMLConfigDecoder(environment: env).decode(GatewayConfig.self, from: yaml)
+    }
+
+    func error(_ yaml: String, env: [String: String] = [:]) -> ConfigError? {
+        do {
+            _ = try load(yaml, env: env)
+            return nil
+        } catch let e as ConfigError {
+            return e
+        } catch {
+            Issue.record("unexpected error type \(error)")
+            return nil
+        }
+    }
+
+    let sample = """
+        listen: "127.0.0.1:4000"
+        database: "sqlite:switchyard.db"
+        admin_key: "${SWITCHYARD_ADMIN_KEY}"
+        path_prefixes: ["/api/proxy"]
+        providers:
+          - name: openai
+            type: openai
+            base_url: "https://api.openai.com/v1/"
+            api_key: "${OPENAI_API_KEY}"
+        models:
+          - name: gpt-5.1
+            provider: openai
+          - name: fast
+            provider: openai
+            upstream: gpt-5.1-mini
+        routing:
+          timeouts: {connect: 2s, first_byte: 90s, idle: 500ms}
+        limits:
+          max_body_size: 10MB
+        """
+
+    @Test func decodesTheDocumentedShape() throws {
+        let c = try load(sample, env: ["SWITCHYARD_ADMIN_KEY": "admin-key-of-sixteen", "OPENAI_API_KEY": "sk-test"])
+        #expect(c.listen == ListenAddress(host: "127.0.0.1", port: 4000))
+        #expect(c.database == .sqlite(path: "switchyard.db"))
+        #expect(c.adminKey == "admin-key-of-sixteen")
+        #expect(c.providers[0].apiKey == "sk-test")
+        #expect(c.providers[0].baseURL == "https://api.openai.com/v1")  // trailing slash normalised
+        #expect(c.models[0].upstream == "gpt-5.1")  // defaults to name
+        #expect(c.models[1].upstream == "gpt-5.1-mini")
+        #expect(c.routing.timeouts.connect.milliseconds == 2000)
+        #expect(c.routing.timeouts.idle.milliseconds == 500)
+        #expect(c.limits.maxBodyBytes == 10 << 20)
+        #expect(c.pathPrefixes == ["/api/proxy"])
+        #expect(c.keyPrefix == "sy-")
+    }
+
+    @Test func unknownKeyNamesKeyAndLine() throws {
+        let e = try #require(error("listen: \"127.0.0.1:4000\"\nproviders:\n  - name: a\n    type: openai\n    base_url: http://x\n    api_kee: k\n"))
+        #expect(e.line == 6)
+        #expect(e.path == "providers[0].api_kee")
+        #expect(e.message.contains("unknown key `api_kee`"))
+        #expect(e.description.contains("line 6"))
+    }
+
+    @Test func wrongTypeNamesKeyAndLine() throws {
+        let e = try #require(error("limits:\n  max_json_depth: deep\n"))
+        #expect(e.line == 2)
+        #expect(e.path == "limits.max_json_depth")
+        #expect(e.message.contains("expected an integer"))
+        let e2 = try #require(error("providers: {name: x}\n"))
+        #expect(e2.message.contains("expected a list"))
+        #expect(e2.line == 1)
+    }
+
+    @Test func interpolatesEnvironmentWithDefaults() throws {
+        let yaml = "admin_key: \"${ADMIN:-fallback-admin-key-123}\"\nkey_prefix: \"${PREFIX:-sk-}\"\npath_prefixes: [\"$${NOT_A_VAR}\"]\n"
+        let e = error(yaml)
+        // `$$` escapes: "/..." check fails because the prefix does not start with "/".
+        #expect(e?.path == "path_prefixes[0]")
+        #expect(e?.message.contains("starts with `/`") == true, "`$$` must yield a literal `$`, not a variable lookup")
+        let c = try load("admin_key: \"${ADMIN:-fallback-admin-key-123}\"\nkey_prefix: \"${PREFIX:-sk-}\"\n", env: ["PREFIX": "omni_"])
+        #expect(c.adminKey == "fallback-admin-key-123")
+        #expect(c.keyPrefix == "omni_")
+    }
+
+    @Test func missingVariableIsAnError() throws {
+        let e = try #require(error("admin_key: \"${NOPE_NOT_SET}\"\n"))
+        #expect(e.message.contains("NOPE_NOT_SET"))
+        #expect(e.line == 1)
+        #expect(e.path == "admin_key")
+    }
+
+    @Test func modelMustNameAKnownProvider() throws {
+        let e = try #require(error("providers:\n  - {name: a, type: mock}\nmodels:\n  - name: m\n    provider: b\n"))
+        #expect(e.line == 5)
+        #expect(e.message.contains("provider `b`"))
+    }
+
+    @Test func rejectsBadValues() {
+        #expect(error("listen: \"nope\"\n")?.message.contains("host:port") == true)
+        #expect(error("database: \"mysql://x\"\n")?.message.contains("sqlite:") == true)
+        #expect(error("providers:\n  - {name: a, type: bogus, base_url: http://x}\n")?.message.contains("unknown provider type `bogus`") == true)
+        #expect(error("providers:\n  - {name: a, type: openai}\n")?.message.contains("base_url is required") == true)
+        #expect(error("providers:\n  - {name: a, type: openai, base_url: \"ftp://x\"}\n")?.message.contains("http://") == true)
+        #expect(error("providers:\n  - {name: a, type: mock}\n  - {name: a, type: mock}\n")?.message.contains("duplicate provider") == true)
+        #expect(error("routing:\n  timeouts: {connect: soon}\n")?.message.contains("duration") == true)
+        #expect(error("admin_key: short\n")?.message.contains("16") == true)
+        #expect(error("path_prefixes: [\"/v1\"]\n") != nil)
+        #expect(error("listen: [1, 2\n")?.message.contains("invalid YAML") == true)
+    }
+
+    @Test func emptyDocumentGivesDefaults() throws {
+        let c = try load("")
+        #expect(c.listen.port == 4000)
+        #expect(c.providers.isEmpty)
+        #expect(c.server.drainTimeout.milliseconds == 30_000)
+    }
+
+    @Test func durationsAndSizes() {
+        #expect(ConfigDuration.parse("250ms")?.milliseconds == 250)
+        #expect(ConfigDuration.parse("1.5s")?.milliseconds == 1500)
+        #expect(ConfigDuration.parse("5m")?.milliseconds == 300_000)
+        #expect(ConfigDuration.parse("24h")?.milliseconds == 86_400_000)
+        #expect(ConfigDuration.parse("30")?.milliseconds == 30_000)
+        #expect(ConfigDuration.parse("-1s") == nil)
+        #expect(ByteSize.parse("64KB")?.bytes == 65536)
+        #expect(ByteSize.parse("10 MiB")?.bytes == 10 << 20)
+        #expect(ByteSize.parse("512")?.bytes == 512)
+        #expect(ByteSize.parse("lots") == nil)
+        #expect(ListenAddress.parse("[::1]:8080") == ListenAddress(host: "::1", port: 8080))
+        #expect(ListenAddress.parse(":9000") == ListenAddress(host: "0.0.0.0", port: 9000))
+        #expect(UpstreamURL("http://localhost:11434/v1")?.port == 11434)
+        #expect(UpstreamURL("https://user@host/") == nil)
+    }
+}

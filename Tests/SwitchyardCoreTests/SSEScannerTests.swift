@@ -1,0 +1,132 @@
+import Foundation
+import NIOCore
+import Testing
+@testable import SwitchyardCore
+
+@Suite("SSE scanner")
+struct SSEScannerTests {
+    /// Feeds `text` in pieces of `size` bytes and collects every event.
+    func events(_ text: String, pieceSize: Int) throws -> [SSEEvent] {
+        var scanner = SSEScanner()
+        var out: [SSEEvent] = []
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            let end = min(bytes.count, i + pieceSize)
+            scanner.feed(ByteBuffer(bytes: bytes[i..<end]))
+            while let e = try scanner.next() { out.append(e) }
+            i = end
+        }
+        if let e = scanner.finish() { out.append(e) }
+        return out
+    }
+
+    @Test(arguments: [1, 2, 3, 7, 1000])
+    func parsesEventsAcrossAnyChunking(pieceSize: Int) throws {
+        let text = "event: message_start\ndata: {\"a\":1}\n\n: ping\n\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n"
+        let evs = try events(text, pieceSize: pieceSize)
+        #expect(evs.count == 4)
+        #expect(evs[0].event == "message_start")
+        #expect(evs[0].dataString == "{\"a\":1}")
+        #expect(evs[1].isCommentOnly)
+        #expect(evs[2].dataString == "line1\nline2")
+        #expect(evs[3].isDoneSentinel)
+        // Raw bytes reproduce the stream exactly.
+        #expect(evs.map { String(buffer: $0.raw) }.joined() == text)
+    }
+
+    @Test(arguments: [1, 2, 5, 100])
+    func handlesCRLFAndCRLineEndings(pieceSize: Int) throws {
+        let evs = try events("data: a\r\n\r\ndata: b\r\rdata:c\n\n", pieceSize: pieceSize)
+        #expect(evs.map(\.dataString) == ["a", "b", "c"])
+    }
+
+    @Test func stripsOnlyOneLeadingSpace() throws {
+        let evs = try events("data:  two spaces\ndata:none\n\n", pieceSize: 100)
+        #expect(evs.first?.dataString == " two spaces\nnone")
+    }
+
+    @Test func ignoresUnknownFieldsAndKeepsId() throws {
+        let evs = try events("id: 7\nretry: 100\nfoo: bar\ndata: x\n\n", pieceSize: 3)
+        #expect(evs.first?.id == "7")
+        #expect(evs.first?.dataString == "x")
+    }
+
+    @Test func holdsPartialEventUntilComplete() throws {
+        var scanner = SSEScanner()
+        scanner.feed(ByteBuffer(string: "data: {\"par"))
+        #expect(try scanner.next() == nil)
+        scanner.feed(ByteBuffer(string: "tial\":true}\n"))
+        #expect(try scanner.next() == nil)
+        scanner.feed(ByteBuffer(string: "\n"))
+        #expect(try scanner.next()?.dataString == "{\"partial\":true}")
+    }
+
+    @Test func finishDispatchesUnterminatedEvent() throws {
+        let evs = try events("data: last", pieceSize: 4)
+        #expect(evs.map(\.dataString) == ["last"])
+    }
+
+    @Test func boundsEventSize() {
+        var scanner = SSEScanner(maxEventBytes: 64)
+        scanner.feed(ByteBuffer(string: "data: " + String(repeating: "x", count: 100)))
+        #expect(throws: SSEScanner.EventTooLarge.self) { try scanner.next() }
+    }
+
+    @Test func writesCanonicalEvents() {
+        var out = ByteBuffer()
+        SSEEvent.write(event: "ping", data: "{}", into: &out)
+        SSEEvent.write(event: nil, data: "a\nb", into: &out)
+        #expect(String(buffer: out) == "event: ping\ndata: {}\n\ndata: a\ndata: b\n\n")
+    }
+}
+
+@Suite("OpenAI stream relay")
+struct OpenAIStreamRelayTests {
+    let stream = """
+        data: {"id":"c1","object":"chat.completion.chunk","model":"upstream-2025","choices":[{"index":0,"delta":{"content":"Hi"}}]}
+
+        : keep-alive
+
+        data: {"id":"c1","object":"chat.completion.chunk","model":"upstream-2025","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":4}}}
+
+        data: [DONE]
+
+
+        """
+
+    @Test(arguments: [1, 9, 64, 4096])
+    func rewritesModelAndReadsUsage(pieceSize: Int) throws {
+        var relay = OpenAIStreamRelay(clientModel: "gpt-5.1")
+        var out = ""
+        let bytes = Array(stream.utf8)
+        var i = 0
+        while i < bytes.count {
+            let end = min(bytes.count, i + pieceSize)
+            out += String(buffer: try relay.process(ByteBuffer(bytes: bytes[i..<end])))
+            i = end
+        }
+        out += String(buffer: relay.finish())
+        #expect(!out.contains("upstream-2025"))
+        #expect(out.components(separatedBy: "\"model\":\"gpt-5.1\"").count == 3)
+        #expect(out.contains(": keep-alive\n\n"))
+        #expect(out.hasSuffix("data: [DONE]\n\n"))
+        #expect(relay.sawDone)
+        #expect(relay.usage == TokenUsage(inputTokens: 12, outputTokens: 3, cachedInputTokens: 4))
+    }
+
+    @Test func passesEventsThroughByteExactWhenModelMatches() throws {
+        var relay = OpenAIStreamRelay(clientModel: "upstream-2025")
+        let out = try relay.process(ByteBuffer(string: stream))
+        #expect(String(buffer: out) + String(buffer: relay.finish()) == stream)
+    }
+
+    @Test func explicitZeroUsageIsZeroNotUnknown() throws {
+        var relay = OpenAIStreamRelay(clientModel: "m")
+        _ = try relay.process(ByteBuffer(string: "data: {\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0}}\n\n"))
+        #expect(relay.usage == TokenUsage())
+        var none = OpenAIStreamRelay(clientModel: "m")
+        _ = try none.process(ByteBuffer(string: "data: {\"usage\":null}\n\n"))
+        #expect(none.usage == nil)
+    }
+}
