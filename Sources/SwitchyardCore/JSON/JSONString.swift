@@ -67,17 +67,16 @@ public enum JSONString {
     }
 
     /// Appends `value` as a JSON string literal, quotes included.
-    public static func write(_ value: some StringProtocol, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt8(ascii: "\""))
-        var needsEscape = false
-        for b in value.utf8 where b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") {
-            needsEscape = true
-            break
-        }
-        if !needsEscape {
-            buffer.writeString(String(value))
-        } else {
-            for b in value.utf8 {
+    public static func write(_ value: String, into buffer: inout ByteBuffer) {
+        var value = value
+        value.withUTF8 { utf8 in
+            buffer.writeInteger(UInt8(ascii: "\""))
+            var runStart = 0
+            for i in 0..<utf8.count {
+                let b = utf8[i]
+                guard b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") else { continue }
+                if i > runStart { buffer.writeBytes(UnsafeBufferPointer(rebasing: utf8[runStart..<i])) }
+                runStart = i + 1
                 switch b {
                 case UInt8(ascii: "\""): buffer.writeStaticString("\\\"")
                 case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
@@ -86,20 +85,20 @@ public enum JSONString {
                 case 0x09: buffer.writeStaticString("\\t")
                 case 0x08: buffer.writeStaticString("\\b")
                 case 0x0C: buffer.writeStaticString("\\f")
-                case 0..<0x20:
-                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                default:
+                    let hex = "0123456789abcdef".utf8
                     buffer.writeStaticString("\\u00")
-                    buffer.writeInteger(hex[Int(b >> 4)])
-                    buffer.writeInteger(hex[Int(b & 0xF)])
-                default: buffer.writeInteger(b)
+                    buffer.writeInteger(hex[hex.index(hex.startIndex, offsetBy: Int(b >> 4))])
+                    buffer.writeInteger(hex[hex.index(hex.startIndex, offsetBy: Int(b & 0xF))])
                 }
             }
+            if utf8.count > runStart { buffer.writeBytes(UnsafeBufferPointer(rebasing: utf8[runStart..<utf8.count])) }
+            buffer.writeInteger(UInt8(ascii: "\""))
         }
-        buffer.writeInteger(UInt8(ascii: "\""))
     }
 
     /// `value` as a JSON string literal, quotes included.
-    public static func literal(_ value: some StringProtocol) -> String {
+    public static func literal(_ value: String) -> String {
         var buffer = ByteBuffer()
         write(value, into: &buffer)
         return String(buffer: buffer)

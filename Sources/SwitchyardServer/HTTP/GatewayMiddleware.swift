@@ -49,6 +49,10 @@ struct GatewayMiddleware: RouterMiddleware {
         }
         response.headers[.xRequestID] = id
         log.set(status: Int(response.status.code))
+        guard log.waitsForBody else {
+            log.emit(outcome: "ok")
+            return response
+        }
         let body = response.body
         response.body = ResponseBody(contentLength: body.contentLength) { writer in
             do {

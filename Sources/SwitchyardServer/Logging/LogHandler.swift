@@ -8,11 +8,50 @@ import NIOCore
 import Synchronization
 import SwitchyardCore
 
-/// A metadata value written as a bare JSON number (durations, counts).
-public struct LogNumber: CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ value: Int) { description = String(value) }
-    public init(millisecondsFromNanos nanos: UInt64) { description = RequestLog.milliseconds(nanos) }
+/// The fields of one access log line, in a fixed order, rendered without a dictionary: passed to
+/// swift-log as a single metadata value that ``SwitchyardLogHandler`` writes inline (other handlers
+/// get the `key=value` text form).
+public struct AccessLogLine: CustomStringConvertible, Sendable {
+    public enum Value: Sendable {
+        case string(String)
+        case int(Int)
+        case bool(Bool)
+        /// Nanoseconds, shown as milliseconds with three decimals.
+        case millis(UInt64)
+    }
+
+    var fields: [(StaticString, Value)] = []
+
+    init() { fields.reserveCapacity(18) }
+
+    mutating func add(_ key: StaticString, _ value: Value) { fields.append((key, value)) }
+
+    /// Writes `"key":value,...` (no braces).
+    func writeJSONMembers(into out: inout ByteBuffer) {
+        for (i, (key, value)) in fields.enumerated() {
+            if i > 0 { out.writeStaticString(",") }
+            out.writeStaticString("\"")
+            out.writeStaticString(key)
+            out.writeStaticString("\":")
+            switch value {
+            case .string(let s): JSONString.write(s, into: &out)
+            case .int(let v): out.writeString(String(v))
+            case .bool(let v): out.writeStaticString(v ? "true" : "false")
+            case .millis(let v): out.writeString(RequestLog.milliseconds(v))
+            }
+        }
+    }
+
+    public var description: String {
+        fields.map { key, value in
+            switch value {
+            case .string(let s): return "\(key)=\(s.contains(" ") ? JSONString.literal(s) : s)"
+            case .int(let v): return "\(key)=\(v)"
+            case .bool(let v): return "\(key)=\(v)"
+            case .millis(let v): return "\(key)=\(RequestLog.milliseconds(v))"
+            }
+        }.joined(separator: " ")
+    }
 }
 
 /// Writes one line per log event to stderr: JSON objects (`format: json`) or `key=value` text.
@@ -43,6 +82,7 @@ public struct SwitchyardLogHandler: LogHandler {
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
         let ts = EpochClock.iso8601Millis(EpochClock.nowMilliseconds())
         var line = ByteBuffer()
+        line.reserveCapacity(512)
         switch format {
         case .json:
             line.writeStaticString("{\"ts\":\"")
@@ -53,6 +93,10 @@ public struct SwitchyardLogHandler: LogHandler {
             JSONString.write(event.message.description, into: &line)
             for key in merged.keys.sorted() {
                 line.writeStaticString(",")
+                if case .stringConvertible(let value) = merged[key]!, let access = value as? AccessLogLine {
+                    access.writeJSONMembers(into: &line)
+                    continue
+                }
                 JSONString.write(key, into: &line)
                 line.writeStaticString(":")
                 Self.writeJSON(merged[key]!, into: &line)
@@ -61,6 +105,10 @@ public struct SwitchyardLogHandler: LogHandler {
         case .text:
             line.writeString("\(ts) \(event.level.rawValue) \(event.message)")
             for key in merged.keys.sorted() {
+                if case .stringConvertible(let value) = merged[key]!, let access = value as? AccessLogLine {
+                    line.writeString(" \(access)")
+                    continue
+                }
                 line.writeString(" \(key)=\(Self.text(merged[key]!))")
             }
             line.writeStaticString("\n")
@@ -81,7 +129,7 @@ public struct SwitchyardLogHandler: LogHandler {
         switch value {
         case .string(let s): JSONString.write(s, into: &out)
         case .stringConvertible(let c):
-            if c is LogNumber || c is Int || c is Bool || c is Double {
+            if c is Int || c is Bool || c is Double {
                 out.writeString(c.description)
             } else {
                 JSONString.write(c.description, into: &out)

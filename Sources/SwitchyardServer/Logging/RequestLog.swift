@@ -23,6 +23,7 @@ public final class RequestLog: Sendable {
         var firstByteNanos: UInt64?
         var outcome: String?
         var emitted = false
+        var waitsForBody = false
         var logger: Logger?
     }
 
@@ -59,7 +60,14 @@ public final class RequestLog: Sendable {
         fields.withLock { if $0.firstByteNanos == nil { $0.firstByteNanos = elapsed.nanoseconds } }
     }
 
-    /// Writes the access log line once; `outcome` is `ok`, `client_closed` or `error`.
+    /// Whether the line waits until the response body has been written (streams); otherwise it is
+    /// written as soon as the handler returns, and the response keeps Hummingbird's one-write fast path.
+    var waitsForBody: Bool { fields.withLock { $0.waitsForBody } }
+
+    /// Marks the response as streamed: the line is written after its last byte.
+    public func waitForBody() { fields.withLock { $0.waitsForBody = true } }
+
+    /// Writes the access log line once; `outcome` is `ok`, `client_closed`, `write_failed` or `abandoned`.
     public func emit(outcome: String) {
         let elapsed = ContinuousClock.now - start
         let f = fields.withLock { f -> Fields? in
@@ -68,30 +76,29 @@ public final class RequestLog: Sendable {
             f.outcome = outcome
             return f
         }
-        guard let f, let logger = f.logger else { return }
-        var metadata: Logger.Metadata = [
-            "request_id": .string(f.requestID),
-            "method": .string(f.method),
-            "path": .string(f.path),
-            "status": .stringConvertible(LogNumber(f.status)),
-            "duration_ms": .stringConvertible(LogNumber(millisecondsFromNanos: elapsed.nanoseconds)),
-            "outcome": .string(outcome),
-        ]
-        if let v = f.keyID { metadata["key_id"] = .string(v) }
-        if let v = f.model { metadata["model"] = .string(v) }
-        if let v = f.provider { metadata["provider"] = .string(v) }
-        if let v = f.upstreamModel { metadata["upstream_model"] = .string(v) }
-        if let v = f.stream { metadata["stream"] = .stringConvertible(v) }
-        if f.bytesIn > 0 { metadata["bytes_in"] = .stringConvertible(LogNumber(f.bytesIn)) }
-        if let v = f.errorCode { metadata["error_code"] = .string(v) }
-        if let v = f.upstreamStatus { metadata["upstream_status"] = .stringConvertible(LogNumber(v)) }
-        if let v = f.firstByteNanos { metadata["ttfb_ms"] = .stringConvertible(LogNumber(millisecondsFromNanos: v)) }
+        guard let f, let logger = f.logger, logger.logLevel <= .info else { return }
+        var line = AccessLogLine()
+        line.add("request_id", .string(f.requestID))
+        line.add("method", .string(f.method))
+        line.add("path", .string(f.path))
+        line.add("status", .int(f.status))
+        line.add("duration_ms", .millis(elapsed.nanoseconds))
+        if let v = f.firstByteNanos { line.add("ttfb_ms", .millis(v)) }
+        line.add("outcome", .string(outcome))
+        if let v = f.keyID { line.add("key_id", .string(v)) }
+        if let v = f.model { line.add("model", .string(v)) }
+        if let v = f.provider { line.add("provider", .string(v)) }
+        if let v = f.upstreamModel { line.add("upstream_model", .string(v)) }
+        if let v = f.upstreamStatus { line.add("upstream_status", .int(v)) }
+        if let v = f.stream { line.add("stream", .bool(v)) }
+        if f.bytesIn > 0 { line.add("bytes_in", .int(f.bytesIn)) }
+        if let v = f.errorCode { line.add("error_code", .string(v)) }
         if let u = f.usage {
-            metadata["input_tokens"] = .stringConvertible(LogNumber(u.inputTokens))
-            metadata["output_tokens"] = .stringConvertible(LogNumber(u.outputTokens))
-            if u.cachedInputTokens > 0 { metadata["cached_tokens"] = .stringConvertible(LogNumber(u.cachedInputTokens)) }
+            line.add("input_tokens", .int(u.inputTokens))
+            line.add("output_tokens", .int(u.outputTokens))
+            if u.cachedInputTokens > 0 { line.add("cached_tokens", .int(u.cachedInputTokens)) }
         }
-        logger.info("request", metadata: metadata)
+        logger.info("request", metadata: ["access": .stringConvertible(line)])
     }
 
     static func milliseconds(_ nanos: UInt64) -> String {

@@ -90,6 +90,7 @@ extension Gateway {
     /// error event in the OpenAI format, then a clean end.
     func streamResponse(_ upstream: UpstreamResponse, clientModel: String, provider: Provider, request: Request, context: GatewayContext) -> Response {
         let log = context.log
+        log.waitForBody()
         let maxDepth = config.limits.maxJSONDepth
         let upstreamBody = upstream.body
         let providerName = provider.name

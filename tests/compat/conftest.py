@@ -1,0 +1,187 @@
+"""Fixtures that start the real `switchyard` binary and its mock upstream on free loopback ports.
+
+The binary comes from $SWITCHYARD_BIN, or the debug build folder. Process output goes to files in a
+temporary directory (logs would otherwise fill a pipe and block the process); on failure the logs are
+printed by the `process_logs` fixture's finalizer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "sy-admin-compat-0123456789abcdef"
+
+
+def binary() -> str:
+    path = os.environ.get("SWITCHYARD_BIN") or str(ROOT / ".build" / "debug" / "switchyard")
+    if not Path(path).exists():
+        pytest.exit(f"switchyard binary not found at {path}: run `swift build` or set SWITCHYARD_BIN", 2)
+    return path
+
+
+@dataclass
+class Proc:
+    """A running switchyard process."""
+
+    popen: subprocess.Popen
+    stdout: Path
+    stderr: Path
+    url: str = ""
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = self.stdout.read_text() if self.stdout.exists() else ""
+            m = re.search(pattern, text)
+            if m:
+                return m
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"process exited with {self.popen.returncode}:\n{self.stderr.read_text()}")
+            time.sleep(0.02)
+        raise TimeoutError(f"no match for {pattern!r} in output:\n{self.stdout.read_text()}\n{self.stderr.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def logs(self) -> str:
+        return self.stderr.read_text() if self.stderr.exists() else ""
+
+
+def start(args: list[str], workdir: Path, name: str, env: dict | None = None) -> Proc:
+    out, err = workdir / f"{name}.out", workdir / f"{name}.err"
+    popen = subprocess.Popen(
+        [binary(), *args],
+        cwd=workdir,
+        stdout=out.open("w"),
+        stderr=err.open("w"),
+        env={**os.environ, **(env or {})},
+    )
+    return Proc(popen, out, err)
+
+
+def run_cli(args: list[str], workdir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([binary(), *args], cwd=workdir, capture_output=True, text=True, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"switchyard {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def start_mock(workdir: Path, *extra: str, name: str = "mock") -> Proc:
+    proc = start(["mock-upstream", "--port", "0", *extra], workdir, name)
+    proc.url = proc.wait_for(r"listening on (http://\S+)").group(1)
+    return proc
+
+
+def write_config(workdir: Path, mock_url: str, name: str = "switchyard.yaml", extra: str = "") -> Path:
+    path = workdir / name
+    path.write_text(
+        f"""
+listen: "127.0.0.1:0"
+database: "sqlite:{workdir / 'switchyard.db'}"
+admin_key: "${{COMPAT_ADMIN_KEY:-{ADMIN_KEY}}}"
+path_prefixes: ["/api/proxy"]
+providers:
+  - name: upstream
+    type: openai
+    base_url: "{mock_url}/v1"
+    api_key: "upstream-secret"
+  - name: dead
+    type: openai
+    base_url: "http://127.0.0.1:1/v1"
+  - name: builtin
+    type: mock
+models:
+  - name: gpt-5.1
+    provider: upstream
+    upstream: mock-gpt-5.1-2025
+  - name: dead-model
+    provider: dead
+  - name: demo-mock
+    provider: builtin
+routing:
+  timeouts: {{connect: 2s, first_byte: 2s, idle: 10s}}
+limits:
+  max_body_size: 64KB
+server:
+  drain_timeout: 20s
+{extra}
+"""
+    )
+    return path
+
+
+def start_gateway(workdir: Path, config: Path, name: str = "gateway") -> Proc:
+    proc = start(["serve", "--config", str(config)], workdir, name)
+    proc.url = proc.wait_for(r"listening on (http://\S+)").group(1)
+    return proc
+
+
+def create_key(workdir: Path, config: Path, name: str = "compat") -> dict:
+    result = run_cli(["keys", "create", "--config", str(config), "--name", name, "--json"], workdir)
+    return json.loads(result.stdout)
+
+
+@dataclass
+class Stack:
+    """The gateway in front of the mock upstream, with a client key."""
+
+    workdir: Path
+    config: Path
+    mock: Proc
+    gateway: Proc
+    key: str
+    key_id: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return self.gateway.url + "/v1"
+
+    def mock_stats(self) -> dict:
+        import urllib.request
+
+        with urllib.request.urlopen(self.mock.url + "/mock/stats") as r:
+            return json.load(r)
+
+    def last_upstream_request(self) -> dict:
+        import urllib.request
+
+        with urllib.request.urlopen(self.mock.url + "/mock/requests?limit=1") as r:
+            return json.load(r)[-1]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    workdir = tmp_path_factory.mktemp("stack")
+    mock = start_mock(workdir, "--chunks", "6")
+    config = write_config(workdir, mock.url)
+    key = create_key(workdir, config)
+    gateway = start_gateway(workdir, config)
+    yield Stack(workdir, config, mock, gateway, key["key"], key["id"])
+    code = gateway.stop()
+    mock.stop()
+    assert code == 0, f"gateway exited with {code}:\n{gateway.logs()}"
+
+
+@pytest.fixture()
+def client(stack):
+    from openai import OpenAI
+
+    with OpenAI(base_url=stack.base_url, api_key=stack.key, max_retries=0, timeout=30) as c:
+        yield c

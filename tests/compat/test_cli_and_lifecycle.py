@@ -1,0 +1,215 @@
+"""The `switchyard` command line and process lifecycle: keys, demo mode, config errors, SIGTERM drain."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+from openai import OpenAI
+
+from conftest import create_key, run_cli, start, start_gateway, start_mock, write_config
+
+HELLO = [{"role": "user", "content": "Hello!"}]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["serve"], ["mock-upstream"], ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"]],
+)
+def test_every_command_has_help_and_config_option(command, tmp_path):
+    result = run_cli([*command, "--help"], tmp_path)
+    assert "USAGE" in result.stdout.upper()
+    if command and command != ["keys"]:
+        assert "--config" in result.stdout
+
+
+def test_keys_create_list_revoke(stack, tmp_path):
+    human = run_cli(["keys", "create", "--config", str(stack.config), "--name", "cli-human", "--user", "dev@example.com"], tmp_path)
+    secret = human.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"sy-[0-9A-Za-z]{43}", secret), human.stdout
+
+    created = json.loads(run_cli(["keys", "create", "--config", str(stack.config), "--name", "cli-json", "--json"], tmp_path).stdout)
+    assert created["id"].startswith("key_") and created["key"].startswith("sy-")
+
+    listed = json.loads(run_cli(["keys", "list", "--config", str(stack.config), "--json"], tmp_path).stdout)
+    by_name = {k["name"]: k for k in listed}
+    assert by_name["cli-human"]["user"] == "dev@example.com"
+    assert by_name["cli-json"]["key_hint"] == "sy-…" + created["key"][-4:]
+    assert secret not in json.dumps(listed) and created["key"] not in json.dumps(listed)  # secrets are never shown again
+    table = run_cli(["keys", "list", "--config", str(stack.config)], tmp_path).stdout
+    assert "ID" in table.splitlines()[0] and created["id"] in table
+
+    # The running gateway accepts the new key, then stops accepting it once the CLI revokes it.
+    with OpenAI(base_url=stack.base_url, api_key=created["key"], max_retries=0) as c:
+        assert c.chat.completions.create(model="gpt-5.1", messages=HELLO).choices
+        run_cli(["keys", "revoke", "--config", str(stack.config), created["id"]], tmp_path)
+        deadline = time.time() + 3
+        while True:
+            try:
+                c.chat.completions.create(model="gpt-5.1", messages=HELLO)
+            except openai.AuthenticationError as e:
+                assert "revoked" in e.message
+                break
+            assert time.time() < deadline, "revoked key still accepted"
+            time.sleep(0.05)
+
+    missing = run_cli(["keys", "revoke", "--config", str(stack.config), "key_doesnotexist"], tmp_path, check=False)
+    assert missing.returncode != 0 and "no key with id" in missing.stderr
+
+
+def test_config_errors_name_key_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('listen: "127.0.0.1:0"\nproviders:\n  - name: a\n    type: openai\n    base_url: "http://x"\n    api_kee: "k"\n')
+    result = run_cli(["serve", "--config", str(bad)], tmp_path, check=False)
+    assert result.returncode != 0
+    assert "line 6" in result.stderr and "providers[0].api_kee" in result.stderr and "unknown key" in result.stderr
+
+    wrong_type = tmp_path / "type.yaml"
+    wrong_type.write_text("limits:\n  max_json_depth: lots\n")
+    result = run_cli(["keys", "list", "--config", str(wrong_type)], tmp_path, check=False)
+    assert result.returncode != 0 and "line 2" in result.stderr and "expected an integer" in result.stderr
+
+    unset = tmp_path / "env.yaml"
+    unset.write_text('admin_key: "${SWITCHYARD_TEST_UNSET_VAR}"\n')
+    result = run_cli(["serve", "--config", str(unset)], tmp_path, check=False)
+    assert result.returncode != 0 and "SWITCHYARD_TEST_UNSET_VAR" in result.stderr
+
+
+def test_serve_without_config_explains_itself(tmp_path):
+    result = subprocess.run([*_bin(), "serve"], cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=30)
+    assert result.returncode != 0 and "--demo" in result.stderr
+
+
+def _bin():
+    from conftest import binary
+
+    return [binary()]
+
+
+def test_demo_mode_prints_a_working_key_and_curl_line(tmp_path):
+    proc = start(["serve", "--demo", "--listen", "127.0.0.1:0"], tmp_path, "demo")
+    try:
+        url = proc.wait_for(r"listening on (http://\S+)").group(1)
+        out = proc.wait_for(r"curl .*\n").string
+        demo_key = re.search(r"demo key:\s+(\S+)", out).group(1)
+        admin_key = re.search(r"admin key:\s+(\S+)", out).group(1)
+        assert (tmp_path / "switchyard.db").exists()  # the embedded default
+        with OpenAI(base_url=url + "/v1", api_key=demo_key, max_retries=0) as c:
+            assert "gpt-5.1" in [m.id for m in c.models.list()]
+            reply = c.chat.completions.create(model="gpt-5.1", messages=HELLO)
+            assert "Hello!" in reply.choices[0].message.content
+        req = urllib.request.Request(url + "/admin/v1/keys", headers={"authorization": f"Bearer {admin_key}"})
+        with urllib.request.urlopen(req) as r:
+            assert any(k["name"] == "demo" for k in json.load(r)["data"])
+        if shutil.which("curl") and shutil.which("bash"):
+            curl_line = re.search(r"^\s*(curl .*)$", out, re.M).group(1)
+            result = subprocess.run(["bash", "-c", curl_line + " --silent --show-error"], capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0 and json.loads(result.stdout)["object"] == "chat.completion", result.stderr
+    finally:
+        assert proc.stop() == 0, proc.logs()
+
+
+def test_mock_upstream_fault_injection_by_header(tmp_path):
+    mock = start_mock(tmp_path)
+    try:
+        req = urllib.request.Request(
+            mock.url + "/v1/chat/completions",
+            data=json.dumps({"model": "m", "messages": HELLO}).encode(),
+            headers={"content-type": "application/json", "x-mock-status": "503", "x-mock-retry-after": "2"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req)
+        assert e.value.code == 503 and e.value.headers["retry-after"] == "2"
+        assert json.load(e.value)["error"]["type"] == "server_error"
+    finally:
+        mock.stop()
+
+
+def _stream_in_thread(base_url: str, key: str, content: str, result: dict):
+    def run():
+        try:
+            with OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=60) as c:
+                chunks = list(c.chat.completions.create(model="gpt-5.1", messages=[{"role": "user", "content": content}], stream=True))
+            result["text"] = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+            result["finish"] = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        except Exception as e:  # noqa: BLE001 — reported by the test
+            result["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return False
+    except OSError:
+        return True
+
+
+def test_sigterm_drains_in_flight_streams_then_exits_zero(tmp_path):
+    mock = start_mock(tmp_path, "--chunks", "10", "--chunk-delay-ms", "250")
+    config = write_config(tmp_path, mock.url)
+    key = create_key(tmp_path, config)["key"]
+    gateway = start_gateway(tmp_path, config)
+    try:
+        result: dict = {}
+        thread = _stream_in_thread(gateway.url + "/v1", key, "Hello!", result)
+        deadline = time.time() + 10
+        while json.load(urllib.request.urlopen(mock.url + "/mock/stats"))["active_streams"] != 1:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        gateway.popen.send_signal(signal.SIGTERM)
+        # New connections are refused while the stream is still being served.
+        deadline = time.time() + 2
+        while not _refuses_connections(_port(gateway.url)):
+            assert time.time() < deadline, "still accepting connections after SIGTERM"
+            time.sleep(0.02)
+        assert thread.is_alive(), "the stream ended before the listener closed"
+        thread.join(30)
+        assert "error" not in result, result.get("error")
+        assert "You said: Hello!" in result["text"] and result["finish"] == ["stop"]
+        assert gateway.popen.wait(30) == 0
+        assert "draining" in gateway.logs()
+    finally:
+        gateway.stop()
+        mock.stop()
+
+
+def test_drain_timeout_bounds_shutdown(tmp_path):
+    mock = start_mock(tmp_path, "--chunks", "100", "--chunk-delay-ms", "200")
+    config = write_config(tmp_path, mock.url, extra="").read_text().replace("drain_timeout: 20s", "drain_timeout: 1s")
+    path = tmp_path / "short-drain.yaml"
+    path.write_text(config)
+    key = create_key(tmp_path, path)["key"]
+    gateway = start_gateway(tmp_path, path)
+    try:
+        result: dict = {}
+        thread = _stream_in_thread(gateway.url + "/v1", key, "Hello!", result)
+        deadline = time.time() + 10
+        while json.load(urllib.request.urlopen(mock.url + "/mock/stats"))["active_streams"] != 1:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        started = time.time()
+        gateway.popen.send_signal(signal.SIGTERM)
+        assert gateway.popen.wait(15) == 0
+        assert time.time() - started < 8, "shutdown waited for the 20 s stream instead of the 1 s drain timeout"
+        thread.join(15)
+        assert "finish" not in result or result["finish"] != ["stop"], "the stream could not have finished"
+    finally:
+        gateway.stop()
+        mock.stop()
