@@ -66,7 +66,13 @@ public final class Gateway: Sendable {
     /// The router: client API routes under every prefix, health probes, and the error/log middleware.
     public func buildRouter() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
-        router.middlewares.add(GatewayMiddleware(logger: logger))
+        var methods: [String: [String]] = [:]
+        for prefix in clientPrefixes {
+            methods["\(prefix)/v1/chat/completions"] = ["POST"]
+            methods["\(prefix)/v1/models"] = ["GET"]
+        }
+        methods["/admin/v1/keys"] = ["GET", "POST"]
+        router.middlewares.add(GatewayMiddleware(logger: logger, routeMethods: methods))
         for prefix in clientPrefixes {
             router.post("\(prefix)/v1/chat/completions") { request, context in
                 try await self.chatCompletions(request, context: context)

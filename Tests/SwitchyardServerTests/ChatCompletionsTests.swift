@@ -176,6 +176,10 @@ struct ChatCompletionsTests {
             let missing = try await h.request("/api/other/v1/chat/completions", key: key, body: Harness.chat())
             #expect(missing.status == 404)
             #expect(missing.errorCode == "not_found")
+            let wrongMethod = try await h.request(.GET, "/api/proxy/v1/chat/completions", key: key)
+            #expect(wrongMethod.status == 405)
+            #expect(wrongMethod.headers.first(name: "allow") == "POST")
+            #expect(wrongMethod.errorCode == "method_not_allowed")
         }
     }
 

@@ -41,6 +41,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public var param: String?
     /// Seconds the client should wait before retrying (sent as `Retry-After`).
     public var retryAfterSeconds: Int?
+    /// Methods the path does serve (sent as `Allow` with 405).
+    public var allow: String?
 
     public init(status: Int, category: Category, code: String, message: String, param: String? = nil, retryAfterSeconds: Int? = nil) {
         self.status = status

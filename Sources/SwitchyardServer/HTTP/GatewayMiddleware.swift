@@ -31,6 +31,8 @@ enum RequestIDs {
 struct GatewayMiddleware: RouterMiddleware {
     typealias Context = GatewayContext
     let logger: Logger
+    /// Methods served on each fixed path, so a wrong method gets 405 (with `Allow`) rather than 404.
+    let routeMethods: [String: [String]]
 
     func handle(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
         var context = context
@@ -42,7 +44,13 @@ struct GatewayMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            let gatewayError = GatewayError(error, method: request.method, path: request.uri.path)
+            var gatewayError = GatewayError(error, method: request.method, path: request.uri.path)
+            if gatewayError.code == "not_found", let allowed = routeMethods[request.uri.path] {
+                gatewayError = GatewayError(
+                    status: 405, category: .invalidRequest, code: "method_not_allowed",
+                    message: "\(request.method.rawValue) is not allowed on \(request.uri.path); use \(allowed.joined(separator: " or "))")
+                gatewayError.allow = allowed.joined(separator: ", ")
+            }
             if gatewayError.category == .internal { logger.error("unhandled error", metadata: ["request_id": .string(id), "error": .string("\(error)")]) }
             log.set(errorCode: gatewayError.code)
             response = ErrorResponse.make(gatewayError, format: APIFormat(path: request.uri.path))
@@ -81,6 +89,7 @@ enum ErrorResponse {
     static func make(_ error: GatewayError, format: APIFormat) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retry = error.retryAfterSeconds { headers[.retryAfter] = String(retry) }
+        if let allow = error.allow { headers[.allow] = allow }
         switch format {
         case .openAI:
             return Response(status: .init(code: error.status), headers: headers, body: .init(byteBuffer: error.openAIBody()))

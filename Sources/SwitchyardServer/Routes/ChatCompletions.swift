@@ -158,6 +158,7 @@ extension Gateway {
         }
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retry = upstream.headers.first(name: "retry-after") { headers[.retryAfter] = retry }
+        if let retryMs = upstream.headers.first(name: "retry-after-ms") { headers[HTTPField.Name("retry-after-ms")!] = retryMs }
         if let parsed = try? JSONValue.parse(raw), let error = parsed["error"] {
             if let message = error["message"]?.stringValue, !message.isEmpty {
                 return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: raw))
