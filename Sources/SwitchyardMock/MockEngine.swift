@@ -125,6 +125,7 @@ public final class MockEngine: Sendable {
             var message: JSONObject = ["role": "assistant"]
             message["content"] = reply.text.map { .string($0.full) } ?? .null
             message["refusal"] = .null
+            if let thinking = reply.thinking { message["reasoning_content"] = .string(thinking) }
             if !reply.toolCalls.isEmpty {
                 message["tool_calls"] = .array(reply.toolCalls.map { call in
                     .object(["id": .string(call.id), "type": "function",
@@ -157,11 +158,14 @@ public final class MockEngine: Sendable {
             return Self.sse(.object(obj))
         }
         var pieces = MockPieces(count: 0) { _ in "" }
+        head.append(chunk(delta: ["role": "assistant", "content": reply.toolCalls.isEmpty ? "" : .null, "refusal": .null], finish: nil))
+        if let thinking = reply.thinking {
+            // DeepSeek-style reasoning deltas, as OpenAI-compatible reasoning servers send them.
+            for piece in MockReply.split(thinking, into: 3) { head.append(chunk(delta: ["reasoning_content": .string(piece)], finish: nil)) }
+        }
         if reply.toolCalls.isEmpty {
-            head.append(chunk(delta: ["role": "assistant", "content": "", "refusal": .null], finish: nil))
             pieces = (reply.text ?? .literal("")).pieces(directives.chunks ?? settings.chunks)
         } else {
-            head.append(chunk(delta: ["role": "assistant", "content": .null, "refusal": .null], finish: nil))
             for (index, call) in reply.toolCalls.enumerated() {
                 head.append(chunk(delta: ["tool_calls": .array([.object([
                     "index": .int(index), "id": .string(call.id), "type": "function",

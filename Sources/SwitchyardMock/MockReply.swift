@@ -18,6 +18,11 @@ struct MockConversation {
     /// Deterministic prompt size estimate.
     var promptTokens = 0
     var model = ""
+    /// The client asked the model to think (Anthropic `thinking`, Gemini `includeThoughts`, OpenAI
+    /// `reasoning_effort`); replies then open with reasoning.
+    var wantsThinking = false
+
+    init() {}
 
     /// Reads an OpenAI Chat Completions request.
     init(openAI request: JSONObject) {
@@ -48,6 +53,102 @@ struct MockConversation {
         default: break
         }
         maxTokens = request["max_completion_tokens"]?.intValue ?? request["max_tokens"]?.intValue
+        wantsThinking = request["reasoning_effort"]?.stringValue.map { $0 != "none" } ?? false
+        promptTokens += (chars + 3) / 4
+    }
+
+    /// Reads an Anthropic Messages request.
+    init(anthropic request: JSONObject) {
+        model = request["model"]?.stringValue ?? ""
+        var chars = (request["system"]?.flattenedText ?? "").utf8.count
+        let messages = request["messages"]?.arrayValue ?? []
+        for message in messages {
+            promptTokens += 4
+            let role = message["role"]?.stringValue ?? ""
+            let blocks: [JSONValue] = message["content"]?.stringValue.map { [["type": "text", "text": .string($0)]] } ?? message["content"]?.arrayValue ?? []
+            var texts: [String] = []
+            for b in blocks {
+                switch b["type"]?.stringValue {
+                case "text": texts.append(b["text"]?.stringValue ?? "")
+                case "tool_use": chars += (b["input"] ?? .null).jsonString.utf8.count
+                case "tool_result": chars += (b["content"]?.flattenedText ?? "").utf8.count
+                case "image": promptTokens += 1500
+                default: break
+                }
+            }
+            let text = texts.joined(separator: "\n")
+            chars += text.utf8.count
+            if role == "user", !texts.isEmpty { lastUserText = text }
+        }
+        if let last = messages.last, last["role"]?.stringValue == "user",
+            let results = last["content"]?.arrayValue?.filter({ $0["type"]?.stringValue == "tool_result" }), let r = results.last
+        {
+            endsWithToolResult = true
+            lastToolResult = r["content"]?.flattenedText ?? ""
+        }
+        for tool in request["tools"]?.arrayValue ?? [] {
+            guard let name = tool["name"]?.stringValue else { continue }
+            tools.append((name, tool["input_schema"] ?? .object([:])))
+            chars += tool.jsonString.utf8.count
+        }
+        switch request["tool_choice"]?["type"]?.stringValue {
+        case "none": toolChoice = "none"
+        case "any": toolChoice = "required"
+        case "tool": toolChoice = request["tool_choice"]?["name"]?.stringValue ?? "required"
+        default: break
+        }
+        maxTokens = request["max_tokens"]?.intValue
+        let thinkingType = request["thinking"]?["type"]?.stringValue
+        wantsThinking = thinkingType == "enabled" || thinkingType == "adaptive"
+        promptTokens += (chars + 3) / 4
+    }
+
+    /// Reads a Gemini `generateContent` request (both spellings of field names).
+    init(gemini request: JSONObject, model: String) {
+        self.model = model
+        let r = JSONValue.object(request)
+        var chars = 0
+        for p in r["systemInstruction"]?["parts"]?.arrayValue ?? r["system_instruction"]?["parts"]?.arrayValue ?? [] {
+            chars += (p["text"]?.stringValue ?? "").utf8.count
+        }
+        let contents = r["contents"]?.arrayValue ?? []
+        for c in contents {
+            promptTokens += 4
+            var texts: [String] = []
+            for p in c["parts"]?.arrayValue ?? [] {
+                if let t = p["text"]?.stringValue, p["thought"]?.boolValue != true { texts.append(t) }
+                if let call = p["functionCall"] ?? p["function_call"] { chars += call.jsonString.utf8.count }
+                if let resp = p["functionResponse"] ?? p["function_response"] { chars += resp.jsonString.utf8.count }
+                if p["inlineData"] != nil || p["inline_data"] != nil { promptTokens += 258 }
+            }
+            let text = texts.joined(separator: "\n")
+            chars += text.utf8.count
+            if c["role"]?.stringValue != "model", !texts.isEmpty { lastUserText = text }
+        }
+        if let last = contents.last, let resp = last["parts"]?.arrayValue?.compactMap({ $0["functionResponse"] ?? $0["function_response"] }).last {
+            endsWithToolResult = true
+            let payload = resp["response"] ?? .null
+            lastToolResult = payload["output"]?.stringValue ?? payload["result"]?.stringValue ?? payload["content"]?.stringValue ?? payload.jsonString
+        }
+        for tool in r["tools"]?.arrayValue ?? [] {
+            for d in tool["functionDeclarations"]?.arrayValue ?? tool["function_declarations"]?.arrayValue ?? [] {
+                guard let name = d["name"]?.stringValue else { continue }
+                tools.append((name, d["parametersJsonSchema"] ?? d["parameters_json_schema"] ?? d["parameters"] ?? .object([:])))
+                chars += d.jsonString.utf8.count
+            }
+        }
+        let fc = r["toolConfig"]?["functionCallingConfig"] ?? r["tool_config"]?["function_calling_config"]
+        switch fc?["mode"]?.stringValue {
+        case "NONE": toolChoice = "none"
+        case "ANY":
+            let allowed = (fc?["allowedFunctionNames"] ?? fc?["allowed_function_names"])?.arrayValue?.compactMap(\.stringValue) ?? []
+            toolChoice = allowed.count == 1 ? allowed[0] : "required"
+        default: break
+        }
+        let g = r["generationConfig"] ?? r["generation_config"]
+        maxTokens = (g?["maxOutputTokens"] ?? g?["max_output_tokens"])?.intValue
+        let t = g?["thinkingConfig"] ?? g?["thinking_config"]
+        wantsThinking = (t?["includeThoughts"] ?? t?["include_thoughts"])?.boolValue ?? false
         promptTokens += (chars + 3) / 4
     }
 
@@ -72,6 +173,8 @@ struct MockReply {
 
     var text: MockText?
     var toolCalls: [ToolCall] = []
+    /// Reasoning that precedes the answer, when the client asked for thinking.
+    var thinking: String?
     var outputTokens: Int
     /// `stop`, `length` or `tool_calls`.
     var finishReason: String
@@ -82,6 +185,15 @@ struct MockReply {
     ]
 
     static func make(conversation c: MockConversation, directives: MockDirectives) -> MockReply {
+        var reply = makeAnswer(conversation: c, directives: directives)
+        if c.wantsThinking {
+            reply.thinking = "Considering the request: " + String(stripMarkers(c.lastUserText).prefix(60))
+            reply.outputTokens += 8
+        }
+        return reply
+    }
+
+    static func makeAnswer(conversation c: MockConversation, directives: MockDirectives) -> MockReply {
         let wantTools = !c.tools.isEmpty && c.toolChoice != "none" && !c.endsWithToolResult && directives.toolCalls != 0
         if wantTools {
             var chosen = c.tools
@@ -241,4 +353,46 @@ enum MockText: Sendable {
 struct MockPieces: Sendable {
     let count: Int
     let piece: @Sendable (Int) -> String
+}
+
+extension JSONValue {
+    /// Text of a string, or of an array of `{"type":"text","text":…}` parts joined by newlines.
+    var flattenedText: String? {
+        switch self {
+        case .string(let s): return s
+        case .array(let parts): return parts.compactMap { $0["text"]?.stringValue ?? $0.stringValue }.joined(separator: "\n")
+        default: return nil
+        }
+    }
+}
+
+/// Signatures the mock issues for its reasoning and checks when they come back, like the real
+/// providers: any change to the thinking text or the signature is detected.
+enum MockSignature {
+    static func anthropic(_ thinking: String) -> String {
+        base64("anthropic-signature:" + MockReply.stableID(ByteBuffer(string: thinking)))
+    }
+
+    static func gemini(_ anchor: String) -> String {
+        base64("gemini-signature:" + MockReply.stableID(ByteBuffer(string: anchor)))
+    }
+
+    static func base64(_ s: String) -> String {
+        let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        let bytes = Array(s.utf8)
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            let n = min(3, bytes.count - i)
+            var v = UInt32(bytes[i]) << 16
+            if n > 1 { v |= UInt32(bytes[i + 1]) << 8 }
+            if n > 2 { v |= UInt32(bytes[i + 2]) }
+            out.append(table[Int(v >> 18 & 63)])
+            out.append(table[Int(v >> 12 & 63)])
+            out.append(n > 1 ? table[Int(v >> 6 & 63)] : UInt8(ascii: "="))
+            out.append(n > 2 ? table[Int(v & 63)] : UInt8(ascii: "="))
+            i += 3
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
 }

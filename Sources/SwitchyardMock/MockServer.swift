@@ -93,8 +93,10 @@ public struct MockRequestContext: RequestContext {
 
 /// `switchyard mock-upstream`: the fake provider over HTTP, speaking the providers' wire formats.
 public enum MockServer {
-    /// Builds the mock's router. Routes: `POST /v1/chat/completions` (also without `/v1`), `GET /v1/models`,
-    /// `GET /mock/stats`, `GET /mock/requests?limit=N`, `POST /mock/reset`.
+    /// Builds the mock's router. Routes: OpenAI `POST /v1/chat/completions` (also without `/v1`), Anthropic
+    /// `POST /v1/messages` and `/v1/messages/count_tokens`, Gemini `POST /{v1,v1beta}/models/{model}:{generateContent,
+    /// streamGenerateContent,countTokens}`, `GET /v1/models`, `GET /mock/stats`, `GET /mock/requests?limit=N`,
+    /// `POST /mock/reset`.
     public static func router(engine: MockEngine, stats: MockStats) -> Router<MockRequestContext> {
         let router = Router(context: MockRequestContext.self)
 
@@ -113,6 +115,56 @@ public enum MockServer {
         }
         router.post("/v1/chat/completions", use: chat)
         router.post("/chat/completions", use: chat)
+
+        /// Records the request and checks the key; returns the body, or an error plan.
+        @Sendable func admit(_ request: inout Request, _ context: MockRequestContext, error: (Int, String) -> MockPlan) async throws -> (ByteBuffer, [String: String], MockPlan?) {
+            let body = try await request.collectBody(upTo: context.maxUploadSize)
+            let headerList = request.headers.map { ($0.name.canonicalName, $0.value) }
+            stats.record(.init(method: request.method.rawValue, path: request.uri.path, headers: headerList, body: body))
+            var headers: [String: String] = [:]
+            for (k, v) in headerList { headers[k.lowercased()] = v }
+            if let required = engine.settings.requiredKey, !Self.authorized(request.headers, key: required) {
+                return (body, headers, error(401, "invalid x-api-key"))
+            }
+            return (body, headers, nil)
+        }
+
+        router.post("/v1/messages") { request, context -> Response in
+            var request = request
+            let (body, headers, failure) = try await admit(&request, context) { MockEngine.anthropicError(status: $0, message: $1) }
+            let plan = failure ?? engine.messages(body: body, headers: headers, headerDirectives: MockDirectives.pairs(fromHeaders: headers.map { (name: $0.key, value: $0.value) }))
+            if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
+            return respond(plan, stats: stats, request: request)
+        }
+        router.post("/v1/messages/count_tokens") { request, context -> Response in
+            var request = request
+            let (body, _, failure) = try await admit(&request, context) { MockEngine.anthropicError(status: $0, message: $1) }
+            return respond(failure ?? engine.countTokens(anthropic: body), stats: stats, request: request)
+        }
+        @Sendable func gemini(_ request: Request, _ context: MockRequestContext) async throws -> Response {
+            var request = request
+            let (body, headers, failure) = try await admit(&request, context) { status, _ in MockEngine.geminiError(status: status == 401 ? 400 : status, message: "API key not valid. Please pass a valid API key. (API_KEY_INVALID)") }
+            if let failure { return respond(failure, stats: stats, request: request) }
+            let target = context.parameters.get("target") ?? ""
+            guard let colon = target.lastIndex(of: ":") else { return respond(MockEngine.geminiError(status: 404, message: "not found"), stats: stats, request: request) }
+            let model = String(target[..<colon])
+            let directives = MockDirectives.pairs(fromHeaders: headers.map { (name: $0.key, value: $0.value) })
+            let plan: MockPlan
+            switch target[target.index(after: colon)...] {
+            case "generateContent": plan = engine.generateContent(body: body, model: model, stream: false, headerDirectives: directives)
+            case "streamGenerateContent":
+                guard request.uri.queryParameters.get("alt") == "sse" else {
+                    return respond(MockEngine.geminiError(status: 400, message: "this mock streams only with alt=sse"), stats: stats, request: request)
+                }
+                plan = engine.generateContent(body: body, model: model, stream: true, headerDirectives: directives)
+            case "countTokens": plan = engine.countTokens(gemini: body, model: model)
+            default: plan = MockEngine.geminiError(status: 404, message: "unknown method")
+            }
+            if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
+            return respond(plan, stats: stats, request: request)
+        }
+        router.post("/v1beta/models/{target}", use: gemini)
+        router.post("/v1/models/{target}", use: gemini)
 
         router.get("/v1/models") { _, _ -> Response in
             let models: JSONValue = ["object": "list", "data": .array(["mock-fast", "gpt-5.1", "claude-sonnet-4-6"].map {

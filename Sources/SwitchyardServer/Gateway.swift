@@ -8,9 +8,19 @@ import SwitchyardStore
 
 /// A catalog entry resolved against its provider.
 struct ModelRoute: Sendable {
-    let name: String
-    let upstreamModel: String
+    let config: ModelConfig
     let provider: Provider
+
+    var name: String { config.name }
+}
+
+/// Where one request goes: the route, and the upstream id for the name the client sent.
+struct ResolvedModel: Sendable {
+    let route: ModelRoute
+    let clientModel: String
+    let upstreamModel: String
+
+    var provider: Provider { route.provider }
 }
 
 /// The running gateway: configuration, catalog, providers, key cache and store, and the routes over them.
@@ -24,8 +34,14 @@ public final class Gateway: Sendable {
     let authenticator: Authenticator
     let providers: [String: Provider]
     let models: [String: ModelRoute]
-    /// Catalog order, for `/v1/models`.
+    /// Wildcard entries, tried in order after exact names.
+    let patterns: [ModelRoute]
+    /// Catalog order, for `/v1/models` (exact names only).
     let modelOrder: [ModelRoute]
+    /// Reasoning kept for OpenAI-format clients, which cannot carry thinking signatures between turns.
+    let reasoningCache = ReasoningCache()
+    /// Fetches image and document URLs for providers that need inline data.
+    let mediaFetcher: MediaFetcher
     let logger: Logger
     /// `created` timestamp reported for catalog models (seconds).
     let catalogCreated: Int
@@ -41,13 +57,28 @@ public final class Gateway: Sendable {
         for p in config.providers { providers[p.name] = Provider(config: p, timeouts: config.routing.timeouts) }
         self.providers = providers
         var order: [ModelRoute] = []
+        var patterns: [ModelRoute] = []
         for m in config.models {
             guard let provider = providers[m.provider] else { continue }  // validated at config load
-            order.append(ModelRoute(name: m.name, upstreamModel: m.upstream, provider: provider))
+            let route = ModelRoute(config: m, provider: provider)
+            if m.isPattern { patterns.append(route) } else { order.append(route) }
         }
         modelOrder = order
+        self.patterns = patterns
         models = Dictionary(order.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        mediaFetcher = MediaFetcher(config: config.media, logger: logger)
         catalogCreated = Int(EpochClock.nowMilliseconds() / 1000)
+    }
+
+    /// The catalog entry serving `model` (exact name first, then wildcard patterns in order).
+    func resolve(_ model: String) throws(GatewayError) -> ResolvedModel {
+        if let route = models[model] {
+            return ResolvedModel(route: route, clientModel: model, upstreamModel: route.config.upstream ?? model)
+        }
+        if let route = patterns.first(where: { $0.config.matches(model) }) {
+            return ResolvedModel(route: route, clientModel: model, upstreamModel: route.config.upstream ?? model)
+        }
+        throw GatewayError.modelNotFound(model)
     }
 
     /// Whether SIGTERM has started draining (readiness then fails so load balancers stop sending).
@@ -69,7 +100,10 @@ public final class Gateway: Sendable {
         var methods: [String: [String]] = [:]
         for prefix in clientPrefixes {
             methods["\(prefix)/v1/chat/completions"] = ["POST"]
+            methods["\(prefix)/v1/messages"] = ["POST"]
+            methods["\(prefix)/v1/messages/count_tokens"] = ["POST"]
             methods["\(prefix)/v1/models"] = ["GET"]
+            methods["\(prefix)/v1beta/models"] = ["GET"]
         }
         methods["/admin/v1/keys"] = ["GET", "POST"]
         router.middlewares.add(GatewayMiddleware(logger: logger, routeMethods: methods))
@@ -79,6 +113,20 @@ public final class Gateway: Sendable {
             }
             router.get("\(prefix)/v1/models") { request, context in
                 try await self.listModels(request, context: context)
+            }
+            router.post("\(prefix)/v1/messages") { request, context in
+                try await self.messages(request, context: context)
+            }
+            router.post("\(prefix)/v1/messages/count_tokens") { request, context in
+                try await self.countTokens(request, context: context)
+            }
+            for version in ["v1", "v1beta"] {
+                router.post("\(prefix)/\(version)/models/{target}") { request, context in
+                    try await self.geminiAction(request, context: context)
+                }
+            }
+            router.get("\(prefix)/v1beta/models") { request, context in
+                try await self.listModels(request, context: context, format: .gemini)
             }
         }
         addAdminRoutes(to: router)
@@ -91,8 +139,7 @@ public final class Gateway: Sendable {
 
     /// Authenticates the request's key, recording it in the access log.
     func authenticate(_ request: Request, context: GatewayContext) async throws -> KeyRecord {
-        let headers = HTTPFieldsView(authorization: request.headers[.authorization], apiKey: request.headers[.xAPIKey])
-        let key = try await authenticator.authenticate(headers)
+        let key = try await authenticator.authenticate(HTTPFieldsView(request))
         context.log.set(keyID: key.id)
         return key
     }
@@ -133,6 +180,7 @@ public final class Gateway: Sendable {
     /// Releases upstream connection pools and the store (after the server has stopped).
     public func shutdown() async {
         for provider in providers.values { await provider.shutdown() }
+        await mediaFetcher.shutdown()
         await store.close()
     }
 }

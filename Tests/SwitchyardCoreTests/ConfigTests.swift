@@ -48,7 +48,7 @@ struct ConfigTests {
         #expect(c.adminKey == "admin-key-of-sixteen")
         #expect(c.providers[0].apiKey == "sk-test")
         #expect(c.providers[0].baseURL == "https://api.openai.com/v1")  // trailing slash normalised
-        #expect(c.models[0].upstream == "gpt-5.1")  // defaults to name
+        #expect(c.models[0].upstream == nil)  // defaults to the name (resolved per request)
         #expect(c.models[1].upstream == "gpt-5.1-mini")
         #expect(c.routing.timeouts.connect.milliseconds == 2000)
         #expect(c.routing.timeouts.idle.milliseconds == 500)

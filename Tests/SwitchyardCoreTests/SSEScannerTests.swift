@@ -81,8 +81,8 @@ struct SSEScannerTests {
     }
 }
 
-@Suite("OpenAI stream relay")
-struct OpenAIStreamRelayTests {
+@Suite("Passthrough stream relay")
+struct PassthroughStreamRelayTests {
     let stream = """
         data: {"id":"c1","object":"chat.completion.chunk","model":"upstream-2025","choices":[{"index":0,"delta":{"content":"Hi"}}]}
 
@@ -97,7 +97,7 @@ struct OpenAIStreamRelayTests {
 
     @Test(arguments: [1, 9, 64, 4096])
     func rewritesModelAndReadsUsage(pieceSize: Int) throws {
-        var relay = OpenAIStreamRelay(clientModel: "gpt-5.1")
+        var relay = PassthroughStreamRelay(format: .openAI, clientModel: "gpt-5.1")
         var out = ""
         let bytes = Array(stream.utf8)
         var i = 0
@@ -111,21 +111,21 @@ struct OpenAIStreamRelayTests {
         #expect(out.components(separatedBy: "\"model\":\"gpt-5.1\"").count == 3)
         #expect(out.contains(": keep-alive\n\n"))
         #expect(out.hasSuffix("data: [DONE]\n\n"))
-        #expect(relay.sawDone)
+        #expect(relay.sawEnd)
         #expect(relay.usage == TokenUsage(inputTokens: 12, outputTokens: 3, cachedInputTokens: 4))
     }
 
     @Test func passesEventsThroughByteExactWhenModelMatches() throws {
-        var relay = OpenAIStreamRelay(clientModel: "upstream-2025")
+        var relay = PassthroughStreamRelay(format: .openAI, clientModel: "upstream-2025")
         let out = try relay.process(ByteBuffer(string: stream))
         #expect(String(buffer: out) + String(buffer: relay.finish()) == stream)
     }
 
     @Test func explicitZeroUsageIsZeroNotUnknown() throws {
-        var relay = OpenAIStreamRelay(clientModel: "m")
+        var relay = PassthroughStreamRelay(format: .openAI, clientModel: "m")
         _ = try relay.process(ByteBuffer(string: "data: {\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0}}\n\n"))
         #expect(relay.usage == TokenUsage())
-        var none = OpenAIStreamRelay(clientModel: "m")
+        var none = PassthroughStreamRelay(format: .openAI, clientModel: "m")
         _ = try none.process(ByteBuffer(string: "data: {\"usage\":null}\n\n"))
         #expect(none.usage == nil)
     }

@@ -11,9 +11,10 @@ public struct GatewayConfig: Decodable, Sendable {
     public var routing: RoutingConfig
     public var server: ServerConfig
     public var log: LogConfig
+    public var media: MediaConfig
 
     enum CodingKeys: String, CodingKey {
-        case listen, database, providers, models, limits, routing, server, log
+        case listen, database, providers, models, limits, routing, server, log, media
         case adminKey = "admin_key"
         case keyPrefix = "key_prefix"
         case pathPrefixes = "path_prefixes"
@@ -30,7 +31,8 @@ public struct GatewayConfig: Decodable, Sendable {
         limits: LimitsConfig = .init(),
         routing: RoutingConfig = .init(),
         server: ServerConfig = .init(),
-        log: LogConfig = .init()
+        log: LogConfig = .init(),
+        media: MediaConfig = .init()
     ) {
         self.listen = listen
         self.database = database
@@ -43,6 +45,7 @@ public struct GatewayConfig: Decodable, Sendable {
         self.routing = routing
         self.server = server
         self.log = log
+        self.media = media
     }
 
     public init(from decoder: any Decoder) throws {
@@ -59,6 +62,7 @@ public struct GatewayConfig: Decodable, Sendable {
         routing = try c.decodeIfPresent(RoutingConfig.self, forKey: .routing) ?? d.routing
         server = try c.decodeIfPresent(ServerConfig.self, forKey: .server) ?? d.server
         log = try c.decodeIfPresent(LogConfig.self, forKey: .log) ?? d.log
+        media = try c.decodeIfPresent(MediaConfig.self, forKey: .media) ?? d.media
         try validate()
     }
 
@@ -108,7 +112,7 @@ public struct GatewayConfig: Decodable, Sendable {
         config.providers = [ProviderConfig(name: "mock", type: .mock)]
         config.models = ["gpt-5.1", "gpt-5.1-codex", "claude-sonnet-4-6", "claude-haiku-4-5", "gemini-3.1-pro", "mock-fast"].map {
             ModelConfig(name: $0, provider: "mock", upstream: $0)
-        }
+        } + [ModelConfig(name: "claude-*", provider: "mock")]
         return config
     }
 }
@@ -145,18 +149,30 @@ public enum DatabaseLocation: Decodable, Sendable, Equatable, CustomStringConver
 
 /// What the provider's wire format is.
 public enum ProviderType: String, Decodable, Sendable, CaseIterable {
-    /// OpenAI Chat Completions, or any OpenAI-compatible server (vLLM, Ollama, DeepSeek, …).
+    /// OpenAI Chat Completions, or any OpenAI-compatible server (vLLM, Ollama, DeepSeek, Qwen, …).
     case openai
-    /// Replies generated in-process by the built-in fake provider (demos and load tests).
+    /// Anthropic Messages (`base_url` as the Anthropic SDK takes it, e.g. `https://api.anthropic.com`).
+    case anthropic
+    /// Google Gemini `generateContent` (`base_url` e.g. `https://generativelanguage.googleapis.com`).
+    case gemini
+    /// Replies generated in-process by the built-in fake provider (demos and load tests), OpenAI format.
     case mock
 
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let value = ProviderType(rawValue: text) else {
-            let later = ["anthropic", "gemini"].contains(text) ? " (the \(text) wire format is not supported by this version yet)" : ""
-            throw ConfigValueError("unknown provider type `\(text)`; expected one of \(Self.allCases.map(\.rawValue).joined(separator: ", "))\(later)")
+            throw ConfigValueError("unknown provider type `\(text)`; expected one of \(Self.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         self = value
+    }
+
+    /// The wire format requests to this provider use.
+    public var wireFormat: WireFormat {
+        switch self {
+        case .openai, .mock: return .openAI
+        case .anthropic: return .anthropic
+        case .gemini: return .gemini
+        }
     }
 }
 
@@ -171,21 +187,39 @@ public struct ProviderConfig: Decodable, Sendable {
     public var headers: [String: String]
     /// Upper bound on pooled keep-alive connections to this provider.
     public var maxConnections: Int
+    /// For `openai` providers: which field carries the output cap in translated requests. OpenAI's own
+    /// API takes only `max_completion_tokens` for newer models; many compatible servers only `max_tokens`.
+    /// Defaults to `max_completion_tokens` for api.openai.com and `max_tokens` elsewhere.
+    public var maxTokensField: OpenAIChat.MaxTokensField
 
     enum CodingKeys: String, CodingKey {
         case name, type, headers
         case baseURL = "base_url"
         case apiKey = "api_key"
         case maxConnections = "max_connections"
+        case maxTokensField = "max_tokens_field"
     }
 
     public init(name: String, type: ProviderType, baseURL: String = "", apiKey: String? = nil, headers: [String: String] = [:], maxConnections: Int = 512) {
         self.name = name
         self.type = type
-        self.baseURL = baseURL
+        self.baseURL = Self.normalize(baseURL, type: type)
         self.apiKey = apiKey
         self.headers = headers
         self.maxConnections = maxConnections
+        self.maxTokensField = Self.defaultMaxTokensField(baseURL)
+    }
+
+    static func defaultMaxTokensField(_ baseURL: String) -> OpenAIChat.MaxTokensField {
+        UpstreamURL(baseURL).map { $0.host == "api.openai.com" || $0.host.hasSuffix(".openai.azure.com") } == true ? .maxCompletionTokens : .maxTokens
+    }
+
+    /// Base URLs as each provider's SDK takes them; a `/v1` given for Anthropic is tolerated.
+    static func normalize(_ baseURL: String, type: ProviderType) -> String {
+        guard let url = UpstreamURL(baseURL) else { return baseURL }
+        var n = url.normalized
+        if type == .anthropic, n.hasSuffix("/v1") { n.removeLast(3) }
+        return n
     }
 
     public init(from decoder: any Decoder) throws {
@@ -203,7 +237,15 @@ public struct ProviderConfig: Decodable, Sendable {
             guard let url = UpstreamURL(baseURL) else {
                 throw ConfigValueError("base_url must be an http:// or https:// URL with a host, found `\(baseURL)`", key: "base_url")
             }
-            baseURL = url.normalized
+            baseURL = Self.normalize(url.normalized, type: type)
+        }
+        if let field = try c.decodeIfPresent(String.self, forKey: .maxTokensField) {
+            guard let f = OpenAIChat.MaxTokensField(rawValue: field) else {
+                throw ConfigValueError("max_tokens_field must be max_tokens or max_completion_tokens", key: "max_tokens_field")
+            }
+            maxTokensField = f
+        } else {
+            maxTokensField = Self.defaultMaxTokensField(baseURL)
         }
         for (name, value) in headers {
             guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }),
@@ -217,25 +259,121 @@ public struct ProviderConfig: Decodable, Sendable {
 
 /// A model in the catalog: the name clients send, and where it is served.
 public struct ModelConfig: Decodable, Sendable {
+    /// The id clients send. May contain `*` wildcards (`claude-haiku-*`), matched after exact names, so
+    /// model ids a tool picks on its own (Claude Code's background calls) still route.
     public var name: String
     public var provider: String
-    /// The id sent upstream; defaults to `name`.
-    public var upstream: String
+    /// The id sent upstream; defaults to `name` (for a wildcard entry: the name the client sent).
+    public var upstream: String?
+    /// Thinking applied upstream when the client did not ask for any (e.g. `{budget_tokens: 8000}` makes
+    /// a `claude-sonnet-4-6-thinking` catalog name think).
+    public var thinking: Reasoning?
+    /// Output cap used when the client gives none (Anthropic requires one). Default 8192.
+    public var maxTokens: Int?
 
-    enum CodingKeys: String, CodingKey { case name, provider, upstream }
+    enum CodingKeys: String, CodingKey {
+        case name, provider, upstream, thinking
+        case maxTokens = "max_tokens"
+    }
 
-    public init(name: String, provider: String, upstream: String? = nil) {
+    enum ThinkingKeys: String, CodingKey {
+        case type, effort
+        case budgetTokens = "budget_tokens"
+    }
+
+    public init(name: String, provider: String, upstream: String? = nil, thinking: Reasoning? = nil, maxTokens: Int? = nil) {
         self.name = name
         self.provider = provider
-        self.upstream = upstream ?? name
+        self.upstream = upstream
+        self.thinking = thinking
+        self.maxTokens = maxTokens
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
         provider = try c.decode(String.self, forKey: .provider)
-        upstream = try c.decodeIfPresent(String.self, forKey: .upstream) ?? name
+        upstream = try c.decodeIfPresent(String.self, forKey: .upstream)
+        maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
         guard !name.isEmpty, name.utf8.count <= 256 else { throw ConfigValueError("model name must be 1–256 characters", key: "name") }
+        if let m = maxTokens, m < 1 { throw ConfigValueError("max_tokens must be positive", key: "max_tokens") }
+        if c.contains(.thinking) {
+            let t = try c.nestedContainer(keyedBy: ThinkingKeys.self, forKey: .thinking)
+            let type = try t.decodeIfPresent(String.self, forKey: .type)
+            if let budget = try t.decodeIfPresent(Int.self, forKey: .budgetTokens) {
+                guard budget >= 1024 else { throw ConfigValueError("thinking.budget_tokens must be at least 1024", at: [.key("thinking"), .key("budget_tokens")]) }
+                thinking = .budget(budget)
+            } else if let effort = try t.decodeIfPresent(String.self, forKey: .effort) {
+                thinking = .effort(effort)
+            } else if type == "disabled" {
+                thinking = .disabled
+            } else if type == "enabled" || type == "adaptive" {
+                thinking = .effort("medium")
+            } else {
+                throw ConfigValueError("thinking needs budget_tokens, effort, or type: disabled", key: "thinking")
+            }
+        }
+    }
+
+    /// Whether `name` is a wildcard pattern.
+    public var isPattern: Bool { name.contains("*") }
+
+    /// Whether a client's model id matches this entry.
+    public func matches(_ model: String) -> Bool {
+        isPattern ? Self.glob(name, model) : name == model
+    }
+
+    /// `*` matches any run of characters (including none).
+    static func glob(_ pattern: String, _ text: String) -> Bool {
+        let p = Array(pattern.utf8), t = Array(text.utf8)
+        var pi = 0, ti = 0, star = -1, mark = 0
+        while ti < t.count {
+            if pi < p.count, p[pi] == UInt8(ascii: "*") {
+                star = pi
+                mark = ti
+                pi += 1
+            } else if pi < p.count, p[pi] == t[ti] {
+                pi += 1
+                ti += 1
+            } else if star >= 0 {
+                pi = star + 1
+                mark += 1
+                ti = mark
+            } else {
+                return false
+            }
+        }
+        while pi < p.count, p[pi] == UInt8(ascii: "*") { pi += 1 }
+        return pi == p.count
+    }
+}
+
+/// Fetching media (image URLs) for providers that need the bytes inline (Gemini).
+public struct MediaConfig: Decodable, Sendable {
+    public var fetchTimeout: ConfigDuration
+    public var maxBytes: Int
+    /// Whether URLs may point at loopback, private or link-local addresses (off: no SSRF through
+    /// image URLs given by clients).
+    public var allowPrivateNetworks: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case fetchTimeout = "fetch_timeout"
+        case maxBytes = "max_size"
+        case allowPrivateNetworks = "allow_private_networks"
+    }
+
+    public init(fetchTimeout: ConfigDuration = .seconds(10), maxBytes: Int = 20 << 20, allowPrivateNetworks: Bool = false) {
+        self.fetchTimeout = fetchTimeout
+        self.maxBytes = maxBytes
+        self.allowPrivateNetworks = allowPrivateNetworks
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = MediaConfig()
+        fetchTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .fetchTimeout) ?? d.fetchTimeout
+        maxBytes = try c.decodeIfPresent(ByteSize.self, forKey: .maxBytes)?.bytes ?? d.maxBytes
+        allowPrivateNetworks = try c.decodeIfPresent(Bool.self, forKey: .allowPrivateNetworks) ?? false
     }
 }
 

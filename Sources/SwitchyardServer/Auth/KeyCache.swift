@@ -1,3 +1,4 @@
+import Hummingbird
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -86,7 +87,8 @@ struct AuthGenerationWatcher: Service {
 struct Authenticator: Sendable {
     let cache: KeyCache
 
-    /// The key presented: `Authorization: Bearer KEY` or `x-api-key: KEY`.
+    /// The key presented: `Authorization: Bearer KEY`, `x-api-key: KEY`, or (Gemini clients)
+    /// `x-goog-api-key: KEY` / `?key=KEY`.
     static func credential(_ headers: HTTPFieldsView) throws(GatewayError) -> Substring {
         if let auth = headers.authorization {
             let trimmed = auth.drop(while: { $0 == " " })
@@ -101,6 +103,8 @@ struct Authenticator: Sendable {
             }
         }
         if let key = headers.apiKey, !key.isEmpty { return Substring(key) }
+        if let key = headers.googAPIKey, !key.isEmpty { return Substring(key) }
+        if let key = headers.queryKey, !key.isEmpty { return Substring(key) }
         throw GatewayError.missingKey
     }
 
@@ -121,8 +125,23 @@ struct Authenticator: Sendable {
     }
 }
 
-/// The two header values authentication reads.
+/// The request values authentication reads.
 struct HTTPFieldsView {
     var authorization: String?
     var apiKey: String?
+    var googAPIKey: String?
+    var queryKey: String?
+
+    init(authorization: String?, apiKey: String?, googAPIKey: String? = nil, queryKey: String? = nil) {
+        self.authorization = authorization
+        self.apiKey = apiKey
+        self.googAPIKey = googAPIKey
+        self.queryKey = queryKey
+    }
+
+    init(_ request: Request) {
+        self.init(
+            authorization: request.headers[.authorization], apiKey: request.headers[.xAPIKey],
+            googAPIKey: request.headers[.xGoogAPIKey], queryKey: request.uri.queryParameters.get("key"))
+    }
 }

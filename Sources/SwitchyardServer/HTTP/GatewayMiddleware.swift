@@ -7,6 +7,8 @@ import SwitchyardCore
 extension HTTPField.Name {
     static let xRequestID = HTTPField.Name("x-request-id")!
     static let xAPIKey = HTTPField.Name("x-api-key")!
+    static let xGoogAPIKey = HTTPField.Name("x-goog-api-key")!
+    static let requestID = HTTPField.Name("request-id")!
     static let retryAfter = HTTPField.Name("retry-after")!
     static let cacheControl = HTTPField.Name("cache-control")!
 }
@@ -53,9 +55,10 @@ struct GatewayMiddleware: RouterMiddleware {
             }
             if gatewayError.category == .internal { logger.error("unhandled error", metadata: ["request_id": .string(id), "error": .string("\(error)")]) }
             log.set(errorCode: gatewayError.code)
-            response = ErrorResponse.make(gatewayError, format: APIFormat(path: request.uri.path))
+            response = ErrorResponse.make(gatewayError, format: WireFormat.of(request), requestID: id)
         }
         response.headers[.xRequestID] = id
+        if WireFormat.of(request) == .anthropic { response.headers[.requestID] = id }  // what the anthropic SDK reads
         log.set(status: Int(response.status.code))
         guard log.waitsForBody else {
             log.emit(outcome: "ok")
@@ -75,25 +78,29 @@ struct GatewayMiddleware: RouterMiddleware {
     }
 }
 
-/// Which client API an endpoint speaks, deciding the shape of error bodies.
-enum APIFormat {
-    case openAI
-
-    init(path: String) {
-        self = .openAI
+extension WireFormat {
+    /// Which client API a request speaks, deciding the shape of its error bodies.
+    static func of(_ request: Request) -> WireFormat {
+        let path = request.uri.path
+        if path.hasSuffix("/v1/messages") || path.hasSuffix("/v1/messages/count_tokens") { return .anthropic }
+        if path.contains("/models/"), path.contains(":") { return .gemini }
+        if path.hasSuffix("/v1beta/models") { return .gemini }
+        if path.hasSuffix("/v1/models") {
+            if request.headers[.anthropicVersion] != nil { return .anthropic }
+            if request.headers[.xGoogAPIKey] != nil || request.headers[HTTPField.Name("x-goog-api-client")!] != nil { return .gemini }
+        }
+        return .openAI
     }
 }
 
 /// Error responses in each client format.
 enum ErrorResponse {
-    static func make(_ error: GatewayError, format: APIFormat) -> Response {
+    static func make(_ error: GatewayError, format: WireFormat, requestID: String) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retry = error.retryAfterSeconds { headers[.retryAfter] = String(retry) }
         if let allow = error.allow { headers[.allow] = allow }
-        switch format {
-        case .openAI:
-            return Response(status: .init(code: error.status), headers: headers, body: .init(byteBuffer: error.openAIBody()))
-        }
+        let status = UpstreamErrors.clientStatus(error.status, client: format)
+        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: Translator.errorBody(format, error, requestID: requestID)))
     }
 }
 

@@ -48,8 +48,7 @@ extension Gateway {
             throw GatewayError(status: 403, category: .permission, code: "admin_disabled",
                                message: "the admin API is disabled: set `admin_key` in the configuration")
         }
-        let headers = HTTPFieldsView(authorization: request.headers[.authorization], apiKey: request.headers[.xAPIKey])
-        let presented = try Authenticator.credential(headers)
+        let presented = try Authenticator.credential(HTTPFieldsView(authorization: request.headers[.authorization], apiKey: request.headers[.xAPIKey]))
         guard APIKeys.isPlausible(presented), APIKeys.hash(presented).constantTimeEquals(APIKeys.hash(adminKey)) else {
             throw GatewayError(status: 401, category: .authentication, code: "invalid_admin_key", message: "invalid admin key")
         }

@@ -2,12 +2,35 @@ import Hummingbird
 import SwitchyardCore
 
 extension Gateway {
-    /// `GET /v1/models`: the catalog in OpenAI's list format (the models the caller's key may use).
-    func listModels(_ request: Request, context: GatewayContext) async throws -> Response {
+    /// `GET /v1/models`: the catalog the key may use, in the caller's format: Anthropic's list when the
+    /// request carries `anthropic-version` (Claude Code's model discovery), Gemini's for Gemini clients
+    /// (`/v1beta/models`, or `x-goog-api-key`), OpenAI's otherwise.
+    func listModels(_ request: Request, context: GatewayContext, format: WireFormat? = nil) async throws -> Response {
         _ = try await authenticate(request, context: context)
-        let data: [JSONValue] = modelOrder.map { route in
-            ["id": .string(route.name), "object": "model", "created": .int(catalogCreated), "owned_by": .string(route.provider.name)]
+        switch format ?? WireFormat.of(request) {
+        case .openAI:
+            let data: [JSONValue] = modelOrder.map { route in
+                ["id": .string(route.name), "object": "model", "created": .int(catalogCreated), "owned_by": .string(route.provider.name)]
+            }
+            return Self.json(["object": "list", "data": .array(data)])
+        case .anthropic:
+            let created = EpochClock.iso8601(Int64(catalogCreated) * 1000)
+            let data: [JSONValue] = modelOrder.map { route in
+                ["type": "model", "id": .string(route.name), "display_name": .string(route.name), "created_at": .string(created)]
+            }
+            var body: JSONObject = ["data": .array(data), "has_more": false]
+            body["first_id"] = modelOrder.first.map { .string($0.name) } ?? .null
+            body["last_id"] = modelOrder.last.map { .string($0.name) } ?? .null
+            return Self.json(.object(body))
+        case .gemini:
+            let models: [JSONValue] = modelOrder.map { route in
+                [
+                    "name": .string("models/\(route.name)"), "displayName": .string(route.name), "version": "001",
+                    "description": .string("\(route.name) served by \(route.provider.name)"),
+                    "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+                ]
+            }
+            return Self.json(["models": .array(models)])
         }
-        return Self.json(["object": "list", "data": .array(data)])
     }
 }

@@ -8,13 +8,17 @@ import SwitchyardMock
 
 /// One request to a provider, already in the provider's wire format.
 struct UpstreamRequest: Sendable {
-    /// Path appended to the provider's base URL, e.g. `/chat/completions`.
-    var path: String
+    enum Operation: Sendable { case generate, countTokens }
+    var operation: Operation = .generate
+    /// The upstream model id (Gemini puts it in the URL).
+    var model: String
     var body: ByteBuffer
     var stream: Bool
     var requestID: String
     /// Time allowed until the response head arrives.
     var firstByteTimeout: Duration
+    /// Headers forwarded from the client (`anthropic-version`, `anthropic-beta`).
+    var headers: [(String, String)] = []
 }
 
 /// A provider's answer: status, headers, and a body that may still be streaming.
@@ -39,14 +43,19 @@ final class Provider: Sendable {
     let name: String
     let type: ProviderType
     let transport: Transport
+    let maxTokensField: OpenAIChat.MaxTokensField
+
+    /// The wire format this provider speaks.
+    var format: WireFormat { type.wireFormat }
 
     init(config: ProviderConfig, timeouts: TimeoutsConfig) {
         name = config.name
         type = config.type
+        maxTokensField = config.maxTokensField
         switch config.type {
         case .mock:
             transport = .mock(MockEngine(settings: .init()))
-        case .openai:
+        case .openai, .anthropic, .gemini:
             var c = HTTPClient.Configuration()
             c.redirectConfiguration = .disallow
             c.decompression = .disabled
@@ -60,7 +69,13 @@ final class Provider: Sendable {
             let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: c)
             var headers = HTTPHeaders()
             headers.add(name: "user-agent", value: "switchyard/\(SwitchyardVersion.current)")
-            if let key = config.apiKey { headers.add(name: "authorization", value: "Bearer \(key)") }
+            if let key = config.apiKey {
+                switch config.type {
+                case .anthropic: headers.add(name: "x-api-key", value: key)
+                case .gemini: headers.add(name: "x-goog-api-key", value: key)
+                default: headers.add(name: "authorization", value: "Bearer \(key)")
+                }
+            }
             for (name, value) in config.headers.sorted(by: { $0.key < $1.key }) { headers.replaceOrAdd(name: name, value: value) }
             transport = .http(client, baseURL: config.baseURL, headers: headers)
         }
@@ -70,6 +85,9 @@ final class Provider: Sendable {
     func send(_ request: UpstreamRequest, logger: Logger) async throws(GatewayError) -> UpstreamResponse {
         switch transport {
         case .mock(let engine):
+            guard request.operation == .generate else {
+                throw GatewayError(status: 400, category: .invalidRequest, code: "unsupported_operation", message: "the mock provider cannot count tokens")
+            }
             let plan = engine.chatCompletion(body: request.body)
             if plan.firstByteDelayMs > 0 {
                 guard Duration.milliseconds(plan.firstByteDelayMs) < request.firstByteTimeout else {
@@ -88,12 +106,16 @@ final class Provider: Sendable {
             }
 
         case .http(let client, let baseURL, let baseHeaders):
-            var r = HTTPClientRequest(url: baseURL + request.path)
+            var r = HTTPClientRequest(url: try url(baseURL, request))
             r.method = .POST
             r.headers = baseHeaders
             r.headers.add(name: "content-type", value: "application/json")
             r.headers.add(name: "accept", value: request.stream ? "text/event-stream" : "application/json")
             r.headers.add(name: "x-request-id", value: request.requestID)
+            for (k, v) in request.headers { r.headers.replaceOrAdd(name: k, value: v) }
+            if type == .anthropic, !r.headers.contains(name: "anthropic-version") {
+                r.headers.add(name: "anthropic-version", value: AnthropicMessages.defaultVersion)
+            }
             r.body = .bytes(request.body)
             do {
                 let response = try await client.execute(r, deadline: .now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds)), logger: logger)
@@ -101,6 +123,25 @@ final class Provider: Sendable {
             } catch {
                 throw UpstreamFailure.classify(error, provider: name)
             }
+        }
+    }
+
+    /// The endpoint URL for a request, as each provider's API lays it out.
+    func url(_ base: String, _ r: UpstreamRequest) throws(GatewayError) -> String {
+        switch (type, r.operation) {
+        case (.anthropic, .generate): return base + "/v1/messages"
+        case (.anthropic, .countTokens): return base + "/v1/messages/count_tokens"
+        case (.gemini, _):
+            let versioned = ["/v1", "/v1beta", "/v1alpha"].contains(where: { base.hasSuffix($0) }) ? base : base + "/v1beta"
+            let model = r.model.hasPrefix("models/") ? String(r.model.dropFirst("models/".count)) : r.model
+            let escaped = model.addingPercentEncodingForPath()
+            switch r.operation {
+            case .countTokens: return "\(versioned)/models/\(escaped):countTokens"
+            case .generate: return r.stream ? "\(versioned)/models/\(escaped):streamGenerateContent?alt=sse" : "\(versioned)/models/\(escaped):generateContent"
+            }
+        case (_, .countTokens):
+            throw GatewayError(status: 400, category: .invalidRequest, code: "unsupported_operation", message: "the provider `\(name)` cannot count tokens")
+        default: return base + "/chat/completions"
         }
     }
 
@@ -234,4 +275,23 @@ struct MockEventBody: AsyncSequence, Sendable {
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(body: self) }
+}
+
+extension String {
+    /// Percent-encodes everything but unreserved characters, for one URL path segment.
+    func addingPercentEncodingForPath() -> String {
+        var out = ""
+        for b in utf8 {
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.append(Character(UnicodeScalar(b)))
+            default:
+                out += "%" + String(b, radix: 16, uppercase: true).leftPadded(2)
+            }
+        }
+        return out
+    }
+
+    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }

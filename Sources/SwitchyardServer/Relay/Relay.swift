@@ -1,0 +1,302 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchyardCore
+
+/// A client request after its head was parsed: which API it speaks and what it asks for.
+struct ClientCall: Sendable {
+    let format: WireFormat
+    /// The request (its body already collected; its inbound side is watched while streaming).
+    let request: Request
+    let body: ByteBuffer
+    let doc: ScannedObject
+    /// The model the client asked for (Gemini: from the URL).
+    let model: String
+    let stream: Bool
+    /// Client headers a same-format provider should receive (`anthropic-version`, `anthropic-beta`).
+    let forwardHeaders: [(String, String)]
+}
+
+extension Gateway {
+    /// The request path after parsing: route the model, then either pass the bytes through (same
+    /// format) or translate through the canonical model (different formats).
+    func relay(_ call: ClientCall, context: GatewayContext) async throws -> Response {
+        let target = try resolve(call.model)
+        context.log.set(model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: call.stream)
+        if target.provider.format == call.format {
+            return try await passthrough(call, target: target, context: context)
+        }
+        return try await translate(call, target: target, context: context)
+    }
+
+    func upstreamRequest(_ target: ResolvedModel, body: ByteBuffer, stream: Bool, context: GatewayContext, headers: [(String, String)] = []) -> UpstreamRequest {
+        UpstreamRequest(
+            model: target.upstreamModel, body: body, stream: stream, requestID: context.requestID,
+            firstByteTimeout: config.routing.timeouts.firstByte.duration, headers: headers)
+    }
+
+    // MARK: Same format
+
+    func passthrough(_ call: ClientCall, target: ResolvedModel, context: GatewayContext) async throws -> Response {
+        let (body, injectedUsage) = try passthroughBody(call, target: target)
+        let upstream = try await target.provider.send(
+            upstreamRequest(target, body: body, stream: call.stream, context: context, headers: call.forwardHeaders), logger: logger)
+        context.log.set(upstreamStatus: upstream.status)
+        guard (200..<300).contains(upstream.status) else {
+            return try await upstreamErrorResponse(upstream, provider: target.provider, client: call.format, context: context)
+        }
+        if call.stream, upstream.isEventStream {
+            let relay = PassthroughStreamRelay(
+                format: call.format, clientModel: call.model, maxDepth: config.limits.maxJSONDepth, dropUsageChunk: injectedUsage)
+            return streamResponse(upstream, processor: relay, call: call, provider: target.provider, context: context) { _ in }
+        }
+        let full = try await collect(upstream, provider: target.provider)
+        guard let answer = try? ScannedObject(full, maxDepth: config.limits.maxJSONDepth) else {
+            throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                               message: "the provider `\(target.provider.name)` returned a body that is not a JSON object")
+        }
+        let literal = JSONString.literal(call.model)
+        var bytes = full
+        switch call.format {
+        case .openAI:
+            if let u = answer.member("usage"), u.kind == .object { context.log.set(usage: TokenUsage(openAI: try? JSONValue.parse(answer.rawValue(u)))) }
+            bytes = answer.replacingModel(with: literal) ?? full
+        case .anthropic:
+            if let u = answer.member("usage") { context.log.set(usage: AnthropicMessages.usage(try? JSONValue.parse(answer.rawValue(u)))) }
+            bytes = answer.replacingModel(with: literal) ?? full
+        case .gemini:
+            if let u = answer.member("usageMetadata") { context.log.set(usage: Gemini.usage(try? JSONValue.parse(answer.rawValue(u)))) }
+            if let m = answer.member("modelVersion"), m.kind == .string {
+                var editor = answer.editor()
+                editor.replaceValue(of: m, with: literal)
+                bytes = editor.result()
+            }
+        }
+        context.log.markFirstByte()
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
+    }
+
+    /// The client's bytes with the upstream model spliced in and the model's defaults applied where the
+    /// client said nothing; every other byte is kept. Returns whether OpenAI usage was requested on the
+    /// client's behalf (its chunk is then dropped from the client's stream).
+    func passthroughBody(_ call: ClientCall, target: ResolvedModel) throws -> (ByteBuffer, Bool) {
+        let doc = call.doc
+        let thinking = target.route.config.thinking
+        switch call.format {
+        case .openAI:
+            var editor = doc.editor()
+            if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(target.upstreamModel)) }
+            var injected = false
+            if call.stream {
+                // The gateway always needs usage; the client's stream only gets the chunk if it asked.
+                if let so = doc.member("stream_options"), so.kind == .object, var obj = (try? JSONValue.parse(doc.rawValue(so)))?.objectValue {
+                    if obj["include_usage"]?.boolValue != true {
+                        obj["include_usage"] = true
+                        editor.replaceValue(of: so, with: JSONValue.object(obj).jsonString)
+                        injected = true
+                    }
+                } else {
+                    if let so = doc.member("stream_options") { editor.remove(so) }
+                    editor.append(key: "stream_options", rawJSON: #"{"include_usage":true}"#)
+                    injected = true
+                }
+            }
+            if let thinking, doc.member("reasoning_effort") == nil, let effort = thinking.effort {
+                editor.append(key: "reasoning_effort", rawJSON: JSONString.literal(effort))
+            }
+            return (editor.result(), injected)
+        case .anthropic:
+            var editor = doc.editor()
+            if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(target.upstreamModel)) }
+            let defaultMax = target.route.config.maxTokens ?? 8192
+            var maxTokens = doc.member("max_tokens").flatMap { Int(String(buffer: doc.rawValue($0))) }
+            if doc.member("thinking") == nil, let budget = thinking?.budgetTokens {
+                editor.append(key: "thinking", rawJSON: #"{"type":"enabled","budget_tokens":\#(max(1024, budget))}"#)
+                for key: StaticString in ["temperature", "top_k"] { if let m = doc.member(key) { editor.remove(m) } }
+                if let current = maxTokens, current <= budget, let m = doc.member("max_tokens") {
+                    maxTokens = budget + min(defaultMax, 8192)
+                    editor.replaceValue(of: m, with: String(maxTokens!))
+                } else if maxTokens == nil {
+                    maxTokens = max(defaultMax, budget + 4096)
+                }
+            }
+            if doc.member("max_tokens") == nil { editor.append(key: "max_tokens", rawJSON: String(maxTokens ?? defaultMax)) }
+            return (editor.result(), false)
+        case .gemini:
+            // The model is in the URL; only a thinking default may be added.
+            guard let thinking, var body = (try? JSONValue.parse(call.body))?.objectValue else { return (call.body, false) }
+            var g = body["generationConfig"]?.objectValue ?? body["generation_config"]?.objectValue ?? [:]
+            guard g["thinkingConfig"] == nil, g["thinking_config"] == nil else { return (call.body, false) }
+            switch thinking {
+            case .disabled: g["thinkingConfig"] = ["thinkingBudget": 0]
+            default: g["thinkingConfig"] = ["thinkingBudget": .int(thinking.budgetTokens ?? 8192), "includeThoughts": true]
+            }
+            body["generation_config"] = nil
+            body["generationConfig"] = .object(g)
+            return (JSONValue.object(body).jsonBuffer, false)
+        }
+    }
+
+    // MARK: Different formats
+
+    func translate(_ call: ClientCall, target: ResolvedModel, context: GatewayContext) async throws -> Response {
+        let provider = target.provider
+        guard let object = (try? JSONValue.parse(call.body, maxDepth: config.limits.maxJSONDepth))?.objectValue else {
+            throw GatewayError.invalidRequest("the request body must be a JSON object")
+        }
+        var request = try Translator.decodeRequest(call.format, object, model: call.model, stream: call.stream)
+        if request.reasoning == nil { request.reasoning = target.route.config.thinking }
+        if call.format == .openAI { reasoningCache.restore(&request) }
+        switch provider.format {
+        case .gemini: try await mediaFetcher.inline(&request, images: true, documents: true)
+        case .openAI: try await mediaFetcher.inline(&request, images: false, documents: true)
+        case .anthropic: break
+        }
+        let encoded = try Translator.encodeRequest(
+            provider.format, request, upstreamModel: target.upstreamModel,
+            options: .init(maxTokensField: provider.maxTokensField, defaultMaxTokens: target.route.config.maxTokens ?? 8192))
+        let upstream = try await provider.send(
+            upstreamRequest(target, body: JSONValue.object(encoded).jsonBuffer, stream: call.stream, context: context), logger: logger)
+        context.log.set(upstreamStatus: upstream.status)
+        guard (200..<300).contains(upstream.status) else {
+            return try await upstreamErrorResponse(upstream, provider: provider, client: call.format, context: context)
+        }
+        let created = Int(EpochClock.nowMilliseconds() / 1000)
+        if call.stream, upstream.isEventStream {
+            let stream = TranslatingStream(from: provider.format, to: call.format, request: request, clientModel: call.model, created: created)
+            let cache = call.format == .openAI ? reasoningCache : nil
+            return streamResponse(upstream, processor: stream, call: call, provider: provider, context: context) { finished in
+                cache?.store(finished.accumulator.content)
+            }
+        }
+        let full = try await collect(upstream, provider: provider)
+        guard let answerObject = (try? JSONValue.parse(full, maxDepth: config.limits.maxJSONDepth))?.objectValue else {
+            throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                               message: "the provider `\(provider.name)` returned a body that is not a JSON object")
+        }
+        let answer = try Translator.decodeResponse(provider.format, answerObject, request: request)
+        context.log.set(usage: answer.usage)
+        if call.format == .openAI { reasoningCache.store(answer.content) }
+        let out = Translator.encodeResponse(call.format, answer, model: call.model, created: created)
+        context.log.markFirstByte()
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: JSONValue.object(out).jsonBuffer))
+    }
+
+    // MARK: Shared pieces
+
+    /// Collects a non-streamed upstream body within the configured limit.
+    func collect(_ upstream: UpstreamResponse, provider: Provider) async throws -> ByteBuffer {
+        do {
+            return try await upstream.body.collect(upTo: config.limits.maxResponseBytes)
+        } catch is UpstreamBody.BodyTooLarge {
+            throw GatewayError(status: 502, category: .upstream, code: "upstream_response_too_large",
+                               message: "the provider's response exceeds \(config.limits.maxResponseBytes) bytes")
+        } catch {
+            throw UpstreamFailure.classify(error, provider: provider.name)
+        }
+    }
+
+    /// Relays a stream chunk by chunk through `processor`. A client that goes away cancels the upstream
+    /// request at once (the inbound side of the connection is watched); an upstream that breaks
+    /// mid-stream produces an error event in the client's format, then a clean end.
+    func streamResponse<P: StreamProcessor>(
+        _ upstream: UpstreamResponse, processor: P, call: ClientCall, provider: Provider, context: GatewayContext,
+        onComplete: @escaping @Sendable (P) -> Void
+    ) -> Response {
+        let log = context.log
+        log.waitForBody()
+        let upstreamBody = upstream.body
+        let providerName = provider.name
+        let request = call.request
+        // The inbound side is watched for the client leaving, so the connection cannot carry another
+        // request afterwards: say so, or a client reusing it would lose its next request.
+        let headers: HTTPFields = [
+            .contentType: "text/event-stream; charset=utf-8",
+            .cacheControl: "no-cache",
+            .connection: "close",
+            HTTPField.Name("x-accel-buffering")!: "no",
+        ]
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            try await request.body.consumeWithCancellationOnInboundClose { _ in
+                var processor = processor
+                var iterator = upstreamBody.makeAsyncIterator()
+                while true {
+                    let chunk: ByteBuffer?
+                    do {
+                        chunk = try await iterator.next()
+                    } catch {
+                        if error is CancellationError || Task.isCancelled { throw CancellationError() }
+                        let failure = UpstreamFailure.streamBroken(error, provider: providerName)
+                        log.set(errorCode: failure.code)
+                        try await writer.write(processor.fail(failure))
+                        break
+                    }
+                    guard let chunk else {
+                        let tail = processor.finish()
+                        if tail.readableBytes > 0 { try await writer.write(tail) }
+                        break
+                    }
+                    let out: ByteBuffer
+                    do {
+                        out = try processor.process(chunk)
+                    } catch {
+                        let failure = GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                                                   message: "the provider `\(providerName)` sent an event larger than the gateway accepts")
+                        log.set(errorCode: failure.code)
+                        try await writer.write(processor.fail(failure))
+                        break
+                    }
+                    if out.readableBytes > 0 {
+                        log.markFirstByte()
+                        try await writer.write(out)
+                    }
+                }
+                log.set(usage: processor.usage)
+                onComplete(processor)
+                try await writer.finish(nil)
+            }
+        })
+    }
+
+    /// Answers an upstream error in the client's format. Same-format error bodies pass through with
+    /// their status; others are re-rendered keeping status and message. A provider rejecting the
+    /// gateway's own credentials becomes 502, so the client is not told its key is bad when the
+    /// operator's is.
+    func upstreamErrorResponse(_ upstream: UpstreamResponse, provider: Provider, client: WireFormat, context: GatewayContext) async throws -> Response {
+        let raw = (try? await upstream.body.collect(upTo: 256 << 10)) ?? ByteBuffer()
+        let status = upstream.status
+        context.log.set(errorCode: "upstream_\(status)")
+        if UpstreamErrors.isCredentialFailure(raw, status: status, format: provider.format) {
+            logger.warning("provider rejected the gateway's credentials", metadata: [
+                "request_id": .string(context.requestID), "provider": .string(provider.name), "upstream_status": .stringConvertible(status),
+            ])
+            throw GatewayError(status: 502, category: .upstream, code: "upstream_auth_failed",
+                               message: "the provider `\(provider.name)` rejected the gateway's credentials (HTTP \(status)); the gateway operator must check its API key")
+        }
+        guard (400..<600).contains(status) else {
+            throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                               message: "the provider `\(provider.name)` answered with unexpected HTTP status \(status)")
+        }
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let retry = upstream.headers.first(name: "retry-after") { headers[.retryAfter] = retry }
+        if let retryMs = upstream.headers.first(name: "retry-after-ms") { headers[HTTPField.Name("retry-after-ms")!] = retryMs }
+        if provider.format == client, Self.isWellFormedError(raw, format: client) {
+            return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: raw))
+        }
+        var error = UpstreamErrors.parse(raw, status: status, format: provider.format, provider: provider.name)
+        error.status = UpstreamErrors.clientStatus(status, client: client)
+        return Response(status: .init(code: error.status), headers: headers,
+                        body: .init(byteBuffer: Translator.errorBody(client, error, requestID: context.requestID)))
+    }
+
+    static func isWellFormedError(_ raw: ByteBuffer, format: WireFormat) -> Bool {
+        guard let v = try? JSONValue.parse(raw) else { return false }
+        switch format {
+        case .openAI: return v["error"]?["message"]?.stringValue?.isEmpty == false
+        case .anthropic: return v["type"]?.stringValue == "error" && v["error"]?["message"]?.stringValue != nil
+        case .gemini: return v["error"]?["message"]?.stringValue != nil
+        }
+    }
+}
