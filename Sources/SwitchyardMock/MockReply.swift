@@ -37,7 +37,10 @@ struct MockConversation {
             if role == "user" { lastUserText = text }
             if let calls = message["tool_calls"]?.arrayValue { chars += calls.reduce(0) { $0 + $1.jsonString.utf8.count } }
         }
-        if let last = messages.last, last["role"]?.stringValue == "tool" {
+        // The model answers the latest user or tool turn; system messages injected after it do not count.
+        if let last = messages.last(where: { $0["role"]?.stringValue != "system" && $0["role"]?.stringValue != "developer" }),
+            last["role"]?.stringValue == "tool"
+        {
             endsWithToolResult = true
             lastToolResult = Self.text(of: last["content"])
         }
@@ -80,7 +83,7 @@ struct MockConversation {
             chars += text.utf8.count
             if role == "user", !texts.isEmpty { lastUserText = text }
         }
-        if let last = messages.last, last["role"]?.stringValue == "user",
+        if let last = messages.last(where: { $0["role"]?.stringValue != "system" }), last["role"]?.stringValue == "user",
             let results = last["content"]?.arrayValue?.filter({ $0["type"]?.stringValue == "tool_result" }), let r = results.last
         {
             endsWithToolResult = true
@@ -377,22 +380,5 @@ enum MockSignature {
         base64("gemini-signature:" + MockReply.stableID(ByteBuffer(string: anchor)))
     }
 
-    static func base64(_ s: String) -> String {
-        let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-        let bytes = Array(s.utf8)
-        var out: [UInt8] = []
-        var i = 0
-        while i < bytes.count {
-            let n = min(3, bytes.count - i)
-            var v = UInt32(bytes[i]) << 16
-            if n > 1 { v |= UInt32(bytes[i + 1]) << 8 }
-            if n > 2 { v |= UInt32(bytes[i + 2]) }
-            out.append(table[Int(v >> 18 & 63)])
-            out.append(table[Int(v >> 12 & 63)])
-            out.append(n > 1 ? table[Int(v >> 6 & 63)] : UInt8(ascii: "="))
-            out.append(n > 2 ? table[Int(v & 63)] : UInt8(ascii: "="))
-            i += 3
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func base64(_ s: String) -> String { Base64.encode(s) }
 }

@@ -205,7 +205,7 @@ struct TranslateRequestTests {
         #expect(r.system == [.text("be nice")])
         #expect(r.messages[0].content == [.text("a"), .image(.base64(mediaType: "image/png", data: "iVBO"))])
         #expect(r.messages[1].content == [
-            .thinking("", signature: "gemini:czE="), .thinking("thinking...", signature: nil),
+            .thinking("thinking...", signature: "gemini:czE="),
             .thinking("", signature: "gemini:c2ln"), .toolCall(id: "c1", name: "get_w", arguments: #"{"city":"x"}"#),
         ])
         #expect(r.messages[2].content == [.toolResult(ToolResult(callID: "c1", name: "get_w", content: [.text("sunny")]))])
@@ -213,6 +213,24 @@ struct TranslateRequestTests {
         #expect(r.tools[1].parameters == ["type": "object", "properties": ["a": ["type": ["string", "null"]]]])
         #expect(r.toolChoice == .tool("get_w"))
         #expect(r.reasoning == .budget(1024) && r.maxTokens == 100 && r.stream)
+    }
+
+    @Test func foreignSignaturesSurviveAGeminiClientRoundTrip() throws {
+        // An Anthropic signature goes to a Gemini client wrapped in base64 (its SDK keeps bytes), and
+        // comes back as the same Anthropic signature on one merged thinking block.
+        let answer = ChatResponse(id: "r", model: "m", content: [.thinking("step one", signature: "EqoBSig+/=="), .toolCall(id: "toolu_1", name: "f", arguments: "{}")], finish: .toolCalls, usage: nil)
+        let parts = try #require(JSONValue.object(Gemini.encodeResponse(answer, model: "m"))["candidates"]?.arrayValue?.first?["content"]?["parts"]?.arrayValue)
+        let wrapped = try #require(parts[0]["thoughtSignature"]?.stringValue)
+        #expect(Base64.decode(wrapped) != nil)
+        // The client sends the model turn back, its thought split in two streamed pieces.
+        let back = try Gemini.decodeRequest(try obj("""
+            {"contents":[{"role":"user","parts":[{"text":"q"}]},
+              {"role":"model","parts":[{"text":"step ","thought":true},{"text":"one","thought":true,"thoughtSignature":"\(wrapped)"},{"functionCall":{"id":"toolu_1","name":"f","args":{}}}]},
+              {"role":"user","parts":[{"functionResponse":{"id":"toolu_1","name":"f","response":{"output":"ok"}}}]}]}
+            """), model: "m", stream: false)
+        #expect(back.messages[1].content == [.thinking("step one", signature: "EqoBSig+/=="), .toolCall(id: "toolu_1", name: "f", arguments: "{}")])
+        #expect(ThinkingSignature.unwrapFromGemini(ThinkingSignature.wrapForGemini(redacted: "abc")) == .redacted("abc"))
+        #expect(ThinkingSignature.unwrapFromGemini("R2VtaW5p") == .gemini("gemini:R2VtaW5p"))
     }
 
     @Test func toolResultsWithoutIDsFindTheirCallsByName() throws {

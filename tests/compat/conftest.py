@@ -106,6 +106,14 @@ providers:
     base_url: "http://127.0.0.1:1/v1"
   - name: builtin
     type: mock
+  - name: ant
+    type: anthropic
+    base_url: "{mock_url}"
+    api_key: "upstream-secret"
+  - name: gem
+    type: gemini
+    base_url: "{mock_url}"
+    api_key: "upstream-secret"
 models:
   - name: gpt-5.1
     provider: upstream
@@ -114,6 +122,20 @@ models:
     provider: dead
   - name: demo-mock
     provider: builtin
+  - name: claude-up
+    provider: ant
+    upstream: claude-sonnet-4-6
+  - name: gemini-up
+    provider: gem
+    upstream: gemini-3.1-pro
+  - name: claude-up-thinking
+    provider: ant
+    upstream: claude-sonnet-4-6
+    thinking: {{budget_tokens: 2048}}
+  - name: "claude-haiku-*"
+    provider: ant
+media:
+  allow_private_networks: true
 routing:
   timeouts: {{connect: 2s, first_byte: 2s, idle: 10s}}
 limits:
@@ -185,3 +207,20 @@ def client(stack):
 
     with OpenAI(base_url=stack.base_url, api_key=stack.key, max_retries=0, timeout=30) as c:
         yield c
+
+
+@pytest.fixture()
+def anthropic_client(stack):
+    import anthropic
+
+    with anthropic.Anthropic(base_url=stack.gateway.url, api_key=stack.key, max_retries=0, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture()
+def genai_client(stack):
+    from google import genai
+
+    c = genai.Client(api_key=stack.key, http_options={"base_url": stack.gateway.url, "timeout": 30_000, "retry_options": {"attempts": 1}})
+    yield c
+    c.close()

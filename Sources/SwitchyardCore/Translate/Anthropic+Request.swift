@@ -362,4 +362,25 @@ public enum ThinkingSignature {
     public static func gemini(_ signature: String) -> String? {
         signature.hasPrefix(geminiPrefix) ? String(signature.dropFirst(geminiPrefix.count)) : nil
     }
+
+    // Gemini clients keep `thoughtSignature` as bytes (their SDKs base64-decode and re-encode it), so
+    // another provider's signature travels through them as base64 of a tagged payload.
+    static let wrappedSignature = Array("switchyard:signature:".utf8)
+    static let wrappedRedacted = Array("switchyard:redacted:".utf8)
+
+    /// A non-Gemini signature (or redacted data) as a `thoughtSignature` value for a Gemini client.
+    public static func wrapForGemini(signature: String) -> String { Base64.encode(wrappedSignature + Array(signature.utf8)) }
+    public static func wrapForGemini(redacted: String) -> String { Base64.encode(wrappedRedacted + Array(redacted.utf8)) }
+
+    /// What a Gemini client's `thoughtSignature` stands for: a wrapped foreign signature, wrapped
+    /// redacted thinking, or Gemini's own signature.
+    public enum Unwrapped: Equatable { case signature(String), redacted(String), gemini(String) }
+
+    public static func unwrapFromGemini(_ value: String) -> Unwrapped {
+        if let bytes = Base64.decode(value) {
+            if bytes.starts(with: wrappedSignature) { return .signature(String(decoding: bytes.dropFirst(wrappedSignature.count), as: UTF8.self)) }
+            if bytes.starts(with: wrappedRedacted) { return .redacted(String(decoding: bytes.dropFirst(wrappedRedacted.count), as: UTF8.self)) }
+        }
+        return .gemini(geminiPrefix + value)
+    }
 }

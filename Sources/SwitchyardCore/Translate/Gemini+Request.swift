@@ -35,12 +35,18 @@ extension Gemini {
             var parts: [ContentPart] = []
             for (j, p) in (c["parts"]?.arrayValue ?? []).enumerated() {
                 let at = "contents[\(i)].parts[\(j)]"
+                let isThought = p["thought"]?.boolValue == true
                 if let sig = p[camel: "thoughtSignature", snake: "thought_signature"]?.stringValue {
-                    parts.append(.thinking("", signature: ThinkingSignature.geminiPrefix + sig))
+                    switch ThinkingSignature.unwrapFromGemini(sig) {
+                    case .signature(let s): appendThinking(&parts, isThought ? (p["text"]?.stringValue ?? "") : "", signature: s)
+                    case .redacted(let data): parts.append(.redactedThinking(data: data))
+                    case .gemini(let tagged): appendThinking(&parts, isThought ? (p["text"]?.stringValue ?? "") : "", signature: tagged)
+                    }
+                    if isThought { continue }
                 }
                 if let text = p["text"]?.stringValue {
-                    if p["thought"]?.boolValue == true {
-                        parts.append(.thinking(text, signature: nil))
+                    if isThought {
+                        appendThinking(&parts, text, signature: nil)
                     } else if !text.isEmpty {
                         parts.append(.text(text))
                     }
@@ -132,6 +138,16 @@ extension Gemini {
             if let v = body[key] { r.extras[key] = v }
         }
         return r
+    }
+
+    /// Adds reasoning, merging it into the thinking part just before (Gemini clients split one thought
+    /// into several parts when it was streamed, with the signature on the last).
+    static func appendThinking(_ parts: inout [ContentPart], _ text: String, signature: String?) {
+        if case .thinking(let prevText, let prevSig)? = parts.last, prevSig == nil || signature == nil {
+            parts[parts.count - 1] = .thinking(prevText + text, signature: signature ?? prevSig)
+        } else {
+            parts.append(.thinking(text, signature: signature))
+        }
     }
 
     static func media(_ source: MediaSource, mediaType: String) -> ContentPart {

@@ -48,9 +48,13 @@ extension Gemini {
     static func decodeParts(_ parts: [JSONValue], idPrefix: String = issuedIDPrefix) -> [ContentPart] {
         var out: [ContentPart] = []
         for p in parts {
-            if let sig = p["thoughtSignature"]?.stringValue { out.append(.thinking("", signature: ThinkingSignature.geminiPrefix + sig)) }
+            let isThought = p["thought"]?.boolValue == true
+            if let sig = p["thoughtSignature"]?.stringValue {
+                appendThinking(&out, isThought ? (p["text"]?.stringValue ?? "") : "", signature: ThinkingSignature.geminiPrefix + sig)
+                if isThought { continue }
+            }
             if let t = p["text"]?.stringValue {
-                if p["thought"]?.boolValue == true { out.append(.thinking(t, signature: nil)) } else if !t.isEmpty { out.append(.text(t)) }
+                if isThought { appendThinking(&out, t, signature: nil) } else if !t.isEmpty { out.append(.text(t)) }
             } else if let call = p["functionCall"] {
                 let id = call["id"]?.stringValue.map { idPrefix + $0 } ?? TranslateSupport.randomID("call_")
                 out.append(.toolCall(id: id, name: call["name"]?.stringValue ?? "", arguments: (call["args"] ?? .object([:])).jsonString))
@@ -85,9 +89,13 @@ extension Gemini {
                 if let sig, let g = ThinkingSignature.gemini(sig) {
                     if t.isEmpty { pendingSignature = g; continue }
                     p = ["text": .string(t), "thought": true, "thoughtSignature": .string(g)]
+                } else if let sig, !sig.isEmpty {
+                    p = ["text": .string(t), "thought": true, "thoughtSignature": .string(ThinkingSignature.wrapForGemini(signature: sig))]
                 } else {
                     p = ["text": .string(t), "thought": true]
                 }
+            case .redactedThinking(let data):
+                p = ["text": "", "thought": true, "thoughtSignature": .string(ThinkingSignature.wrapForGemini(redacted: data))]
             case .toolCall(let id, let name, let args):
                 let clientID = id.hasPrefix(issuedIDPrefix) ? String(id.dropFirst(issuedIDPrefix.count)) : id
                 p = ["functionCall": ["id": .string(clientID), "name": .string(name), "args": TranslateSupport.argumentsObject(args)]]
@@ -252,6 +260,7 @@ public struct GeminiStreamEncoder: Sendable {
     private var finishReason: FinishReason?
     private var calls: [Int: (id: String, name: String, args: String)] = [:]
     private var pendingSignature: String?
+    /// Signatures by thinking block, sent when the block ends.
     private var signatureBlocks: [Int: String] = [:]
 
     public init(model: String) {
@@ -280,13 +289,20 @@ public struct GeminiStreamEncoder: Sendable {
         case .textDelta(_, let t): chunk([["text": .string(t)]], finish: nil, into: &out)
         case .thinkingDelta(_, let t): chunk([["text": .string(t), "thought": true]], finish: nil, into: &out)
         case .signatureDelta(let i, let s):
-            if let g = ThinkingSignature.gemini(s) { signatureBlocks[i] = g }
-        case .redactedThinking: break
+            signatureBlocks[i, default: ""] += s
+        case .redactedThinking(_, let data):
+            chunk([["text": "", "thought": true, "thoughtSignature": .string(ThinkingSignature.wrapForGemini(redacted: data))]], finish: nil, into: &out)
         case .toolCallStart(let i, let callID, let name):
             calls[i] = (callID.hasPrefix(Gemini.issuedIDPrefix) ? String(callID.dropFirst(Gemini.issuedIDPrefix.count)) : callID, name, "")
         case .toolCallDelta(let i, let args): calls[i]?.args += args
         case .blockStop(let i):
-            if let sig = signatureBlocks.removeValue(forKey: i) { pendingSignature = sig }
+            if let sig = signatureBlocks.removeValue(forKey: i) {
+                if let g = ThinkingSignature.gemini(sig) {
+                    pendingSignature = g  // Gemini's own: rides on the next part, as Gemini sends it
+                } else if !sig.isEmpty {
+                    chunk([["text": "", "thought": true, "thoughtSignature": .string(ThinkingSignature.wrapForGemini(signature: sig))]], finish: nil, into: &out)
+                }
+            }
             if let call = calls.removeValue(forKey: i) {
                 chunk([["functionCall": ["id": .string(call.id), "name": .string(call.name), "args": TranslateSupport.argumentsObject(call.args)]]], finish: nil, into: &out)
             }
