@@ -39,11 +39,17 @@ SMALL = json.dumps({"model": "gpt-5.1", "max_tokens": 64, "messages": [{"role": 
 STREAM = json.dumps({"model": "gpt-5.1", "stream": True, "mock": {"chunks": 200},
                      "messages": [{"role": "user", "content": "Hello!"}]})
 
+ANTHROPIC_DIRECT = json.dumps({"model": "claude-up", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]})
+TRANSLATED = json.dumps({"model": "claude-up", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]})
+
 SCENARIOS = [
-    # name, body, connections
-    ("small non-streaming, 64 connections", SMALL, 64),
-    ("small non-streaming, 1 connection", SMALL, 1),
-    ("200-chunk stream, 64 connections", STREAM, 64),
+    # name, path direct, body direct, path through the gateway, body through the gateway, connections
+    ("small non-streaming, 64 connections", "/v1/chat/completions", SMALL, "/v1/chat/completions", SMALL, 64),
+    ("small non-streaming, 1 connection", "/v1/chat/completions", SMALL, "/v1/chat/completions", SMALL, 1),
+    ("200-chunk stream, 64 connections", "/v1/chat/completions", STREAM, "/v1/chat/completions", STREAM, 64),
+    # An OpenAI-format request to a model served by an Anthropic provider, against the same call made
+    # directly in Anthropic's format.
+    ("translated OpenAI → Anthropic, 64 connections", "/v1/messages", ANTHROPIC_DIRECT, "/v1/chat/completions", TRANSLATED, 64),
 ]
 
 
@@ -115,8 +121,10 @@ listen: "127.0.0.1:0"
 database: "sqlite:{work}/bench.db"
 providers:
   - {{name: upstream, type: openai, base_url: "{mock_url}/v1", api_key: "bench"}}
+  - {{name: anthropic, type: anthropic, base_url: "{mock_url}", api_key: "bench"}}
 models:
   - {{name: gpt-5.1, provider: upstream}}
+  - {{name: claude-up, provider: anthropic}}
 log: {{level: info, format: json}}
 """)
         key = json.loads(subprocess.run([args.bin, "keys", "create", "--config", str(config), "--name", "bench", "--json"],
@@ -127,10 +135,10 @@ log: {{level: info, format: json}}
             wrk(mock_url + "/v1/chat/completions", SMALL, "", 16, 2, script)
             wrk(gateway_url + "/v1/chat/completions", SMALL, key, 16, 2, script)
             rows = []
-            for name, body, conns in SCENARIOS:
-                direct = wrk(mock_url + "/v1/chat/completions", body, "", conns, duration, script)
+            for name, direct_path, direct_body, path, body, conns in SCENARIOS:
+                direct = wrk(mock_url + direct_path, direct_body, "", conns, duration, script)
                 cpu0, _, _ = proc_stat(gateway.pid)
-                through = wrk(gateway_url + "/v1/chat/completions", body, key, conns, duration, script)
+                through = wrk(gateway_url + path, body, key, conns, duration, script)
                 cpu1, rss, hwm = proc_stat(gateway.pid)
                 rows.append((name, direct, through, (cpu1 - cpu0) / max(1, through["requests"]) * 1000, rss, hwm))
                 print(f"  {name}: direct {direct['rps']:.0f}/s, through gateway {through['rps']:.0f}/s", file=sys.stderr)
