@@ -35,6 +35,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // HTTP serving helpers shared by the gateway and the mock (connection-close watching).
+        .target(
+            name: "SwitchyardHTTP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Persistence: store protocols and the embedded SQLite implementation.
         .target(
             name: "SwitchyardStore",
@@ -52,6 +60,7 @@ let package = Package(
             name: "SwitchyardMock",
             dependencies: [
                 "SwitchyardCore",
+                "SwitchyardHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -63,6 +72,7 @@ let package = Package(
             name: "SwitchyardServer",
             dependencies: [
                 "SwitchyardCore",
+                "SwitchyardHTTP",
                 "SwitchyardStore",
                 "SwitchyardMock",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,10 +1,12 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import Synchronization
 import SwitchyardCore
+import SwitchyardHTTP
 
 /// What the mock saw: request counts, stream outcomes and the most recent requests (for tests).
 public final class MockStats: Sendable {
@@ -84,10 +86,14 @@ public final class MockStats: Sendable {
     }
 }
 
-/// Request context of the mock server: large bodies allowed.
+/// Request context of the mock server: large bodies allowed; the connection is kept to watch it close.
 public struct MockRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    public let channel: (any Channel)?
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
     public var maxUploadSize: Int { 64 << 20 }
 }
 
@@ -106,12 +112,12 @@ public enum MockServer {
             let headerList = request.headers.map { ($0.name.canonicalName, $0.value) }
             stats.record(.init(method: request.method.rawValue, path: request.uri.path, headers: headerList, body: body))
             if let required = engine.settings.requiredKey, !Self.authorized(request.headers, key: required) {
-                return respond(MockEngine.openAIError(status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key"), stats: stats, request: request)
+                return respond(MockEngine.openAIError(status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key"), stats: stats, channel: context.channel)
             }
             let directives = MockDirectives.pairs(fromHeaders: headerList.map { (name: $0.0, value: $0.1) })
             let plan = engine.chatCompletion(body: body, headerDirectives: directives)
             if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
-            return respond(plan, stats: stats, request: request)
+            return respond(plan, stats: stats, channel: context.channel)
         }
         router.post("/v1/chat/completions", use: chat)
         router.post("/chat/completions", use: chat)
@@ -134,19 +140,19 @@ public enum MockServer {
             let (body, headers, failure) = try await admit(&request, context) { MockEngine.anthropicError(status: $0, message: $1) }
             let plan = failure ?? engine.messages(body: body, headers: headers, headerDirectives: MockDirectives.pairs(fromHeaders: headers.map { (name: $0.key, value: $0.value) }))
             if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
-            return respond(plan, stats: stats, request: request)
+            return respond(plan, stats: stats, channel: context.channel)
         }
         router.post("/v1/messages/count_tokens") { request, context -> Response in
             var request = request
             let (body, _, failure) = try await admit(&request, context) { MockEngine.anthropicError(status: $0, message: $1) }
-            return respond(failure ?? engine.countTokens(anthropic: body), stats: stats, request: request)
+            return respond(failure ?? engine.countTokens(anthropic: body), stats: stats, channel: context.channel)
         }
         @Sendable func gemini(_ request: Request, _ context: MockRequestContext) async throws -> Response {
             var request = request
             let (body, headers, failure) = try await admit(&request, context) { status, _ in MockEngine.geminiError(status: status == 401 ? 400 : status, message: "API key not valid. Please pass a valid API key. (API_KEY_INVALID)") }
-            if let failure { return respond(failure, stats: stats, request: request) }
+            if let failure { return respond(failure, stats: stats, channel: context.channel) }
             let target = context.parameters.get("target") ?? ""
-            guard let colon = target.lastIndex(of: ":") else { return respond(MockEngine.geminiError(status: 404, message: "not found"), stats: stats, request: request) }
+            guard let colon = target.lastIndex(of: ":") else { return respond(MockEngine.geminiError(status: 404, message: "not found"), stats: stats, channel: context.channel) }
             let model = String(target[..<colon])
             let directives = MockDirectives.pairs(fromHeaders: headers.map { (name: $0.key, value: $0.value) })
             let plan: MockPlan
@@ -154,14 +160,14 @@ public enum MockServer {
             case "generateContent": plan = engine.generateContent(body: body, model: model, stream: false, headerDirectives: directives)
             case "streamGenerateContent":
                 guard request.uri.queryParameters.get("alt") == "sse" else {
-                    return respond(MockEngine.geminiError(status: 400, message: "this mock streams only with alt=sse"), stats: stats, request: request)
+                    return respond(MockEngine.geminiError(status: 400, message: "this mock streams only with alt=sse"), stats: stats, channel: context.channel)
                 }
                 plan = engine.generateContent(body: body, model: model, stream: true, headerDirectives: directives)
             case "countTokens": plan = engine.countTokens(gemini: body, model: model)
             default: plan = MockEngine.geminiError(status: 404, message: "unknown method")
             }
             if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
-            return respond(plan, stats: stats, request: request)
+            return respond(plan, stats: stats, channel: context.channel)
         }
         router.post("/v1beta/models/{target}", use: gemini)
         router.post("/v1/models/{target}", use: gemini)
@@ -184,6 +190,9 @@ public enum MockServer {
         return router
     }
 
+    /// The HTTP/1 server the mock runs on (with the connection-close watcher installed).
+    public static var server: HTTPServerBuilder { .http1(configuration: .init(additionalChannelHandlers: [ConnectionCloseWatcher()])) }
+
     static func authorized(_ headers: HTTPFields, key: String) -> Bool {
         var presented: String?
         if let auth = headers[.authorization], auth.hasPrefix("Bearer ") { presented = String(auth.dropFirst(7)) }
@@ -198,8 +207,8 @@ public enum MockServer {
     }
 
     /// Turns a plan into a response; stream events are written one by one, `chunkDelayMs` apart. A client
-    /// that goes away mid-stream is noticed at once (the inbound side is watched), like a real provider.
-    static func respond(_ plan: MockPlan, stats: MockStats, request: Request) -> Response {
+    /// that goes away mid-stream is noticed at once (``ConnectionCloseWatcher``), like a real provider.
+    static func respond(_ plan: MockPlan, stats: MockStats, channel: (any Channel)?) -> Response {
         var headers = HTTPFields()
         for (name, value) in plan.headers {
             if let n = HTTPField.Name(name) { headers[n] = value }
@@ -209,11 +218,10 @@ public enum MockServer {
         case .full(let buffer):
             return Response(status: .init(code: plan.status), headers: headers, body: .init(byteBuffer: buffer))
         case .events(let events, let delay, let dropAfter):
-            headers[.connection] = "close"  // the inbound side is watched, so the connection is not reused
             let body = ResponseBody { writer in
                 stats.streamStarted()
                 do {
-                    try await request.body.consumeWithCancellationOnInboundClose { _ in
+                    try await ConnectionCloseWatcher.cancellingOnClose(channel) {
                         for i in 0..<events.count {
                             if let dropAfter, i >= dropAfter { throw MockDropped() }
                             if i > 0, delay > 0 { try await Task.sleep(for: .milliseconds(delay)) }
@@ -242,6 +250,7 @@ public enum MockServer {
         let stats = MockStats()
         let app = Application(
             router: router(engine: engine, stats: stats),
+            server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: nil, backlog: 4096),
             onServerRunning: { channel in await onRunning?(channel.localAddress?.port ?? port) },
             logger: logger)

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import Synchronization
 import SwitchyardCore
+import SwitchyardHTTP
 import SwitchyardStore
 
 /// A catalog entry resolved against its provider.
@@ -167,6 +168,7 @@ public final class Gateway: Sendable {
         Application(
             router: buildRouter(),
             server: .http1(configuration: .init(
+                additionalChannelHandlers: [ConnectionCloseWatcher()],
                 idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds),
                 httpDecoderConfiguration: .init(
                     maxHeaderFieldSize: config.limits.maxHeaderBytes, maxHeaderListSize: config.limits.maxHeaderBytes,

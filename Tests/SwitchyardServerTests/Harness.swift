@@ -45,6 +45,7 @@ struct Harness: Sendable {
                 let (mockPorts, mockPortSink) = AsyncStream<Int>.makeStream()
                 let mockApp = Application(
                     router: MockServer.router(engine: engine, stats: stats),
+                    server: MockServer.server,
                     configuration: .init(address: .hostname("127.0.0.1", port: 0)),
                     onServerRunning: { mockPortSink.yield($0.localAddress?.port ?? 0) },
                     logger: logger)

@@ -212,3 +212,24 @@ def test_mid_stream_failure_raises_api_error(client: OpenAI):
             received.append(chunk)
     assert received, "chunks before the failure were delivered"
     assert "broke in the middle of the stream" in e.value.message
+
+
+def test_streams_keep_the_connection_alive(stack):
+    """Two streamed requests over one HTTP/1.1 connection: streaming must not cost a reconnect."""
+    import http.client
+    import urllib.parse
+
+    url = urllib.parse.urlparse(stack.gateway.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    body = json.dumps({"model": "gpt-5.1", "stream": True, "messages": HELLO})
+    headers = {"authorization": f"Bearer {stack.key}", "content-type": "application/json"}
+    conn.request("POST", "/v1/chat/completions", body, headers)
+    first = conn.getresponse()
+    assert first.getheader("connection") != "close"
+    assert first.read().decode().rstrip().endswith("data: [DONE]")
+    sock = conn.sock
+    conn.request("POST", "/v1/chat/completions", body, headers)
+    second = conn.getresponse()
+    assert second.read().decode().rstrip().endswith("data: [DONE]")
+    assert conn.sock is sock, "the connection was not reused"
+    conn.close()

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchyardCore
+import SwitchyardHTTP
 
 /// A client request after its head was parsed: which API it speaks and what it asks for.
 struct ClientCall: Sendable {
@@ -199,7 +200,7 @@ extension Gateway {
     }
 
     /// Relays a stream chunk by chunk through `processor`. A client that goes away cancels the upstream
-    /// request at once (the inbound side of the connection is watched); an upstream that breaks
+    /// request at once (``ConnectionCloseWatcher``; the connection stays reusable); an upstream that breaks
     /// mid-stream produces an error event in the client's format, then a clean end.
     func streamResponse<P: StreamProcessor>(
         _ upstream: UpstreamResponse, processor: P, call: ClientCall, provider: Provider, context: GatewayContext,
@@ -209,17 +210,14 @@ extension Gateway {
         log.waitForBody()
         let upstreamBody = upstream.body
         let providerName = provider.name
-        let request = call.request
-        // The inbound side is watched for the client leaving, so the connection cannot carry another
-        // request afterwards: say so, or a client reusing it would lose its next request.
+        let channel = context.channel
         let headers: HTTPFields = [
             .contentType: "text/event-stream; charset=utf-8",
             .cacheControl: "no-cache",
-            .connection: "close",
             HTTPField.Name("x-accel-buffering")!: "no",
         ]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            try await request.body.consumeWithCancellationOnInboundClose { _ in
+            try await ConnectionCloseWatcher.cancellingOnClose(channel) {
                 var processor = processor
                 var iterator = upstreamBody.makeAsyncIterator()
                 while true {
