@@ -58,6 +58,14 @@ struct TranslateRequestTests {
         #expect(v["tools"]?.arrayValue?.first == ["name": "get_weather", "description": "Weather", "input_schema": ["type": "object", "properties": ["city": ["type": "string"]]]])
     }
 
+    @Test func topLevelSystemStringOnChatCompletions() throws {
+        // One of the seed products accepts `system` beside `messages` on Chat Completions.
+        let r = try OpenAIChat.decodeRequest(try obj(#"{"model":"m","system":"Be brief.","messages":[{"role":"system","content":"And kind."},{"role":"user","content":"hi"}]}"#))
+        #expect(r.system == [.text("Be brief."), .text("And kind.")])
+        let a = JSONValue.object(try AnthropicMessages.encodeRequest(r, model: "c", options: .init()))
+        #expect(a["system"] == [["type": "text", "text": "Be brief."], ["type": "text", "text": "And kind."]])
+    }
+
     @Test func reasoningEffortBecomesThinkingAndDropsSampling() throws {
         let r = try OpenAIChat.decodeRequest(try obj(#"{"model":"m","reasoning_effort":"high","temperature":0.2,"top_k":5,"max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#))
         let v = JSONValue.object(try AnthropicMessages.encodeRequest(r, model: "c", options: .init()))
