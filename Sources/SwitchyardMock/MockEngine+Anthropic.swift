@@ -47,7 +47,7 @@ extension MockEngine {
         let reply = MockReply.make(conversation: conversation, directives: directives)
         let model = request["model"]?.stringValue ?? ""
         let cached = min(directives.cachedTokens ?? 0, conversation.promptTokens)
-        var usage: JSONObject = [
+        let usage: JSONObject = [
             "input_tokens": .int(conversation.promptTokens - cached), "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": .int(cached), "output_tokens": .int(reply.outputTokens),
         ]

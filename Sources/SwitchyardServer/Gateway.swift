@@ -33,6 +33,8 @@ public final class Gateway: Sendable {
     let store: any GatewayStore
     let keyCache: KeyCache
     let authenticator: Authenticator
+    /// Requests per minute/day, concurrency and tokens per minute, per user or key.
+    let limiter: RateLimiter
     let providers: [String: Provider]
     let models: [String: ModelRoute]
     /// Wildcard entries, tried in order after exact names.
@@ -52,8 +54,9 @@ public final class Gateway: Sendable {
         self.config = config
         self.store = store
         self.logger = logger
-        keyCache = KeyCache(store: store)
+        keyCache = KeyCache(store: store) { record in Principal(key: record, config: config) }
         authenticator = Authenticator(cache: keyCache)
+        limiter = RateLimiter(clock: DayClock(identifier: config.dayTimeZone) ?? .utc)
         var providers: [String: Provider] = [:]
         for p in config.providers { providers[p.name] = Provider(config: p, timeouts: config.routing.timeouts) }
         self.providers = providers
@@ -106,8 +109,8 @@ public final class Gateway: Sendable {
             methods["\(prefix)/v1/models"] = ["GET"]
             methods["\(prefix)/v1beta/models"] = ["GET"]
         }
-        methods["/admin/v1/keys"] = ["GET", "POST"]
-        router.middlewares.add(GatewayMiddleware(logger: logger, routeMethods: methods))
+        methods.merge(Self.adminRouteMethods) { a, _ in a }
+        router.middlewares.add(GatewayMiddleware(logger: logger, routeMethods: methods, limiter: limiter))
         for prefix in clientPrefixes {
             router.post("\(prefix)/v1/chat/completions") { request, context in
                 try await self.chatCompletions(request, context: context)
@@ -138,11 +141,12 @@ public final class Gateway: Sendable {
         return router
     }
 
-    /// Authenticates the request's key, recording it in the access log.
-    func authenticate(_ request: Request, context: GatewayContext) async throws -> KeyRecord {
-        let key = try await authenticator.authenticate(HTTPFieldsView(request))
-        context.log.set(keyID: key.id)
-        return key
+    /// Authenticates the request's key, recording the caller in the request log (access log line and
+    /// rate-limit headers).
+    func authenticate(_ request: Request, context: GatewayContext) async throws -> Principal {
+        let principal = try await authenticator.authenticate(HTTPFieldsView(request))
+        context.log.set(principal: principal)
+        return principal
     }
 
     func readiness() async -> Response {
@@ -162,7 +166,7 @@ public final class Gateway: Sendable {
     /// The HTTP application serving this gateway on `config.listen`, with its background services.
     /// `authPollInterval` is how often key changes made by other processes (the CLI) are picked up.
     public func makeApplication(
-        authPollInterval: Duration = .milliseconds(250),
+        authPollInterval: Duration? = nil,
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         Application(
@@ -174,15 +178,24 @@ public final class Gateway: Sendable {
                     maxHeaderFieldSize: config.limits.maxHeaderBytes, maxHeaderListSize: config.limits.maxHeaderBytes,
                     maxHeaderFieldCount: 256))),
             configuration: .init(address: .hostname(config.listen.host, port: config.listen.port), serverName: nil, backlog: 4096),
-            services: [AuthGenerationWatcher(store: store, cache: keyCache, interval: authPollInterval, logger: logger)],
+            services: [
+                AuthGenerationWatcher(store: store, cache: keyCache, interval: authPollInterval ?? config.server.authPollInterval.duration, logger: logger),
+                LimiterService(gateway: self, interval: .seconds(1)),
+            ],
             onServerRunning: onServerRunning,
             logger: logger)
     }
 
     /// Releases upstream connection pools and the store (after the server has stopped).
     public func shutdown() async {
+        await saveDailyCounts()
+        await closeClients()
+        await store.close()
+    }
+
+    /// Releases the upstream and media HTTP clients.
+    func closeClients() async {
         for provider in providers.values { await provider.shutdown() }
         await mediaFetcher.shutdown()
-        await store.close()
     }
 }

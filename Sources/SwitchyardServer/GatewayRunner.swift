@@ -60,6 +60,7 @@ public enum GatewayRunner {
         }
 
         let gateway = Gateway(config: config, store: store, logger: logger)
+        await gateway.prepare()
         let finalConfig = config
         let shownDemoKey = demoKey
         let shownGenerated = generatedAdminKey

@@ -12,7 +12,7 @@ struct Switchyard: AsyncParsableCommand {
         commandName: "switchyard",
         abstract: "One API key, every model: a self-hostable LLM API gateway.",
         version: SwitchyardVersion.current,
-        subcommands: [Serve.self, MockUpstream.self, Keys.self])
+        subcommands: [Serve.self, MockUpstream.self, Keys.self, Users.self, Plans.self])
 }
 
 /// Options every command takes.
@@ -99,77 +99,6 @@ struct MockUpstream: AsyncParsableCommand {
         let host = self.host
         try await MockServer.run(host: host, port: port, settings: settings, logger: logger) { port in
             writeStdout("mock-upstream listening on http://\(host):\(port)\n")
-        }
-    }
-}
-
-struct Keys: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Create, list and revoke API keys.",
-        subcommands: [Create.self, List.self, Revoke.self])
-
-    struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a key. The secret is printed once, as the last line.")
-        @OptionGroup var global: GlobalOptions
-        @Option(help: "A name to recognise the key by.") var name: String
-        @Option(help: ArgumentHelp("The user (email) the key belongs to; created if new.", valueName: "email")) var user: String?
-        @Flag(help: "Print a JSON object with at least `id` and `key`.") var json = false
-
-        func validate() throws {
-            guard !name.isEmpty, name.utf8.count <= 200 else { throw ValidationError("--name must be 1–200 bytes") }
-            if let user, !(user.contains("@") && !user.hasPrefix("@") && !user.hasSuffix("@")) {
-                throw ValidationError("--user must be an email address")
-            }
-        }
-
-        func run() async throws {
-            let config = try global.load()
-            try await withStore(config) { store in
-                let created = try await store.createKey(name: name, userEmail: user, prefix: config.keyPrefix)
-                if json {
-                    writeStdout(created.json.jsonString + "\n")
-                } else {
-                    let owner = created.record.userEmail.map { " for \($0)" } ?? ""
-                    writeStdout("Created key \(created.record.id) (\(name))\(owner). Save the secret now; it is not shown again:\n\(created.secret)\n")
-                }
-            }
-        }
-    }
-
-    struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List keys (secrets are never shown).")
-        @OptionGroup var global: GlobalOptions
-        @Flag(help: "Print a JSON array.") var json = false
-
-        func run() async throws {
-            let config = try global.load()
-            try await withStore(config) { store in
-                let keys = try await store.listKeys()
-                if json {
-                    writeStdout(JSONValue.array(keys.map(\.json)).jsonString + "\n")
-                    return
-                }
-                var rows = [["ID", "NAME", "USER", "KEY", "CREATED", "STATUS"]]
-                for k in keys {
-                    rows.append([k.id, k.name, k.userEmail ?? "-", k.redacted, EpochClock.iso8601(k.createdAt), k.isRevoked ? "revoked" : "active"])
-                }
-                writeStdout(table(rows))
-            }
-        }
-    }
-
-    struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Revoke a key. A running gateway stops accepting it within a quarter of a second.")
-        @OptionGroup var global: GlobalOptions
-        @Argument(help: "The key id (see `keys list`).") var id: String
-
-        func run() async throws {
-            let config = try global.load()
-            try await withStore(config) { store in
-                guard try await store.revokeKey(id: id) else { throw ValidationError("no key with id \(id)") }
-                writeStdout("Revoked \(id)\n")
-            }
         }
     }
 }

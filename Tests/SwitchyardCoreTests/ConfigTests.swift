@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SwitchyardCore
 
@@ -134,5 +135,66 @@ struct ConfigTests {
         #expect(ListenAddress.parse(":9000") == ListenAddress(host: "0.0.0.0", port: 9000))
         #expect(UpstreamURL("http://localhost:11434/v1")?.port == 11434)
         #expect(UpstreamURL("https://user@host/") == nil)
+    }
+
+    let plans = """
+        providers:
+          - {name: p, type: mock}
+        models:
+          - {name: claude-haiku-4.5, provider: p}
+          - {name: omni-fast, provider: p}
+          - {name: omni-highest, provider: p}
+          - {name: "gpt-*", provider: p}
+        plans:
+          - name: free
+            models: ["claude-haiku-4.5", "omni-fast"]
+            requests_per_minute: 70
+            requests_per_day: 5000
+            concurrent_requests: 1
+          - name: pro
+            models: ["*"]
+            requests_per_minute: 600
+            concurrent_requests: 10
+            tokens_per_minute: 200000
+        default_plan: free
+        day_time_zone: Europe/Berlin
+        """
+
+    @Test func decodesPlans() throws {
+        let c = try load(plans)
+        #expect(c.plans.map(\.name) == ["free", "pro"])
+        #expect(c.defaultPlan == "free" && c.dayTimeZone == "Europe/Berlin")
+        let free = try #require(c.plan(named: "free"))
+        #expect(free.limits == LimitValues(requestsPerMinute: 70, requestsPerDay: 5000, concurrentRequests: 1))
+        #expect(free.allows("omni-fast") && !free.allows("omni-highest"))
+        #expect(c.plan(named: "pro")?.limits.tokensPerMinute == 200_000)
+        #expect(c.plan(named: "pro")?.allows("omni-highest") == true)
+        #expect(c.knowsModel("gpt-5.1-mini") && c.knowsModel("claude-*") && !c.knowsModel("llama"))
+    }
+
+    @Test func withoutPlansEveryoneIsUnlimited() throws {
+        let c = try load("")
+        #expect(c.plans.map(\.name) == ["unlimited"] && c.defaultPlan == "unlimited")
+        #expect(c.plans[0].limits.isEmpty && c.plans[0].allows("anything"))
+    }
+
+    @Test func planMistakesNameTheKeyAndLine() {
+        let unknownKey = error(plans.replacingOccurrences(of: "concurrent_requests: 1", with: "concurrency: 1"))
+        #expect(unknownKey?.message.contains("unknown key `concurrency`") == true)
+        #expect(unknownKey?.path == "plans[0].concurrency" && unknownKey?.line == 13)
+        let unknownModel = error(plans.replacingOccurrences(of: "\"omni-fast\"]", with: "\"omni-slow\"]"))
+        #expect(unknownModel?.message.contains("omni-slow") == true && unknownModel?.path == "plans[0].models[1]")
+        let noDefault = error(plans.replacingOccurrences(of: "default_plan: free", with: ""))
+        #expect(noDefault?.message.contains("default_plan is required") == true)
+        let missingDefault = error(plans.replacingOccurrences(of: "default_plan: free", with: "default_plan: gold"))
+        #expect(missingDefault?.message.contains("`gold` is not a defined plan") == true)
+        let zero = error(plans.replacingOccurrences(of: "requests_per_minute: 70", with: "requests_per_minute: 0"))
+        #expect(zero?.message.contains("at least 1") == true && zero?.path.hasPrefix("plans[0]") == true)
+        let duplicate = error(plans.replacingOccurrences(of: "name: pro", with: "name: free"))
+        #expect(duplicate?.message.contains("duplicate plan name") == true)
+        let zone = error(plans.replacingOccurrences(of: "Europe/Berlin", with: "Europe/Atlantis"))
+        #expect(zone?.message.contains("not a known time zone") == true)
+        let wrongType = error(plans.replacingOccurrences(of: "requests_per_day: 5000", with: "requests_per_day: many"))
+        #expect(wrongType?.line == 12)
     }
 }

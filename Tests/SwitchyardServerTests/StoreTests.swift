@@ -18,7 +18,7 @@ struct StoreTests {
         let created = try await store.createKey(name: "ci", userEmail: "Dev@Example.com", prefix: "sk-")
         #expect(created.secret.hasPrefix("sk-"))
         #expect(created.record.last4 == String(created.secret.suffix(4)))
-        #expect(created.record.userEmail == "Dev@Example.com")
+        #expect(created.record.userEmail == "dev@example.com")  // emails are stored lower-cased
 
         let found = try #require(try await store.lookupKey(hash: APIKeys.hash(created.secret)))
         #expect(found.id == created.record.id)
@@ -38,7 +38,7 @@ struct StoreTests {
         let b = try await store.createKey(name: "b", userEmail: "U@example.com", prefix: "sy-")
         #expect(a.record.userID == b.record.userID)
         let service = try await store.createKey(name: "c", userEmail: nil, prefix: "sy-")
-        #expect(service.record.userID == nil)
+        #expect(service.record.userID == "usr_service" && service.record.userKind == "service")
         #expect(try await store.listKeys().map(\.name).sorted() == ["a", "b", "c"])
         await store.close()
     }

@@ -12,9 +12,20 @@ public struct GatewayConfig: Decodable, Sendable {
     public var server: ServerConfig
     public var log: LogConfig
     public var media: MediaConfig
+    /// Plans users are on; without any, everyone is on an implicit unlimited plan.
+    public var plans: [PlanConfig]
+    /// The plan of users created without one (and of service users).
+    public var defaultPlan: String
+    /// IANA time zone (or `UTC`) whose midnight resets daily request limits.
+    public var dayTimeZone: String
+
+    /// The plan used when none are configured: every model, no limits.
+    public static let unlimitedPlan = PlanConfig(name: "unlimited")
 
     enum CodingKeys: String, CodingKey {
-        case listen, database, providers, models, limits, routing, server, log, media
+        case listen, database, providers, models, limits, routing, server, log, media, plans
+        case defaultPlan = "default_plan"
+        case dayTimeZone = "day_time_zone"
         case adminKey = "admin_key"
         case keyPrefix = "key_prefix"
         case pathPrefixes = "path_prefixes"
@@ -32,7 +43,10 @@ public struct GatewayConfig: Decodable, Sendable {
         routing: RoutingConfig = .init(),
         server: ServerConfig = .init(),
         log: LogConfig = .init(),
-        media: MediaConfig = .init()
+        media: MediaConfig = .init(),
+        plans: [PlanConfig] = [],
+        defaultPlan: String? = nil,
+        dayTimeZone: String = "UTC"
     ) {
         self.listen = listen
         self.database = database
@@ -46,6 +60,9 @@ public struct GatewayConfig: Decodable, Sendable {
         self.server = server
         self.log = log
         self.media = media
+        self.plans = plans.isEmpty ? [Self.unlimitedPlan] : plans
+        self.defaultPlan = defaultPlan ?? self.plans[0].name
+        self.dayTimeZone = dayTimeZone
     }
 
     public init(from decoder: any Decoder) throws {
@@ -63,11 +80,43 @@ public struct GatewayConfig: Decodable, Sendable {
         server = try c.decodeIfPresent(ServerConfig.self, forKey: .server) ?? d.server
         log = try c.decodeIfPresent(LogConfig.self, forKey: .log) ?? d.log
         media = try c.decodeIfPresent(MediaConfig.self, forKey: .media) ?? d.media
+        let declared = try c.decodeIfPresent([PlanConfig].self, forKey: .plans) ?? []
+        plans = declared.isEmpty ? [Self.unlimitedPlan] : declared
+        let chosen = try c.decodeIfPresent(String.self, forKey: .defaultPlan)
+        if chosen == nil, declared.count > 1 {
+            throw ConfigValueError("default_plan is required when several plans are defined (one of: \(declared.map(\.name).joined(separator: ", ")))", at: [.key("plans")])
+        }
+        defaultPlan = chosen ?? plans[0].name
+        dayTimeZone = try c.decodeIfPresent(String.self, forKey: .dayTimeZone) ?? "UTC"
         try validate()
     }
 
+    /// Whether `name` can appear in a model list (of a plan or a key): a catalog name, a name a
+    /// wildcard catalog entry serves, or a `*` pattern.
+    public func knowsModel(_ name: String) -> Bool {
+        name.contains("*") || models.contains { $0.matches(name) }
+    }
+
+    /// The plan named `name`, if it exists.
+    public func plan(named name: String) -> PlanConfig? { plans.first { $0.name == name } }
+
     /// Cross-field checks; errors point at the offending entry.
     public func validate() throws {
+        var planNames = Set<String>()
+        for (i, plan) in plans.enumerated() {
+            guard planNames.insert(plan.name).inserted else {
+                throw ConfigValueError("duplicate plan name `\(plan.name)`", at: [.key("plans"), .index(i), .key("name")])
+            }
+            for (j, m) in plan.models.enumerated() where !knowsModel(m) {
+                throw ConfigValueError("plan `\(plan.name)` lists model `\(m)`, which is not in the catalog", at: [.key("plans"), .index(i), .key("models"), .index(j)])
+            }
+        }
+        guard planNames.contains(defaultPlan) else {
+            throw ConfigValueError("default_plan `\(defaultPlan)` is not a defined plan (plans: \(plans.map(\.name).joined(separator: ", ")))", key: "default_plan")
+        }
+        guard DayClock(identifier: dayTimeZone) != nil else {
+            throw ConfigValueError("day_time_zone `\(dayTimeZone)` is not a known time zone (use an IANA name such as Europe/Berlin, or UTC)", key: "day_time_zone")
+        }
         if let adminKey, adminKey.utf8.count < 16 {
             throw ConfigValueError("admin_key must be at least 16 characters", key: "admin_key")
         }
@@ -461,15 +510,20 @@ public struct ServerConfig: Decodable, Sendable {
     public var drainTimeout: ConfigDuration
     /// Keep-alive connections idle this long are closed.
     public var idleTimeout: ConfigDuration
+    /// How often the database is asked whether keys, users or plans changed in another process (the
+    /// CLI notifies a running gateway directly; this is the fallback).
+    public var authPollInterval: ConfigDuration
 
     enum CodingKeys: String, CodingKey {
         case drainTimeout = "drain_timeout"
         case idleTimeout = "idle_timeout"
+        case authPollInterval = "auth_poll_interval"
     }
 
-    public init(drainTimeout: ConfigDuration = .seconds(30), idleTimeout: ConfigDuration = .seconds(300)) {
+    public init(drainTimeout: ConfigDuration = .seconds(30), idleTimeout: ConfigDuration = .seconds(300), authPollInterval: ConfigDuration = .init(milliseconds: 100)) {
         self.drainTimeout = drainTimeout
         self.idleTimeout = idleTimeout
+        self.authPollInterval = authPollInterval
     }
 
     public init(from decoder: any Decoder) throws {
@@ -477,6 +531,10 @@ public struct ServerConfig: Decodable, Sendable {
         let d = ServerConfig()
         drainTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .drainTimeout) ?? d.drainTimeout
         idleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout) ?? d.idleTimeout
+        authPollInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .authPollInterval) ?? d.authPollInterval
+        guard authPollInterval.milliseconds >= 10 else {
+            throw ConfigValueError("auth_poll_interval must be at least 10ms", key: "auth_poll_interval")
+        }
     }
 }
 

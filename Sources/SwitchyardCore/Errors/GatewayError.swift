@@ -41,6 +41,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public var param: String?
     /// Seconds the client should wait before retrying (sent as `Retry-After`).
     public var retryAfterSeconds: Int?
+    /// The same, to the millisecond (sent as `retry-after-ms`, which the OpenAI and Anthropic SDKs prefer).
+    public var retryAfterMs: Int64?
     /// Methods the path does serve (sent as `Allow` with 405).
     public var allow: String?
 
@@ -92,6 +94,15 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public static func bodyTooLarge(limit: Int) -> GatewayError {
         .init(status: 413, category: .requestTooLarge, code: "request_too_large",
               message: "request body exceeds the limit of \(limit) bytes")
+    }
+
+    /// 429 for a request over one of its limits: `Retry-After` rounds up, `retry-after-ms` is exact.
+    public static func rateLimited(_ r: LimitRejection) -> GatewayError {
+        var e = GatewayError(
+            status: 429, category: .rateLimit, code: "rate_limit_exceeded", message: r.message,
+            retryAfterSeconds: Int((r.retryAfterMs + 999) / 1000))
+        e.retryAfterMs = r.retryAfterMs
+        return e
     }
 
     public static func internalError(_ message: String = "internal error") -> GatewayError {

@@ -56,3 +56,71 @@ extension EpochClock {
         return String(decoding: b, as: UTF8.self)
     }
 }
+
+extension EpochClock {
+    /// Parses an ISO 8601 / RFC 3339 time: `2026-12-31` (midnight UTC), `2026-12-31T18:00:00Z`,
+    /// `2026-12-31T18:00:00.250+01:00`. Returns epoch milliseconds, or nil if malformed.
+    public static func parseISO8601(_ text: String) -> Int64? {
+        let b = Array(text.utf8)
+        func num(_ at: Int, _ width: Int) -> Int? {
+            guard at + width <= b.count else { return nil }
+            var v = 0
+            for i in at..<(at + width) {
+                guard b[i] >= 48, b[i] <= 57 else { return nil }
+                v = v * 10 + Int(b[i] - 48)
+            }
+            return v
+        }
+        guard let year = num(0, 4), b.count >= 10, b[4] == UInt8(ascii: "-"), let month = num(5, 2), b[7] == UInt8(ascii: "-"),
+            let day = num(8, 2), (1...12).contains(month), (1...31).contains(day)
+        else { return nil }
+        var hour = 0, minute = 0, second = 0, millis = 0, offset = 0
+        var i = 10
+        if i < b.count {
+            guard b[i] == UInt8(ascii: "T") || b[i] == UInt8(ascii: "t") || b[i] == UInt8(ascii: " "),
+                let h = num(i + 1, 2), b.count > i + 3, b[i + 3] == UInt8(ascii: ":"), let m = num(i + 4, 2),
+                h < 24, m < 60
+            else { return nil }
+            hour = h
+            minute = m
+            i += 6
+            if i < b.count, b[i] == UInt8(ascii: ":") {
+                guard let s = num(i + 1, 2), s < 61 else { return nil }
+                second = s
+                i += 3
+                if i < b.count, b[i] == UInt8(ascii: ".") {
+                    i += 1
+                    var digits = 0
+                    while i < b.count, b[i] >= 48, b[i] <= 57 {
+                        if digits < 3 { millis = millis * 10 + Int(b[i] - 48) }
+                        digits += 1
+                        i += 1
+                    }
+                    guard digits > 0 else { return nil }
+                    if digits < 3 { for _ in digits..<3 { millis *= 10 } }
+                }
+            }
+            guard i < b.count else { return nil }  // a time needs a zone: Z or ±HH:MM
+            if b[i] == UInt8(ascii: "Z") || b[i] == UInt8(ascii: "z") {
+                i += 1
+            } else if b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") {
+                guard let oh = num(i + 1, 2), b.count > i + 3, b[i + 3] == UInt8(ascii: ":"), let om = num(i + 4, 2), oh < 24, om < 60 else { return nil }
+                offset = (oh * 60 + om) * (b[i] == UInt8(ascii: "+") ? 1 : -1)
+                i += 6
+            } else {
+                return nil
+            }
+            guard i == b.count else { return nil }
+        }
+        // Days from the civil date (proleptic Gregorian), valid for any year.
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let mp = (month + 9) % 12
+        let doy = (153 * mp + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        let seconds = Int64(days) * 86_400 + Int64(hour * 3600 + minute * 60 + second) - Int64(offset * 60)
+        return seconds * 1000 + Int64(millis)
+    }
+}

@@ -5,7 +5,8 @@ import Synchronization
 import SwitchyardCore
 import SwitchyardStore
 
-/// In-memory cache of key lookups, so a key used recently costs no database round trip.
+/// In-memory cache of key lookups, so a key used recently costs no database round trip. Entries are
+/// ``Principal``s: the key with its plan and limits already resolved.
 ///
 /// Entries are dropped whenever the store's auth generation moves (a key created, revoked or rotated,
 /// in this process or another), checked by ``AuthGenerationWatcher`` and by ``invalidateAll()`` for
@@ -13,24 +14,26 @@ import SwitchyardStore
 public final class KeyCache: Sendable {
     private struct State {
         var epoch: UInt64 = 0
-        var entries: [KeyHash: KeyRecord?] = [:]
+        var entries: [KeyHash: Principal?] = [:]
         var misses = 0
     }
 
     private let state = Mutex(State())
     private let store: any KeyStore
+    private let build: @Sendable (KeyRecord) -> Principal
     /// Unknown hashes remembered at most, so a flood of random keys cannot grow memory without bound.
     private let maxNegativeEntries = 10_000
 
-    public init(store: any KeyStore) {
+    init(store: any KeyStore, build: @escaping @Sendable (KeyRecord) -> Principal) {
         self.store = store
+        self.build = build
     }
 
-    /// The record for a key hash (revoked records included), or nil for an unknown key.
-    public func lookup(_ hash: KeyHash) async throws -> KeyRecord? {
+    /// The caller for a key hash (revoked keys included), or nil for an unknown key.
+    func lookup(_ hash: KeyHash) async throws -> Principal? {
         let (hit, epoch) = state.withLock { s in (s.entries[hash], s.epoch) }
         if let hit { return hit }
-        let record = try await store.lookupKey(hash: hash)
+        let record = try await store.lookupKey(hash: hash).map(build)
         state.withLock { s in
             guard s.epoch == epoch else { return }
             if record == nil {
@@ -66,7 +69,7 @@ struct AuthGenerationWatcher: Service {
         var last = (try? await store.authGeneration()) ?? 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                try await Task.sleep(for: interval)
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
             } catch {
                 return
             }
@@ -108,19 +111,18 @@ struct Authenticator: Sendable {
         throw GatewayError.missingKey
     }
 
-    func authenticate(_ headers: HTTPFieldsView) async throws -> KeyRecord {
+    /// The caller behind the presented key, after the checks of ``Principal/check(now:)``.
+    func authenticate(_ headers: HTTPFieldsView) async throws -> Principal {
         let presented = try Self.credential(headers)
         guard APIKeys.isPlausible(presented) else { throw GatewayError.invalidKey }
-        let record: KeyRecord?
+        let record: Principal?
         do {
             record = try await cache.lookup(APIKeys.hash(presented))
         } catch {
             throw GatewayError(status: 503, category: .unavailable, code: "store_unavailable", message: "the key store is unavailable; retry shortly", retryAfterSeconds: 1)
         }
         guard let record else { throw GatewayError.invalidKey }
-        if record.isRevoked {
-            throw GatewayError(status: 401, category: .authentication, code: "invalid_api_key", message: "this API key has been revoked")
-        }
+        try record.check(now: EpochClock.nowMilliseconds())
         return record
     }
 }

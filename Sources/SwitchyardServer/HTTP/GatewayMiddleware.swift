@@ -10,6 +10,7 @@ extension HTTPField.Name {
     static let xGoogAPIKey = HTTPField.Name("x-goog-api-key")!
     static let requestID = HTTPField.Name("request-id")!
     static let retryAfter = HTTPField.Name("retry-after")!
+    static let retryAfterMs = HTTPField.Name("retry-after-ms")!
     static let cacheControl = HTTPField.Name("cache-control")!
 }
 
@@ -35,6 +36,7 @@ struct GatewayMiddleware: RouterMiddleware {
     let logger: Logger
     /// Methods served on each fixed path, so a wrong method gets 405 (with `Allow`) rather than 404.
     let routeMethods: [String: [String]]
+    let limiter: RateLimiter
 
     func handle(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
         var context = context
@@ -58,7 +60,14 @@ struct GatewayMiddleware: RouterMiddleware {
             response = ErrorResponse.make(gatewayError, format: WireFormat.of(request), requestID: id)
         }
         response.headers[.xRequestID] = id
-        if WireFormat.of(request) == .anthropic { response.headers[.requestID] = id }  // what the anthropic SDK reads
+        let format = WireFormat.of(request)
+        if format == .anthropic { response.headers[.requestID] = id }  // what the anthropic SDK reads
+        // Rate-limit headers on every response to an authenticated caller with limits in force.
+        let (principal, snapshot) = log.rateLimitState
+        if let principal, !principal.limits.isUnlimited {
+            RateLimitHeaders.apply(
+                snapshot ?? limiter.peek(principal.limits), format: format, now: EpochClock.nowMilliseconds(), to: &response.headers)
+        }
         log.set(status: Int(response.status.code))
         guard log.waitsForBody else {
             log.emit(outcome: "ok")
@@ -98,6 +107,7 @@ enum ErrorResponse {
     static func make(_ error: GatewayError, format: WireFormat, requestID: String) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retry = error.retryAfterSeconds { headers[.retryAfter] = String(retry) }
+        if let ms = error.retryAfterMs { headers[.retryAfterMs] = String(ms) }
         if let allow = error.allow { headers[.allow] = allow }
         let status = UpstreamErrors.clientStatus(error.status, client: format)
         return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: Translator.errorBody(format, error, requestID: requestID)))

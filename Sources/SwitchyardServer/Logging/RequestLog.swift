@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import Synchronization
 import SwitchyardCore
+import SwitchyardStore
 
 /// The facts of one request, filled in along the request path and written as one structured log line
 /// when the response body has been sent (or the request was abandoned).
@@ -25,6 +26,12 @@ public final class RequestLog: Sendable {
         var emitted = false
         var waitsForBody = false
         var logger: Logger?
+        /// The caller (once authenticated), for rate-limit headers on responses that were not admitted.
+        var principal: Principal?
+        /// What the rate-limit headers report, set at admission.
+        var rateLimit: RateLimitSnapshot?
+        /// The concurrency slot and token estimate held until the response ends.
+        var lease: LimitLease?
     }
 
     private let fields = Mutex(Fields())
@@ -41,7 +48,20 @@ public final class RequestLog: Sendable {
         }
     }
 
-    public func set(keyID: String) { fields.withLock { $0.keyID = keyID } }
+    func set(principal: Principal) {
+        fields.withLock {
+            $0.keyID = principal.key.id
+            $0.principal = principal
+        }
+    }
+    func set(rateLimit: RateLimitSnapshot, lease: LimitLease?) {
+        fields.withLock {
+            $0.rateLimit = rateLimit
+            $0.lease = lease
+        }
+    }
+    /// The caller and the snapshot taken at admission, for the response headers.
+    var rateLimitState: (Principal?, RateLimitSnapshot?) { fields.withLock { ($0.principal, $0.rateLimit) } }
     public func set(model: String, provider: String, upstreamModel: String, stream: Bool) {
         fields.withLock {
             $0.model = model
@@ -67,16 +87,23 @@ public final class RequestLog: Sendable {
     /// Marks the response as streamed: the line is written after its last byte.
     public func waitForBody() { fields.withLock { $0.waitsForBody = true } }
 
-    /// Writes the access log line once; `outcome` is `ok`, `client_closed`, `write_failed` or `abandoned`.
+    /// Ends the request once: releases its concurrency slot (correcting its token estimate with the
+    /// usage seen) and writes the access log line. `outcome` is `ok`, `client_closed`, `write_failed`
+    /// or `abandoned`.
     public func emit(outcome: String) {
         let elapsed = ContinuousClock.now - start
         let f = fields.withLock { f -> Fields? in
             guard !f.emitted else { return nil }
             f.emitted = true
             f.outcome = outcome
-            return f
+            let copy = f
+            f.lease = nil
+            f.principal = nil
+            return copy
         }
-        guard let f, let logger = f.logger, logger.logLevel <= .info else { return }
+        guard let f else { return }
+        f.lease?.release(actualTokens: f.usage.map { $0.inputTokens + $0.outputTokens })
+        guard let logger = f.logger, logger.logLevel <= .info else { return }
         var line = AccessLogLine()
         line.add("request_id", .string(f.requestID))
         line.add("method", .string(f.method))

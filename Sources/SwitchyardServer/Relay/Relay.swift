@@ -9,6 +9,8 @@ import SwitchyardHTTP
 /// A client request after its head was parsed: which API it speaks and what it asks for.
 struct ClientCall: Sendable {
     let format: WireFormat
+    /// Who is calling: key, plan, limits.
+    let principal: Principal
     /// The request (its body already collected; its inbound side is watched while streaming).
     let request: Request
     let body: ByteBuffer
@@ -26,6 +28,7 @@ extension Gateway {
     func relay(_ call: ClientCall, context: GatewayContext) async throws -> Response {
         let target = try resolve(call.model)
         context.log.set(model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: call.stream)
+        try admit(call, context: context)
         if target.provider.format == call.format {
             return try await passthrough(call, target: target, context: context)
         }
@@ -279,7 +282,7 @@ extension Gateway {
         }
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retry = upstream.headers.first(name: "retry-after") { headers[.retryAfter] = retry }
-        if let retryMs = upstream.headers.first(name: "retry-after-ms") { headers[HTTPField.Name("retry-after-ms")!] = retryMs }
+        if let retryMs = upstream.headers.first(name: "retry-after-ms") { headers[.retryAfterMs] = retryMs }
         if provider.format == client, Self.isWellFormedError(raw, format: client) {
             return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: raw))
         }

@@ -8,7 +8,7 @@ extension Gateway {
     ///
     /// Only what routing needs is parsed (`model`, `messages`, `stream`); see ``relay(_:context:)``.
     func chatCompletions(_ request: Request, context: GatewayContext) async throws -> Response {
-        _ = try await authenticate(request, context: context)
+        let principal = try await authenticate(request, context: context)
         var request = request
         let body = try await collectBody(&request)
         context.log.set(bytesIn: body.readableBytes)
@@ -17,7 +17,7 @@ extension Gateway {
         guard let messages = doc.member("messages") else { throw GatewayError.missingField("messages") }
         guard messages.kind == .array else { throw GatewayError.invalidField("messages", "`messages` must be an array of message objects") }
         let call = ClientCall(
-            format: .openAI, request: request, body: body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: [])
+            format: .openAI, principal: principal, request: request, body: body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: [])
         return try await relay(call, context: context)
     }
 

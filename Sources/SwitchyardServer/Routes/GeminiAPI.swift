@@ -15,7 +15,7 @@ extension Gateway {
         guard ["generateContent", "streamGenerateContent", "countTokens"].contains(action) else {
             throw GatewayError.routeNotFound(request.method.rawValue, request.uri.path)
         }
-        _ = try await authenticate(request, context: context)
+        let principal = try await authenticate(request, context: context)
         var request = request
         let body = try await collectBody(&request)
         context.log.set(bytesIn: body.readableBytes)
@@ -23,7 +23,7 @@ extension Gateway {
         guard let contents = doc.member("contents") else { throw GatewayError.missingField("contents") }
         guard contents.kind == .array else { throw GatewayError.invalidField("contents", "`contents` must be an array") }
         let call = ClientCall(
-            format: .gemini, request: request, body: body, doc: doc, model: model.hasPrefix("models/") ? String(model.dropFirst(7)) : model,
+            format: .gemini, principal: principal, request: request, body: body, doc: doc, model: model.hasPrefix("models/") ? String(model.dropFirst(7)) : model,
             stream: action == "streamGenerateContent", forwardHeaders: [])
         if action == "countTokens" { return try await geminiCountTokens(call, context: context) }
         return try await relay(call, context: context)
@@ -32,6 +32,7 @@ extension Gateway {
     func geminiCountTokens(_ call: ClientCall, context: GatewayContext) async throws -> Response {
         let target = try resolve(call.model)
         context.log.set(model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: false)
+        try authorize(call)
         if target.provider.format == .gemini {
             var upstreamCall = upstreamRequest(target, body: call.body, stream: false, context: context)
             upstreamCall.operation = .countTokens

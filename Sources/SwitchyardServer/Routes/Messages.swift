@@ -17,7 +17,7 @@ extension Gateway {
     }
 
     func anthropicCall(_ request: Request, context: GatewayContext) async throws -> ClientCall {
-        _ = try await authenticate(request, context: context)
+        let principal = try await authenticate(request, context: context)
         var request = request
         let body = try await collectBody(&request)
         context.log.set(bytesIn: body.readableBytes)
@@ -30,7 +30,7 @@ extension Gateway {
         // Every beta flag travels as sent: new Claude Code versions add flags faster than any list.
         let betas = request.headers[values: .anthropicBeta].joined(separator: ",")
         if !betas.isEmpty { forward.append(("anthropic-beta", betas)) }
-        return ClientCall(format: .anthropic, request: request, body: body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: forward)
+        return ClientCall(format: .anthropic, principal: principal, request: request, body: body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: forward)
     }
 
     /// `POST /v1/messages/count_tokens`: forwarded to Anthropic models; estimated locally for the others
@@ -39,6 +39,7 @@ extension Gateway {
         let call = try await anthropicCall(request, context: context)
         let target = try resolve(call.model)
         context.log.set(model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: false)
+        try authorize(call)
         if target.provider.format == .anthropic {
             var editor = call.doc.editor()
             if let m = call.doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(target.upstreamModel)) }

@@ -2,11 +2,12 @@ import Hummingbird
 import SwitchyardCore
 
 extension Gateway {
-    /// `GET /v1/models`: the catalog the key may use, in the caller's format: Anthropic's list when the
+    /// `GET /v1/models`: the catalog the key may use (its plan and its own model list), in the caller's format: Anthropic's list when the
     /// request carries `anthropic-version` (Claude Code's model discovery), Gemini's for Gemini clients
     /// (`/v1beta/models`, or `x-goog-api-key`), OpenAI's otherwise.
     func listModels(_ request: Request, context: GatewayContext, format: WireFormat? = nil) async throws -> Response {
-        _ = try await authenticate(request, context: context)
+        let principal = try await authenticate(request, context: context)
+        let modelOrder = self.modelOrder.filter { principal.allows($0.name) }
         switch format ?? WireFormat.of(request) {
         case .openAI:
             let data: [JSONValue] = modelOrder.map { route in

@@ -46,5 +46,27 @@ enum SQLiteMigrations {
             """,
             "CREATE INDEX key_secrets_key ON key_secrets(key_id)",
         ]),
+        Migration(version: 2, name: "plans, key options, daily counters", statements: [
+            // NULL plan: the configured default plan. kind: 'person' or 'service'.
+            "ALTER TABLE users ADD COLUMN plan TEXT",
+            "ALTER TABLE users ADD COLUMN disabled_at INTEGER",
+            "ALTER TABLE users ADD COLUMN kind TEXT NOT NULL DEFAULT 'person'",
+            "ALTER TABLE api_keys ADD COLUMN expires_at INTEGER",
+            // JSON array of model names/patterns this key may use (NULL: whatever the plan allows).
+            "ALTER TABLE api_keys ADD COLUMN models TEXT",
+            // JSON object of limits that replace the plan's for this key.
+            "ALTER TABLE api_keys ADD COLUMN limits TEXT",
+            // Keys created before users existed belong to the service user.
+            "INSERT OR IGNORE INTO users (id, email, created_at, kind) SELECT 'usr_service', 'service@switchyard.local', COALESCE(MIN(created_at), 0), 'service' FROM api_keys WHERE user_id IS NULL HAVING COUNT(*) > 0",
+            "UPDATE api_keys SET user_id = 'usr_service' WHERE user_id IS NULL",
+            """
+            CREATE TABLE daily_counts (
+                subject TEXT NOT NULL,
+                day INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (subject, day)
+            )
+            """,
+        ]),
     ]
 }

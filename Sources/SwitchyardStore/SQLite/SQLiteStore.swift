@@ -104,43 +104,93 @@ public final class SQLiteStore: GatewayStore {
     // MARK: Keys
 
     static let keyColumns = """
-        k.id, k.name, k.user_id, u.email AS user_email, k.prefix, k.last4, k.created_at, k.revoked_at
+        k.id, k.name, k.user_id, u.email AS user_email, k.prefix, k.last4, k.created_at, k.revoked_at,
+        k.expires_at, k.models, k.limits, u.plan AS user_plan, u.disabled_at AS user_disabled_at, u.kind AS user_kind
         """
 
+    static func int64(_ row: SQLiteRow, _ column: String) -> Int64? {
+        row.column(column).flatMap { $0.isNull ? nil : $0.integer.map(Int64.init) }
+    }
+
     static func keyRecord(_ row: SQLiteRow) -> KeyRecord {
-        KeyRecord(
+        var r = KeyRecord(
             id: row.column("id")?.string ?? "",
             name: row.column("name")?.string ?? "",
             userID: row.column("user_id")?.string,
             userEmail: row.column("user_email")?.string,
             prefix: row.column("prefix")?.string ?? "",
             last4: row.column("last4")?.string ?? "",
-            createdAt: Int64(row.column("created_at")?.integer ?? 0),
-            revokedAt: row.column("revoked_at").flatMap { $0.isNull ? nil : Int64($0.integer ?? 0) })
+            createdAt: int64(row, "created_at") ?? 0,
+            revokedAt: int64(row, "revoked_at"))
+        r.options.expiresAt = int64(row, "expires_at")
+        if let text = row.column("models")?.string, let v = try? JSONValue.parse(text), let list = v.arrayValue {
+            r.options.models = list.compactMap(\.stringValue)
+        }
+        if let text = row.column("limits")?.string, let v = try? JSONValue.parse(text) {
+            r.options.limits = LimitValues(
+                requestsPerMinute: v["requests_per_minute"]?.intValue, requestsPerDay: v["requests_per_day"]?.intValue,
+                concurrentRequests: v["concurrent_requests"]?.intValue, tokensPerMinute: v["tokens_per_minute"]?.intValue)
+        }
+        r.userPlan = row.column("user_plan")?.string
+        r.userDisabledAt = int64(row, "user_disabled_at")
+        r.userKind = row.column("user_kind")?.string ?? "person"
+        r.secretExpiresAt = int64(row, "secret_expires_at")
+        return r
     }
 
-    public func createKey(name: String, userEmail: String?, prefix: String) async throws -> CreatedKey {
+    static func modelsJSON(_ models: [String]?) -> SQLiteData {
+        models.map { .text(JSONValue.array($0.map { .string($0) }).jsonString) } ?? .null
+    }
+
+    static func limitsJSON(_ l: LimitValues) -> SQLiteData {
+        guard !l.isEmpty else { return .null }
+        var o = JSONObject()
+        if let v = l.requestsPerMinute { o["requests_per_minute"] = .int(v) }
+        if let v = l.requestsPerDay { o["requests_per_day"] = .int(v) }
+        if let v = l.concurrentRequests { o["concurrent_requests"] = .int(v) }
+        if let v = l.tokensPerMinute { o["tokens_per_minute"] = .int(v) }
+        return .text(JSONValue.object(o).jsonString)
+    }
+
+    static func optional(_ v: Int64?) -> SQLiteData { v.map { .integer(Int($0)) } ?? .null }
+
+    public func createKey(name: String, userEmail: String?, prefix: String, options: KeyOptions) async throws -> CreatedKey {
         let secret = APIKeys.generateSecret(prefix: prefix)
         let hash = APIKeys.hash(secret)
         let id = APIKeys.generateID(prefix: "key_")
         let now = Int(EpochClock.nowMilliseconds())
-        let record = try await transaction { db -> KeyRecord in
-            var userID: String?
+        try await transaction { db in
+            let userID: String
             if let email = userEmail {
                 userID = try await Self.ensureUser(email: email, now: now, db: db)
+            } else {
+                userID = try await Self.ensureServiceUser(now: now, db: db)
             }
             _ = try await db.query(
-                "INSERT INTO api_keys (id, name, user_id, prefix, last4, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [.text(id), .text(name), userID.map { .text($0) } ?? .null, .text(prefix), .text(APIKeys.last4(secret)), .integer(now)])
+                "INSERT INTO api_keys (id, name, user_id, prefix, last4, created_at, expires_at, models, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [.text(id), .text(name), .text(userID), .text(prefix), .text(APIKeys.last4(secret)), .integer(now),
+                 Self.optional(options.expiresAt), Self.modelsJSON(options.models), Self.limitsJSON(options.limits)])
             _ = try await db.query(
                 "INSERT INTO key_secrets (hash, key_id, created_at) VALUES (?, ?, ?)",
                 [.text(hash.hex), .text(id), .integer(now)])
             try await Self.bumpAuthGeneration(db)
-            return KeyRecord(
-                id: id, name: name, userID: userID, userEmail: userEmail, prefix: prefix,
-                last4: APIKeys.last4(secret), createdAt: Int64(now), revokedAt: nil)
         }
+        guard let record = try await key(id: id) else { throw StoreError.unavailable("the new key \(id) could not be read back") }
         return CreatedKey(record: record, secret: secret)
+    }
+
+    static let serviceEmail = "service@switchyard.local"
+
+    static func ensureServiceUser(now: Int, db: SQLiteConnection) async throws -> String {
+        if let row = try await db.query("SELECT id FROM users WHERE kind = 'service' ORDER BY created_at LIMIT 1").first,
+            let id = row.column("id")?.string
+        {
+            return id
+        }
+        _ = try await db.query(
+            "INSERT OR IGNORE INTO users (id, email, created_at, kind) VALUES ('usr_service', ?, ?, 'service')",
+            [.text(serviceEmail), .integer(now)])
+        return "usr_service"
     }
 
     static func ensureUser(email: String, now: Int, db: SQLiteConnection) async throws -> String {
@@ -166,6 +216,15 @@ public final class SQLiteStore: GatewayStore {
         ).map(Self.keyRecord)
     }
 
+    public func key(id: String) async throws -> KeyRecord? {
+        try await writerOrReader().query(
+            "SELECT \(Self.keyColumns) FROM api_keys k LEFT JOIN users u ON u.id = k.user_id WHERE k.id = ?", [.text(id)]
+        ).first.map(Self.keyRecord)
+    }
+
+    /// Reads that must see this connection's own just-committed writes use the writer.
+    func writerOrReader() -> SQLiteConnection { writer }
+
     public func revokeKey(id: String) async throws -> Bool {
         try await transaction { db in
             let rows = try await db.query("SELECT id FROM api_keys WHERE id = ?", [.text(id)])
@@ -178,10 +237,44 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
+    public func rotateKey(id: String, prefix: String, graceMs: Int64) async throws -> CreatedKey? {
+        let secret = APIKeys.generateSecret(prefix: prefix)
+        let now = EpochClock.nowMilliseconds()
+        let found = try await transaction { db -> Bool in
+            let rows = try await db.query("SELECT id FROM api_keys WHERE id = ? AND revoked_at IS NULL", [.text(id)])
+            guard !rows.isEmpty else { return false }
+            // Earlier secrets end at now + grace (or sooner, if they were already ending).
+            _ = try await db.query(
+                "UPDATE key_secrets SET expires_at = MIN(COALESCE(expires_at, ?), ?) WHERE key_id = ?",
+                [.integer(Int(now + graceMs)), .integer(Int(now + graceMs)), .text(id)])
+            _ = try await db.query(
+                "INSERT INTO key_secrets (hash, key_id, created_at) VALUES (?, ?, ?)",
+                [.text(APIKeys.hash(secret).hex), .text(id), .integer(Int(now))])
+            _ = try await db.query("UPDATE api_keys SET prefix = ?, last4 = ? WHERE id = ?", [.text(prefix), .text(APIKeys.last4(secret)), .text(id)])
+            try await Self.bumpAuthGeneration(db)
+            return true
+        }
+        guard found, let record = try await key(id: id) else { return nil }
+        return CreatedKey(record: record, secret: secret)
+    }
+
+    public func updateKey(id: String, _ u: KeyUpdate) async throws -> KeyRecord? {
+        let found = try await transaction { db -> Bool in
+            guard !(try await db.query("SELECT id FROM api_keys WHERE id = ?", [.text(id)])).isEmpty else { return false }
+            if let name = u.name { _ = try await db.query("UPDATE api_keys SET name = ? WHERE id = ?", [.text(name), .text(id)]) }
+            if let e = u.expiresAt { _ = try await db.query("UPDATE api_keys SET expires_at = ? WHERE id = ?", [Self.optional(e), .text(id)]) }
+            if let m = u.models { _ = try await db.query("UPDATE api_keys SET models = ? WHERE id = ?", [Self.modelsJSON(m), .text(id)]) }
+            if let l = u.limits { _ = try await db.query("UPDATE api_keys SET limits = ? WHERE id = ?", [Self.limitsJSON(l), .text(id)]) }
+            try await Self.bumpAuthGeneration(db)
+            return true
+        }
+        return found ? try await key(id: id) : nil
+    }
+
     public func lookupKey(hash: KeyHash) async throws -> KeyRecord? {
         let rows = try await reader.query(
             """
-            SELECT \(Self.keyColumns), s.hash AS hash FROM key_secrets s
+            SELECT \(Self.keyColumns), s.hash AS hash, s.expires_at AS secret_expires_at FROM key_secrets s
             JOIN api_keys k ON k.id = s.key_id LEFT JOIN users u ON u.id = k.user_id
             WHERE s.hash = ?
             """, [.text(hash.hex)])
@@ -194,5 +287,84 @@ public final class SQLiteStore: GatewayStore {
     public func authGeneration() async throws -> Int64 {
         let rows = try await reader.query("SELECT value FROM meta WHERE key = 'auth_generation'")
         return Int64(rows.first?.column("value")?.integer ?? 0)
+    }
+
+    // MARK: Users
+
+    static func userRecord(_ row: SQLiteRow) -> UserRecord {
+        UserRecord(
+            id: row.column("id")?.string ?? "", email: row.column("email")?.string ?? "", plan: row.column("plan")?.string,
+            disabledAt: int64(row, "disabled_at"), kind: row.column("kind")?.string ?? "person", createdAt: int64(row, "created_at") ?? 0)
+    }
+
+    public func createUser(email: String, plan: String?) async throws -> UserRecord {
+        let normalized = email.lowercased()
+        let id = APIKeys.generateID(prefix: "usr_")
+        try await transaction { db in
+            guard (try await db.query("SELECT id FROM users WHERE email = ?", [.text(normalized)])).isEmpty else {
+                throw StoreError.invalid("a user with the email \(normalized) already exists")
+            }
+            _ = try await db.query(
+                "INSERT INTO users (id, email, created_at, plan) VALUES (?, ?, ?, ?)",
+                [.text(id), .text(normalized), .integer(Int(EpochClock.nowMilliseconds())), plan.map { .text($0) } ?? .null])
+        }
+        guard let user = try await user(email: normalized) else { throw StoreError.unavailable("the new user could not be read back") }
+        return user
+    }
+
+    public func listUsers() async throws -> [UserRecord] {
+        try await reader.query("SELECT * FROM users ORDER BY created_at, email").map(Self.userRecord)
+    }
+
+    public func user(email: String) async throws -> UserRecord? {
+        try await writer.query("SELECT * FROM users WHERE email = ?", [.text(email.lowercased())]).first.map(Self.userRecord)
+    }
+
+    public func setPlan(email: String, plan: String?) async throws -> UserRecord? {
+        let changed = try await transaction { db -> Bool in
+            _ = try await db.query("UPDATE users SET plan = ? WHERE email = ?", [plan.map { .text($0) } ?? .null, .text(email.lowercased())])
+            let found = !(try await db.query("SELECT id FROM users WHERE email = ?", [.text(email.lowercased())])).isEmpty
+            if found { try await Self.bumpAuthGeneration(db) }
+            return found
+        }
+        return changed ? try await user(email: email) : nil
+    }
+
+    public func setDisabled(email: String, _ disabled: Bool) async throws -> UserRecord? {
+        let changed = try await transaction { db -> Bool in
+            let value: SQLiteData = disabled ? .integer(Int(EpochClock.nowMilliseconds())) : .null
+            _ = try await db.query(
+                disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, ?) WHERE email = ?" : "UPDATE users SET disabled_at = ? WHERE email = ?",
+                [value, .text(email.lowercased())])
+            let found = !(try await db.query("SELECT id FROM users WHERE email = ?", [.text(email.lowercased())])).isEmpty
+            if found { try await Self.bumpAuthGeneration(db) }
+            return found
+        }
+        return changed ? try await user(email: email) : nil
+    }
+
+    // MARK: Daily counters
+
+    public func dailyCounts(day: Int64) async throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for row in try await reader.query("SELECT subject, count FROM daily_counts WHERE day = ?", [.integer(Int(day))]) {
+            if let s = row.column("subject")?.string { out[s] = row.column("count")?.integer ?? 0 }
+        }
+        return out
+    }
+
+    public func saveDailyCounts(_ counts: [(subject: String, day: Int64, count: Int)]) async throws {
+        guard !counts.isEmpty else { return }
+        try await transaction { db in
+            for c in counts {
+                _ = try await db.query(
+                    "INSERT INTO daily_counts (subject, day, count) VALUES (?, ?, ?) ON CONFLICT(subject, day) DO UPDATE SET count = MAX(count, excluded.count)",
+                    [.text(c.subject), .integer(Int(c.day)), .integer(c.count)])
+            }
+            // Older days are not needed.
+            if let newest = counts.map(\.day).max() {
+                _ = try await db.query("DELETE FROM daily_counts WHERE day < ?", [.integer(Int(newest - 1))])
+            }
+        }
     }
 }
