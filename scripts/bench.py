@@ -126,6 +126,9 @@ models:
   - {{name: gpt-5.1, provider: upstream}}
   - {{name: claude-up, provider: anthropic}}
 log: {{level: info, format: json}}
+# Limits on, as users run it, but high enough never to trip.
+plans:
+  - {{name: bench, requests_per_minute: 100000000, requests_per_day: 1000000000, concurrent_requests: 100000, tokens_per_minute: 1000000000000}}
 """)
         key = json.loads(subprocess.run([args.bin, "keys", "create", "--config", str(config), "--name", "bench", "--json"],
                                         capture_output=True, text=True, check=True).stdout)["key"]

@@ -18,10 +18,36 @@ public final class ConnectionCloseWatcher: ChannelInboundHandler, RemovableChann
 
     private let state = Mutex(State())
 
+    /// Watchers by channel, so a request finds its connection's watcher without a pipeline lookup (which
+    /// would hop to the event loop).
+    private static let registry = Mutex<[ObjectIdentifier: ConnectionCloseWatcher]>([:])
+
     public init() {}
+
+    /// The watcher in `channel`'s pipeline, if any.
+    static func watcher(for channel: any Channel) -> ConnectionCloseWatcher? {
+        registry.withLock { $0[ObjectIdentifier(channel)] }
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        let id = ObjectIdentifier(context.channel)
+        Self.registry.withLock { $0[id] = self }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        unregister(context.channel)
+    }
+
+    private func unregister(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        Self.registry.withLock { r in
+            if r[id] === self { r[id] = nil }
+        }
+    }
 
     public func channelInactive(context: ChannelHandlerContext) {
         fire()
+        unregister(context.channel)
         context.fireChannelInactive()
     }
 
@@ -65,35 +91,41 @@ public final class ConnectionCloseWatcher: ChannelInboundHandler, RemovableChann
 }
 
 extension ConnectionCloseWatcher {
-    /// Runs `body`, cancelling it as soon as `channel`'s client goes away. Without a watcher in the
-    /// pipeline (e.g. an in-memory test channel) `body` simply runs.
-    public static func cancellingOnClose<T: Sendable>(_ channel: (any Channel)?, _ body: () async throws -> T) async throws -> T {
-        guard let channel, let watcher = try? await channel.pipeline.handler(type: ConnectionCloseWatcher.self).get() else {
+    /// Runs `body`, cancelling the current task as soon as `channel`'s client goes away (so an upstream
+    /// request it awaits is cancelled at once). Without a watcher in the pipeline (e.g. an in-memory test
+    /// channel) `body` simply runs.
+    ///
+    /// No child task is created: `body` runs in the caller's task, which the close callback cancels
+    /// through an ``UnsafeCurrentTask`` held by a lock-guarded ``TaskCanceller`` that is emptied before
+    /// this function returns, so the callback can never touch a task that has finished.
+    public static func cancellingOnClose<T>(_ channel: (any Channel)?, _ body: () async throws -> T) async throws -> T {
+        guard let channel, let watcher = watcher(for: channel) else {
             return try await body()
         }
-        let (closed, closer) = AsyncStream<Void>.makeStream()
-        let token = watcher.onClose { closer.finish() }
-        defer { watcher.cancel(token) }
-        return try await withoutActuallyEscaping(body) { body in
-            // The closure runs in a child task while this task only awaits the group, so it is never
-            // used concurrently (the same construction as Hummingbird's inbound-close helper).
-            nonisolated(unsafe) let work = body
-            return try await withThrowingTaskGroup(of: T?.self) { group in
-                group.addTask {
-                    for await _ in closed {}
-                    if Task.isCancelled { return nil }
-                    throw CancellationError()
-                }
-                group.addTask { try await work() }
-                while let result = try await group.next() {
-                    if let value = result {
-                        group.cancelAll()
-                        closer.finish()
-                        return value
-                    }
-                }
-                throw CancellationError()
-            }
+        let canceller = withUnsafeCurrentTask { TaskCanceller($0) }
+        let token = watcher.onClose { canceller.cancel() }
+        defer {
+            watcher.cancel(token)
+            canceller.disarm()
         }
+        return try await body()
+    }
+}
+
+/// Cancels one task from another thread, only while that task is known to be alive.
+final class TaskCanceller: Sendable {
+    // UnsafeCurrentTask is a plain task reference; access is serialised by the mutex, and `disarm()`
+    // runs (in the task itself) before the task can finish.
+    private nonisolated(unsafe) var task: UnsafeCurrentTask?
+    private let lock = Mutex(())
+
+    init(_ task: UnsafeCurrentTask?) { self.task = task }
+
+    func cancel() {
+        lock.withLock { _ in task?.cancel() }
+    }
+
+    func disarm() {
+        lock.withLock { _ in task = nil }
     }
 }

@@ -208,6 +208,26 @@ struct AccountsTests {
         }
     }
 
+    @Test func aClientLeavingBeforeTheAnswerFreesItsSlotAndCancelsTheUpstream() async throws {
+        try await Harness.run(configure: plans([PlanConfig(name: "free", limits: .init(concurrentRequests: 1))])) { h in
+            let key = try await h.key(user: "u@example.com")
+            let waiting = Task {
+                var r = HTTPClientRequest(url: h.gatewayURL + "/v1/chat/completions")
+                r.method = .POST
+                r.headers.add(name: "authorization", value: "Bearer \(key)")
+                r.body = .bytes(ByteBuffer(string: Harness.chat(model: "gpt-5.1", content: "[[mock delay_ms=20000]] hi")))
+                _ = try await h.client.execute(r, timeout: .seconds(60))
+            }
+            #expect(try await h.eventually { h.mockStats.countersJSON()["requests"]?.intValue == 1 })
+            #expect(try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "demo-mock")).status == 429)
+            waiting.cancel()  // the client gives up long before the provider answers
+            let freed = try await h.eventually(timeout: .seconds(3)) {
+                try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "demo-mock")).status == 200
+            }
+            #expect(freed, "the slot stayed taken until the provider answered")
+        }
+    }
+
     @Test func keysOfOnePersonShareThePlanAndKeyLimitsStandAlone() async throws {
         try await Harness.run(configure: plans([PlanConfig(name: "free", limits: .init(requestsPerMinute: 3))])) { h in
             let a = try await h.key(user: "same@example.com")

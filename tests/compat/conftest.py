@@ -88,11 +88,12 @@ def start_mock(workdir: Path, *extra: str, name: str = "mock") -> Proc:
     return proc
 
 
-def write_config(workdir: Path, mock_url: str, name: str = "switchyard.yaml", extra: str = "") -> Path:
+def write_config(workdir: Path, mock_url: str, name: str = "switchyard.yaml", extra: str = "", listen: str = "127.0.0.1:0",
+                 server: str = "") -> Path:
     path = workdir / name
     path.write_text(
         f"""
-listen: "127.0.0.1:0"
+listen: "{listen}"
 database: "sqlite:{workdir / 'switchyard.db'}"
 admin_key: "${{COMPAT_ADMIN_KEY:-{ADMIN_KEY}}}"
 path_prefixes: ["/api/proxy"]
@@ -142,6 +143,7 @@ limits:
   max_body_size: 64KB
 server:
   drain_timeout: 20s
+{server}
 {extra}
 """
     )
@@ -224,3 +226,77 @@ def genai_client(stack):
     c = genai.Client(api_key=stack.key, http_options={"base_url": stack.gateway.url, "timeout": 30_000, "retry_options": {"attempts": 1}})
     yield c
     c.close()
+
+
+PLANS = """
+plans:
+  - name: free
+    models: ["demo-mock", "gpt-5.1"]
+    requests_per_minute: 1000
+    requests_per_day: 100000
+    concurrent_requests: 20
+  - name: pro
+    models: ["*"]
+    requests_per_minute: 6000
+    concurrent_requests: 50
+    tokens_per_minute: 10000000
+default_plan: free
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def admin(base_url: str, method: str, path: str, body: dict | None = None, key: str = ADMIN_KEY) -> tuple[int, dict, dict]:
+    """Calls the admin API; returns (status, headers, JSON body)."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base_url + "/admin/v1" + path, data=data, method=method,
+                                 headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read() or b"null")
+
+
+@dataclass
+class AccountsStack:
+    """A gateway with plans on a fixed port (so the CLI can notify it), in front of the mock."""
+
+    workdir: Path
+    config: Path
+    mock: Proc
+    gateway: Proc
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict, dict]:
+        return admin(self.url, method, path, body)
+
+    def key(self, user: str, **fields) -> dict:
+        status, _, created = self.admin("POST", "/keys", {"name": "t", "user": user, **fields})
+        assert status == 201, created
+        return created
+
+
+@pytest.fixture(scope="module")
+def accounts(tmp_path_factory) -> AccountsStack:
+    workdir = tmp_path_factory.mktemp("accounts")
+    mock = start_mock(workdir)
+    # A poll interval far longer than any test: a CLI change that shows at once was announced by the CLI.
+    config = write_config(workdir, mock.url, extra=PLANS, listen=f"127.0.0.1:{free_port()}", server="  auth_poll_interval: 1h")
+    gateway = start_gateway(workdir, config)
+    yield AccountsStack(workdir, config, mock, gateway)
+    code = gateway.stop()
+    mock.stop()
+    assert code == 0, f"gateway exited with {code}:\n{gateway.logs()}"

@@ -21,14 +21,20 @@ from conftest import create_key, run_cli, start, start_gateway, start_mock, writ
 HELLO = [{"role": "user", "content": "Hello!"}]
 
 
+GROUPS = [["keys"], ["users"], ["plans"]]
+
+
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["mock-upstream"], ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"]],
+    [[], ["serve"], ["mock-upstream"], *GROUPS,
+     *[["keys", c] for c in ["create", "list", "show", "rotate", "update", "revoke"]],
+     *[["users", c] for c in ["create", "list", "show", "set-plan", "disable", "enable"]],
+     ["plans", "list"]],
 )
 def test_every_command_has_help_and_config_option(command, tmp_path):
     result = run_cli([*command, "--help"], tmp_path)
     assert "USAGE" in result.stdout.upper()
-    if command and command != ["keys"]:
+    if command and command not in GROUPS:
         assert "--config" in result.stdout
 
 
@@ -213,3 +219,20 @@ def test_drain_timeout_bounds_shutdown(tmp_path):
     finally:
         gateway.stop()
         mock.stop()
+
+
+def test_the_documented_full_example_config_loads(tmp_path):
+    import os
+
+    from conftest import ROOT, binary
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    block = text.split("## Full example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    config = tmp_path / "full.yaml"
+    config.write_text(block)
+    env = {**os.environ, "SWITCHYARD_ADMIN_KEY": "admin-key-of-sixteen-chars", "OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "GEMINI_API_KEY": "x"}
+    result = subprocess.run([binary(), "plans", "list", "--json", "--config", str(config)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    plans = json.loads(result.stdout)
+    assert [p["name"] for p in plans] == ["free", "pro"] and plans[0]["default"] is True

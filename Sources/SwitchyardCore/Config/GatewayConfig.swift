@@ -162,6 +162,9 @@ public struct GatewayConfig: Decodable, Sendable {
         config.models = ["gpt-5.1", "gpt-5.1-codex", "claude-sonnet-4-6", "claude-haiku-4-5", "gemini-3.1-pro", "mock-fast"].map {
             ModelConfig(name: $0, provider: "mock", upstream: $0)
         } + [ModelConfig(name: "claude-*", provider: "mock")]
+        // A plan with limits, so the rate-limit headers show on the first curl.
+        config.plans = [PlanConfig(name: "demo", limits: LimitValues(requestsPerMinute: 600, requestsPerDay: 100_000, concurrentRequests: 50))]
+        config.defaultPlan = "demo"
         return config
     }
 }

@@ -93,13 +93,14 @@ public struct LimitRejection: Sendable, Equatable {
     /// Says which limit was hit and when it resets.
     public var message: String {
         let wait = LimitRejection.describe(milliseconds: retryAfterMs)
+        let requests = limit == 1 ? "1 request" : "\(limit) requests"
         switch kind {
         case .requestsPerMinute:
-            return "Rate limit reached: \(limit) requests per minute for \(origin). Try again in \(wait) (at \(EpochClock.iso8601(resetAtMs)))."
+            return "Rate limit reached: \(requests) per minute for \(origin). Try again in \(wait) (at \(EpochClock.iso8601(resetAtMs)))."
         case .requestsPerDay:
-            return "Daily limit reached: \(limit) requests per day for \(origin). It resets at \(EpochClock.iso8601(resetAtMs)) (in \(wait))."
+            return "Daily limit reached: \(requests) per day for \(origin). It resets at \(EpochClock.iso8601(resetAtMs)) (in \(wait))."
         case .concurrentRequests:
-            return "Concurrency limit reached: \(limit) request\(limit == 1 ? "" : "s") at a time for \(origin). Retry when one of your requests in flight finishes."
+            return "Concurrency limit reached: \(requests) at a time for \(origin). Retry when one of your requests in flight finishes."
         case .tokensPerMinute:
             return "Token rate limit reached: \(limit) tokens per minute for \(origin). Try again in \(wait) (at \(EpochClock.iso8601(resetAtMs)))."
         }

@@ -70,7 +70,7 @@ struct GatewayMiddleware: RouterMiddleware {
         }
         log.set(status: Int(response.status.code))
         guard log.waitsForBody else {
-            log.emit(outcome: "ok")
+            log.emit(outcome: response.status.code == 499 ? "client_closed" : "ok")
             return response
         }
         let body = response.body
@@ -120,6 +120,9 @@ extension GatewayError {
         switch error {
         case let e as GatewayError:
             self = e
+        case is CancellationError:
+            // The client left before the response head; nobody reads this answer, the log does.
+            self = .init(status: 499, category: .invalidRequest, code: "client_closed", message: "the client closed the connection")
         case let e as HTTPError:
             switch e.status {
             case .notFound: self = .routeNotFound(method.rawValue, path)

@@ -29,10 +29,14 @@ extension Gateway {
         let target = try resolve(call.model)
         context.log.set(model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: call.stream)
         try admit(call, context: context)
-        if target.provider.format == call.format {
-            return try await passthrough(call, target: target, context: context)
+        // A client that leaves while the provider works cancels the upstream request at once (and so
+        // frees its concurrency slot); streams are watched again while their body is written.
+        return try await ConnectionCloseWatcher.cancellingOnClose(context.channel) {
+            if target.provider.format == call.format {
+                return try await passthrough(call, target: target, context: context)
+            }
+            return try await translate(call, target: target, context: context)
         }
-        return try await translate(call, target: target, context: context)
     }
 
     func upstreamRequest(_ target: ResolvedModel, body: ByteBuffer, stream: Bool, context: GatewayContext, headers: [(String, String)] = []) -> UpstreamRequest {

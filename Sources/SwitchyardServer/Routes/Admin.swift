@@ -189,14 +189,14 @@ extension Gateway {
         let users = try await store.listUsers()
         let emails = Dictionary(users.map { ($0.id, $0.email) }, uniquingKeysWith: { a, _ in a })
         var rows = limiter.counters()
-        if let ref = request.uri.queryParameters.get("user").map { String($0) } {
+        if let ref = request.uri.queryParameters.get("user").map({ String($0) }) {
             guard let user = users.first(where: { $0.email == ref.lowercased() || $0.id == ref }) else {
                 throw GatewayError(status: 404, category: .notFound, code: "user_not_found", message: "no user `\(ref)`")
             }
             let keyIDs = Set(try await store.listKeys().filter { $0.userID == user.id }.map { "key:\($0.id)" })
             rows = rows.filter { $0.subject == "user:\(user.id)" || keyIDs.contains($0.subject) }
         }
-        if let key = request.uri.queryParameters.get("key").map { String($0) } {
+        if let key = request.uri.queryParameters.get("key").map({ String($0) }) {
             rows = rows.filter { $0.subject == "key:\(key)" }
         }
         let day = limiter.currentDay
