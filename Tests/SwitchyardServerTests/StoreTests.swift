@@ -1,7 +1,8 @@
 import Foundation
+import SQLiteNIO
 import Logging
 import SwitchyardCore
-import SwitchyardStore
+@testable import SwitchyardStore
 import Testing
 
 @Suite("SQLite store")
@@ -110,4 +111,91 @@ struct StoreTests {
             #expect(error.description.contains("/nonexistent-dir/x/y.db"))
         }
     }
+
+    @Test func usersPlansAndDisablingMoveTheAuthGeneration() async throws {
+        let store = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
+        let user = try await store.createUser(email: "Ann@Example.com", plan: "pro")
+        #expect(user.email == "ann@example.com" && user.plan == "pro" && user.kind == "person" && !user.isDisabled)
+        await #expect(throws: StoreError.self) { try await store.createUser(email: "ann@example.com", plan: nil) }
+        let key = try await store.createKey(name: "k", userEmail: "ann@example.com", prefix: "sy-")
+        #expect(key.record.userPlan == "pro" && key.record.userID == user.id)
+
+        var generation = try await store.authGeneration()
+        func moved() async throws -> Bool {
+            let now = try await store.authGeneration()
+            defer { generation = now }
+            return now > generation
+        }
+        #expect(try await store.setPlan(email: "ANN@example.com", plan: nil)?.plan == nil)
+        #expect(try await moved())
+        #expect(try await store.setDisabled(email: "ann@example.com", true)?.isDisabled == true)
+        #expect(try await moved())
+        #expect(try await store.lookupKey(hash: APIKeys.hash(key.secret))?.userDisabledAt != nil)
+        #expect(try await store.setDisabled(email: "ann@example.com", false)?.isDisabled == false)
+        #expect(try await store.setPlan(email: "nobody@example.com", plan: "pro") == nil)
+        #expect(try await store.listUsers().map(\.email) == ["ann@example.com"])
+        await store.close()
+    }
+
+    @Test func keyOptionsRotationAndUpdates() async throws {
+        let store = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
+        let options = KeyOptions(expiresAt: 4_000_000_000_000, models: ["gpt-*"], limits: .init(requestsPerMinute: 5, tokensPerMinute: 100))
+        let created = try await store.createKey(name: "k", userEmail: nil, prefix: "sy-", options: options)
+        #expect(created.record.options == options)
+        #expect(created.record.userKind == "service" && created.record.userEmail == "service@switchyard.local")
+
+        let before = EpochClock.nowMilliseconds()
+        let rotated = try #require(try await store.rotateKey(id: created.record.id, prefix: "sy-", graceMs: 60_000))
+        #expect(rotated.record.id == created.record.id && rotated.secret != created.secret)
+        #expect(rotated.record.last4 == String(rotated.secret.suffix(4)))
+        let old = try #require(try await store.lookupKey(hash: APIKeys.hash(created.secret)))
+        let end = try #require(old.secretExpiresAt)
+        #expect(end >= before + 60_000 && end <= EpochClock.nowMilliseconds() + 60_000)
+        #expect(try await store.lookupKey(hash: APIKeys.hash(rotated.secret))?.secretExpiresAt == nil)
+        // A second rotation never extends an ending secret.
+        _ = try await store.rotateKey(id: created.record.id, prefix: "sy-", graceMs: 3_600_000)
+        #expect(try await store.lookupKey(hash: APIKeys.hash(created.secret))?.secretExpiresAt == end)
+
+        let updated = try #require(try await store.updateKey(id: created.record.id, KeyUpdate(name: "renamed", expiresAt: .some(nil), models: .some(nil))))
+        #expect(updated.name == "renamed" && updated.options.expiresAt == nil && updated.options.models == nil)
+        #expect(updated.options.limits == options.limits)  // untouched
+        #expect(try await store.updateKey(id: created.record.id, KeyUpdate(limits: LimitValues()))?.options.limits.isEmpty == true)
+        #expect(try await store.updateKey(id: "key_missing", KeyUpdate(name: "x")) == nil)
+        _ = try await store.revokeKey(id: created.record.id)
+        #expect(try await store.rotateKey(id: created.record.id, prefix: "sy-", graceMs: 0) == nil)
+        await store.close()
+    }
+
+    @Test func dailyCountsKeepTheHighestAndForgetOldDays() async throws {
+        let store = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
+        try await store.saveDailyCounts([("user:a", 100, 5), ("user:b", 100, 2)])
+        try await store.saveDailyCounts([("user:a", 100, 3)])  // a stale write never lowers a count
+        #expect(try await store.dailyCounts(day: 100) == ["user:a": 5, "user:b": 2])
+        try await store.saveDailyCounts([("user:a", 102, 1)])
+        #expect(try await store.dailyCounts(day: 100).isEmpty)
+        #expect(try await store.dailyCounts(day: 102) == ["user:a": 1])
+        await store.close()
+    }
+
+    @Test func keysFromBeforeUsersExistedMoveToTheServiceUser() async throws {
+        try await withFileStore { path in
+            // A database as the first release left it: migration 1 only, a key without a user.
+            let db = try await SQLiteConnection.open(storage: .file(path: path), logger: Harness.quiet)
+            _ = try await db.query("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            for statement in SQLiteMigrations.all[0].statements { _ = try await db.query(statement) }
+            _ = try await db.query("INSERT INTO schema_migrations VALUES (1, 0)")
+            _ = try await db.query("INSERT INTO api_keys (id, name, prefix, last4, created_at) VALUES ('key_old', 'old', 'sy-', 'abcd', 1000)")
+            _ = try await db.query("INSERT INTO key_secrets (hash, key_id, created_at) VALUES ('\(APIKeys.hash("sy-old-secret").hex)', 'key_old', 1000)")
+            try await db.close()
+
+            let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            let key = try #require(try await store.lookupKey(hash: APIKeys.hash("sy-old-secret")))
+            #expect(key.userID == "usr_service" && key.userKind == "service" && key.options == KeyOptions())
+            #expect(try await store.listUsers().map(\.kind) == ["service"])
+            // New keys without a user join the same service user.
+            #expect(try await store.createKey(name: "new", userEmail: nil, prefix: "sy-").record.userID == "usr_service")
+            await store.close()
+        }
+    }
 }
+

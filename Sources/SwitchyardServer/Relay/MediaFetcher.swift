@@ -142,7 +142,7 @@ final class MediaFetcher: Sendable {
         while let ai = p {
             var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
             if getnameinfo(ai.pointee.ai_addr, ai.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 {
-                let s = String(cString: buffer)
+                let s = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 if !out.contains(s) { out.append(s) }
             }
             p = ai.pointee.ai_next
