@@ -112,6 +112,19 @@ extension ConnectionCloseWatcher {
     }
 }
 
+extension ConnectionCloseWatcher {
+    /// Runs `body` and calls `onClose` if `channel`'s client goes away meanwhile, without cancelling
+    /// anything (for work that must finish even so, such as reading an answer to learn what it cost).
+    public static func watching<T>(_ channel: (any Channel)?, onClose: @escaping @Sendable () -> Void, _ body: () async throws -> T) async throws -> T {
+        guard let channel, let watcher = watcher(for: channel) else {
+            return try await body()
+        }
+        let token = watcher.onClose(onClose)
+        defer { watcher.cancel(token) }
+        return try await body()
+    }
+}
+
 /// Cancels one task from another thread, only while that task is known to be alive.
 final class TaskCanceller: Sendable {
     // UnsafeCurrentTask is a plain task reference; access is serialised by the mutex, and `disarm()`

@@ -35,6 +35,8 @@ public final class Gateway: Sendable {
     let authenticator: Authenticator
     /// Requests per minute/day, concurrency and tokens per minute, per user or key.
     let limiter: RateLimiter
+    /// The credit ledger's request side: reservations, settlements, usage rows.
+    let meter: CreditMeter
     let providers: [String: Provider]
     let models: [String: ModelRoute]
     /// Wildcard entries, tried in order after exact names.
@@ -57,6 +59,7 @@ public final class Gateway: Sendable {
         keyCache = KeyCache(store: store) { record in Principal(key: record, config: config) }
         authenticator = Authenticator(cache: keyCache)
         limiter = RateLimiter(clock: DayClock(identifier: config.dayTimeZone) ?? .utc)
+        meter = CreditMeter(store: store, config: config, logger: logger)
         var providers: [String: Provider] = [:]
         for p in config.providers { providers[p.name] = Provider(config: p, timeouts: config.routing.timeouts) }
         self.providers = providers
@@ -108,9 +111,11 @@ public final class Gateway: Sendable {
             methods["\(prefix)/v1/messages/count_tokens"] = ["POST"]
             methods["\(prefix)/v1/models"] = ["GET"]
             methods["\(prefix)/v1beta/models"] = ["GET"]
+            methods["\(prefix)/v1/credits"] = ["GET"]
+            methods["\(prefix)/v1/credits/redeem"] = ["POST"]
         }
         methods.merge(Self.adminRouteMethods) { a, _ in a }
-        router.middlewares.add(GatewayMiddleware(logger: logger, routeMethods: methods, limiter: limiter))
+        router.middlewares.add(GatewayMiddleware(logger: logger, routeMethods: methods, limiter: limiter, meter: meter))
         for prefix in clientPrefixes {
             router.post("\(prefix)/v1/chat/completions") { request, context in
                 try await self.chatCompletions(request, context: context)
@@ -131,6 +136,12 @@ public final class Gateway: Sendable {
             }
             router.get("\(prefix)/v1beta/models") { request, context in
                 try await self.listModels(request, context: context, format: .gemini)
+            }
+            router.get("\(prefix)/v1/credits") { request, context in
+                try await self.creditsBalance(request, context: context)
+            }
+            router.post("\(prefix)/v1/credits/redeem") { request, context in
+                try await self.redeemCode(request, context: context)
             }
         }
         addAdminRoutes(to: router)
@@ -189,6 +200,7 @@ public final class Gateway: Sendable {
     /// Releases upstream connection pools and the store (after the server has stopped).
     public func shutdown() async {
         await saveDailyCounts()
+        await meter.flush()
         await closeClients()
         await store.close()
     }

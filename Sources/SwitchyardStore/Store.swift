@@ -151,7 +151,7 @@ public protocol CounterStore: Sendable {
 }
 
 /// The gateway's whole persistent state.
-public protocol GatewayStore: KeyStore, UserStore, CounterStore {
+public protocol GatewayStore: KeyStore, UserStore, CounterStore, CreditStore {
     /// Checks the database answers (for readiness probes).
     func ping() async throws
     /// Closes connections; the store is unusable afterwards.

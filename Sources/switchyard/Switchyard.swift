@@ -12,7 +12,7 @@ struct Switchyard: AsyncParsableCommand {
         commandName: "switchyard",
         abstract: "One API key, every model: a self-hostable LLM API gateway.",
         version: SwitchyardVersion.current,
-        subcommands: [Serve.self, MockUpstream.self, Keys.self, Users.self, Plans.self])
+        subcommands: [Serve.self, MockUpstream.self, Keys.self, Users.self, Plans.self, CreditsCommand.self, UsageCommand.self, CodesCommand.self])
 }
 
 /// Options every command takes.

@@ -123,6 +123,34 @@ def test_every_documented_operation_behaves_as_documented(spec, accounts):
     call("POST", "/keys/{id}/rotate", {"id": service["id"]}, expect=409)
     call("DELETE", "/keys/{id}", {"id": "key_missing"}, expect=404)
 
+    # Credits, usage, codes, ledger
+    granted = call("POST", "/users/{user}/credits", {"user": email}, body={"amount": 12.5, "note": "welcome", "idempotency_key": "doc-1"}, expect=201)
+    assert granted["granted"]["kind"] == "topup" and granted["granted"]["amount"] == 12.5
+    again = call("POST", "/users/{user}/credits", {"user": email}, body={"amount": "12.5", "idempotency_key": "doc-1"}, expect=201)
+    assert again["balance"] == granted["balance"]  # the same key grants once
+    call("POST", "/users/{user}/credits", {"user": email}, body={"amount": 1, "kind": "bonus", "expires_at": expires}, expect=201)
+    call("POST", "/users/{user}/credits", {"user": email}, body={"amount": 1, "expires_at": expires}, expect=400)  # top-ups never expire
+    call("POST", "/users/{user}/credits", {"user": email}, body={"amount": "1.0000001"}, expect=400)
+    call("POST", "/users/{user}/credits", {"user": "nobody@example.com"}, body={"amount": 1}, expect=404)
+    balance = call("GET", "/users/{user}/credits", {"user": email}, expect=200)
+    assert [b["kind"] for b in balance["buckets"]] == ["bonus", "topup"]
+    call("GET", "/users/{user}/credits", {"user": "nobody@example.com"}, expect=404)
+    history = call("GET", "/users/{user}/credits/history", {"user": email}, query="?limit=10", expect=200)
+    assert {e["kind"] for e in history["data"]} == {"topup", "bonus"}
+    call("GET", "/users/{user}/credits/history", {"user": "nobody@example.com"}, expect=404)
+    call("GET", "/usage", expect=200)
+    call("GET", "/usage", query=f"?user={email}&since=2026-01-01&limit=5", expect=200)
+    call("GET", "/usage", query="?since=yesterday", expect=400)
+    call("GET", "/usage", query="?user=nobody@example.com", expect=404)
+    codes = call("POST", "/codes", body={"credits": 5, "count": 2, "expires_at": expires}, expect=201)
+    assert len(codes["data"]) == 2
+    call("POST", "/codes", body={"credits": 5, "count": 0}, expect=400)
+    listed = call("GET", "/codes", expect=200)
+    assert {c["id"] for c in codes["data"]} <= {c["id"] for c in listed["data"]}
+    assert all(c["code"] not in str(listed) for c in codes["data"])
+    check = call("GET", "/ledger/check", expect=200)
+    assert check["consistent"] is True
+
     # Plans, counters, cache
     plans = call("GET", "/plans", expect=200)
     assert [p["name"] for p in plans["data"]] == ["free", "pro"]
@@ -143,6 +171,6 @@ def test_every_documented_operation_behaves_as_documented(spec, accounts):
 
 
 def test_undocumented_admin_paths_do_not_exist(spec, accounts):
-    for method, path in [("GET", "/usage"), ("POST", "/plans"), ("DELETE", "/users/x@example.com"), ("PUT", "/keys/key_x")]:
+    for method, path in [("GET", "/billing"), ("POST", "/plans"), ("DELETE", "/users/x@example.com"), ("PUT", "/keys/key_x")]:
         status, _, body = admin(accounts.url, method, path)
         assert status in (404, 405), f"{method} {path} answered {status}: {body}"

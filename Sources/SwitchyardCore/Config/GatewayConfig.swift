@@ -18,12 +18,15 @@ public struct GatewayConfig: Decodable, Sendable {
     public var defaultPlan: String
     /// IANA time zone (or `UTC`) whose midnight resets daily request limits.
     public var dayTimeZone: String
+    /// Input-token tiers for models priced by `multiplier`.
+    public var pricing: PricingConfig
+    public var billing: BillingConfig
 
     /// The plan used when none are configured: every model, no limits.
     public static let unlimitedPlan = PlanConfig(name: "unlimited")
 
     enum CodingKeys: String, CodingKey {
-        case listen, database, providers, models, limits, routing, server, log, media, plans
+        case listen, database, providers, models, limits, routing, server, log, media, plans, pricing, billing
         case defaultPlan = "default_plan"
         case dayTimeZone = "day_time_zone"
         case adminKey = "admin_key"
@@ -46,7 +49,9 @@ public struct GatewayConfig: Decodable, Sendable {
         media: MediaConfig = .init(),
         plans: [PlanConfig] = [],
         defaultPlan: String? = nil,
-        dayTimeZone: String = "UTC"
+        dayTimeZone: String = "UTC",
+        pricing: PricingConfig = .init(),
+        billing: BillingConfig = .init()
     ) {
         self.listen = listen
         self.database = database
@@ -63,6 +68,8 @@ public struct GatewayConfig: Decodable, Sendable {
         self.plans = plans.isEmpty ? [Self.unlimitedPlan] : plans
         self.defaultPlan = defaultPlan ?? self.plans[0].name
         self.dayTimeZone = dayTimeZone
+        self.pricing = pricing
+        self.billing = billing
     }
 
     public init(from decoder: any Decoder) throws {
@@ -88,6 +95,8 @@ public struct GatewayConfig: Decodable, Sendable {
         }
         defaultPlan = chosen ?? plans[0].name
         dayTimeZone = try c.decodeIfPresent(String.self, forKey: .dayTimeZone) ?? "UTC"
+        pricing = try c.decodeIfPresent(PricingConfig.self, forKey: .pricing) ?? .init()
+        billing = try c.decodeIfPresent(BillingConfig.self, forKey: .billing) ?? .init()
         try validate()
     }
 
@@ -113,6 +122,11 @@ public struct GatewayConfig: Decodable, Sendable {
         }
         guard planNames.contains(defaultPlan) else {
             throw ConfigValueError("default_plan `\(defaultPlan)` is not a defined plan (plans: \(plans.map(\.name).joined(separator: ", ")))", key: "default_plan")
+        }
+        for (i, model) in models.enumerated() where model.multiplier != nil && pricing.inputTiers.isEmpty {
+            throw ConfigValueError(
+                "model `\(model.name)` has a multiplier but `pricing.input_tiers` is not configured",
+                at: [.key("models"), .index(i), .key("multiplier")])
         }
         guard DayClock(identifier: dayTimeZone) != nil else {
             throw ConfigValueError("day_time_zone `\(dayTimeZone)` is not a known time zone (use an IANA name such as Europe/Berlin, or UTC)", key: "day_time_zone")
@@ -322,9 +336,13 @@ public struct ModelConfig: Decodable, Sendable {
     public var thinking: Reasoning?
     /// Output cap used when the client gives none (Anthropic requires one). Default 8192.
     public var maxTokens: Int?
+    /// Tier pricing: credits = the input tier's credits × multiplier.
+    public var multiplier: Credits?
+    /// Per-token pricing instead of tiers.
+    public var price: TokenPrice?
 
     enum CodingKeys: String, CodingKey {
-        case name, provider, upstream, thinking
+        case name, provider, upstream, thinking, multiplier, price
         case maxTokens = "max_tokens"
     }
 
@@ -333,12 +351,24 @@ public struct ModelConfig: Decodable, Sendable {
         case budgetTokens = "budget_tokens"
     }
 
-    public init(name: String, provider: String, upstream: String? = nil, thinking: Reasoning? = nil, maxTokens: Int? = nil) {
+    public init(
+        name: String, provider: String, upstream: String? = nil, thinking: Reasoning? = nil, maxTokens: Int? = nil,
+        multiplier: Credits? = nil, price: TokenPrice? = nil
+    ) {
         self.name = name
         self.provider = provider
         self.upstream = upstream
         self.thinking = thinking
         self.maxTokens = maxTokens
+        self.multiplier = multiplier
+        self.price = price
+    }
+
+    /// How requests to this model are charged.
+    public var pricing: ModelPrice {
+        if let price { return .perToken(price) }
+        if let multiplier { return .tiers(multiplier: multiplier) }
+        return .free
     }
 
     public init(from decoder: any Decoder) throws {
@@ -347,6 +377,11 @@ public struct ModelConfig: Decodable, Sendable {
         provider = try c.decode(String.self, forKey: .provider)
         upstream = try c.decodeIfPresent(String.self, forKey: .upstream)
         maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
+        multiplier = try c.decodeIfPresent(Credits.self, forKey: .multiplier)
+        price = try c.decodeIfPresent(TokenPrice.self, forKey: .price)
+        if multiplier != nil, price != nil {
+            throw ConfigValueError("a model is priced either by `multiplier` (input tiers) or by `price` (per token), not both", key: "price")
+        }
         guard !name.isEmpty, name.utf8.count <= 256 else { throw ConfigValueError("model name must be 1–256 characters", key: "name") }
         if let m = maxTokens, m < 1 { throw ConfigValueError("max_tokens must be positive", key: "max_tokens") }
         if c.contains(.thinking) {

@@ -36,18 +36,27 @@ public struct PlanConfig: Decodable, Sendable {
     /// Catalog model names or `*` patterns; `["*"]` allows every model.
     public var models: [String]
     public var limits: LimitValues
+    /// Granted at the start of each monthly billing period; expire at its end.
+    public var monthlyCredits: Credits?
+    /// Granted once, the first time a user joins the plan (a bonus that does not expire).
+    public var signupCredits: Credits?
 
     enum CodingKeys: String, CodingKey { case name, models }
 
-    public init(name: String, models: [String] = ["*"], limits: LimitValues = .init()) {
+    public init(name: String, models: [String] = ["*"], limits: LimitValues = .init(), monthlyCredits: Credits? = nil, signupCredits: Credits? = nil) {
         self.name = name
         self.models = models
         self.limits = limits
+        self.monthlyCredits = monthlyCredits
+        self.signupCredits = signupCredits
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: AnyKey.self)
-        let allowed: Set<String> = ["name", "models", "requests_per_minute", "requests_per_day", "concurrent_requests", "tokens_per_minute"]
+        let allowed: Set<String> = [
+            "name", "models", "requests_per_minute", "requests_per_day", "concurrent_requests", "tokens_per_minute",
+            "monthly_credits", "signup_credits",
+        ]
         for key in c.allKeys where !allowed.contains(key.stringValue) {
             throw ConfigValueError("unknown key `\(key.stringValue)`", key: key.stringValue)
         }
@@ -58,6 +67,8 @@ public struct PlanConfig: Decodable, Sendable {
             requestsPerDay: try c.decodeIfPresent(Int.self, forKey: AnyKey("requests_per_day")),
             concurrentRequests: try c.decodeIfPresent(Int.self, forKey: AnyKey("concurrent_requests")),
             tokensPerMinute: try c.decodeIfPresent(Int.self, forKey: AnyKey("tokens_per_minute")))
+        monthlyCredits = try c.decodeIfPresent(Credits.self, forKey: AnyKey("monthly_credits"))
+        signupCredits = try c.decodeIfPresent(Credits.self, forKey: AnyKey("signup_credits"))
         guard !name.isEmpty else { throw ConfigValueError("plan name must not be empty", key: "name") }
         try limits.validate()
     }

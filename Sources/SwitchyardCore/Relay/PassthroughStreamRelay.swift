@@ -20,6 +20,9 @@ public struct PassthroughStreamRelay: Sendable {
     public private(set) var sawEnd = false
     /// Whether any event was relayed.
     public private(set) var sawEvent = false
+    /// Bytes of content-carrying members relayed (an over-estimate of the output's characters: it
+    /// includes their JSON framing).
+    public private(set) var outputChars = 0
 
     public init(format: WireFormat, clientModel: String, maxDepth: Int = 64, dropUsageChunk: Bool = false) {
         self.scanner = SSEScanner()
@@ -69,6 +72,15 @@ public struct PassthroughStreamRelay: Sendable {
         var rewritten: ByteBuffer?
         switch format {
         case .openAI:
+            if let c = doc.member("choices"), c.valueRange.count > 2 {
+                // Only deltas that carry content count (not the role-only first chunk or the finish chunk).
+                let text = String(buffer: doc.rawValue(c))
+                if text.contains("\"tool_calls\"") || text.contains("\"reasoning") || (text.contains("\"content\":\"") && !text.contains("\"content\":\"\"")) {
+                    outputChars += max(1, c.valueRange.count - 80)
+                }
+                // Some OpenAI-compatible servers never send [DONE]: a finish reason ends the answer too.
+                if text.contains("\"finish_reason\":\"") { sawEnd = true }
+            }
             if let u = doc.member("usage"), u.kind == .object {
                 usage = TokenUsage(openAI: try? JSONValue.parse(doc.rawValue(u)))
                 if dropUsageChunk, let choices = doc.member("choices"), doc.rawValue(choices).readableBytesView.elementsEqual("[]".utf8) {
@@ -89,11 +101,17 @@ public struct PassthroughStreamRelay: Sendable {
                 }
             case "message_delta":
                 usage = AnthropicMessages.usage((try? JSONValue.parse(data))?["usage"], base: usage)
+            case "content_block_delta":
+                if let d = doc.member("delta") { outputChars += max(1, d.valueRange.count - 30) }
             case "message_stop":
                 sawEnd = true
             default: break
             }
         case .gemini:
+            if let c = doc.member("candidates"), c.valueRange.count > 2 {
+                let text = String(buffer: doc.rawValue(c))
+                if text.contains("\"text\"") || text.contains("\"functionCall\"") { outputChars += max(1, c.valueRange.count - 120) }
+            }
             if let u = doc.member("usageMetadata"), u.kind == .object {
                 usage = Gemini.usage(try? JSONValue.parse(doc.rawValue(u)))
             }

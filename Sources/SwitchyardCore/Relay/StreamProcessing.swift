@@ -10,6 +10,11 @@ public protocol StreamProcessor: Sendable {
     mutating func fail(_ error: GatewayError) -> ByteBuffer
     /// Usage the stream reported.
     var usage: TokenUsage? { get }
+    /// About how many characters of output content (text, thinking, tool arguments) were relayed: zero
+    /// means nothing but framing reached the client. Used to estimate output when usage is unknown.
+    var outputChars: Int { get }
+    /// Whether the provider's stream reached its proper end.
+    var completed: Bool { get }
 }
 
 /// Error events in each client format, for failures after a stream has started.
@@ -33,6 +38,8 @@ public enum StreamErrors {
 }
 
 extension PassthroughStreamRelay: StreamProcessor {
+    public var completed: Bool { sawEnd }
+
     public mutating func fail(_ error: GatewayError) -> ByteBuffer {
         var out = finish()
         out.writeImmutableBuffer(StreamErrors.event(format, error))
@@ -54,6 +61,8 @@ public struct TranslatingStream: StreamProcessor {
     }
 
     public var usage: TokenUsage? { accumulator.usage }
+    public var outputChars: Int { accumulator.outputChars }
+    public var completed: Bool { accumulator.finish != nil && accumulator.failed == nil }
 
     private mutating func emit(_ events: [StreamEvent], into out: inout ByteBuffer) {
         for e in events where !ended {

@@ -145,6 +145,8 @@ public struct StreamAccumulator: Sendable {
     public private(set) var finish: FinishReason?
     public private(set) var content: [ContentPart] = []
     public private(set) var failed: GatewayError?
+    /// Characters of output (text, thinking, tool arguments) seen so far.
+    public private(set) var outputChars = 0
     private var indexToPart: [Int: Int] = [:]
 
     public init() {}
@@ -156,11 +158,13 @@ public struct StreamAccumulator: Sendable {
             indexToPart[i] = content.count
             content.append(.text(""))
         case .textDelta(let i, let t):
+            outputChars += t.utf8.count
             if let k = indexToPart[i], case .text(let old, let c) = content[k] { content[k] = .text(old + t, cacheControl: c) }
         case .thinkingStart(let i):
             indexToPart[i] = content.count
             content.append(.thinking("", signature: nil))
         case .thinkingDelta(let i, let t):
+            outputChars += t.utf8.count
             if let k = indexToPart[i], case .thinking(let old, let sig) = content[k] { content[k] = .thinking(old + t, signature: sig) }
         case .signatureDelta(let i, let s):
             if let k = indexToPart[i], case .thinking(let old, let sig) = content[k] { content[k] = .thinking(old, signature: (sig ?? "") + s) }
@@ -171,6 +175,7 @@ public struct StreamAccumulator: Sendable {
             indexToPart[i] = content.count
             content.append(.toolCall(id: id, name: name, arguments: ""))
         case .toolCallDelta(let i, let a):
+            outputChars += a.utf8.count
             if let k = indexToPart[i], case .toolCall(let id, let name, let old) = content[k] { content[k] = .toolCall(id: id, name: name, arguments: old + a) }
         case .blockStop: break
         case .usage(let u): usage = u

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import SwitchyardCore
+import SwitchyardStore
 
 extension HTTPField.Name {
     static let xRequestID = HTTPField.Name("x-request-id")!
@@ -37,13 +38,14 @@ struct GatewayMiddleware: RouterMiddleware {
     /// Methods served on each fixed path, so a wrong method gets 405 (with `Allow`) rather than 404.
     let routeMethods: [String: [String]]
     let limiter: RateLimiter
+    let meter: CreditMeter
 
     func handle(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
         var context = context
         let id = RequestIDs.from(request.headers) ?? RequestIDs.generate()
         context.requestID = id
         let log = context.log
-        log.begin(requestID: id, method: request.method.rawValue, path: request.uri.path, logger: logger)
+        log.begin(requestID: id, method: request.method.rawValue, path: request.uri.path, logger: logger, meter: meter)
         var response: Response
         do {
             response = try await next(request, context)
@@ -57,6 +59,15 @@ struct GatewayMiddleware: RouterMiddleware {
             }
             if gatewayError.category == .internal { logger.error("unhandled error", metadata: ["request_id": .string(id), "error": .string("\(error)")]) }
             log.set(errorCode: gatewayError.code)
+            if let ticket = log.ticket {
+                // Nothing reached the client: a platform failure is refunded; a client that left pays per policy.
+                let left = gatewayError.code == "client_closed"
+                if let result = await ticket.settle(
+                    left ? .clientLeft : .failedBeforeContent, reported: nil, status: gatewayError.status, errorCode: gatewayError.code)
+                {
+                    log.set(creditsCharged: result.charged, remaining: result.available)
+                }
+            }
             response = ErrorResponse.make(gatewayError, format: WireFormat.of(request), requestID: id)
         }
         response.headers[.xRequestID] = id
@@ -68,6 +79,8 @@ struct GatewayMiddleware: RouterMiddleware {
             RateLimitHeaders.apply(
                 snapshot ?? limiter.peek(principal.limits), format: format, now: EpochClock.nowMilliseconds(), to: &response.headers)
         }
+        let credits = log.creditFigures
+        CreditHeaders.apply(charged: credits.charged, remaining: credits.remaining, reserved: credits.reserved, to: &response.headers)
         log.set(status: Int(response.status.code))
         guard log.waitsForBody else {
             log.emit(outcome: response.status.code == 499 ? "client_closed" : "ok")

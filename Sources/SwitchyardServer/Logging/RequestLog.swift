@@ -32,20 +32,67 @@ public final class RequestLog: Sendable {
         var rateLimit: RateLimitSnapshot?
         /// The concurrency slot and token estimate held until the response ends.
         var lease: LimitLease?
+        /// The model call's credit hold (settled by the request path; here only as a last resort).
+        var ticket: CreditTicket?
+        /// Credit figures for the response headers.
+        var creditsCharged: Int64?
+        var creditsRemaining: Int64?
+        var creditsReserved: Int64?
+        /// Set for model calls: they get a usage row whether or not they held credits.
+        var modelCall: String?
+        var meter: CreditMeter?
+        var clientGone = false
     }
 
     private let fields = Mutex(Fields())
     let start = ContinuousClock.now
+    /// Unique per request even when the client chose its `x-request-id`: the ledger's key.
+    let uniqueID = RequestIDs.generate()
 
     public init() {}
 
-    func begin(requestID: String, method: String, path: String, logger: Logger) {
+    func begin(requestID: String, method: String, path: String, logger: Logger, meter: CreditMeter? = nil) {
         fields.withLock {
             $0.requestID = requestID
             $0.method = method
             $0.path = path
             $0.logger = logger
+            $0.meter = meter
         }
+    }
+
+    /// Marks a model call (it gets a usage row, successful or not).
+    func markModelCall(model: String) { fields.withLock { $0.modelCall = model } }
+    func set(ticket: CreditTicket, reserved: Int64, remaining: Int64) {
+        fields.withLock {
+            $0.ticket = ticket
+            $0.creditsReserved = reserved
+            $0.creditsRemaining = remaining
+        }
+    }
+    func set(creditsRemaining: Int64) { fields.withLock { $0.creditsRemaining = creditsRemaining } }
+    func set(creditsCharged: Int64, remaining: Int64) {
+        fields.withLock {
+            $0.creditsCharged = creditsCharged
+            $0.creditsRemaining = remaining
+        }
+    }
+    var ticket: CreditTicket? { fields.withLock { $0.ticket } }
+
+    /// The client left while the request goes on (to learn what it cost): its concurrency slot is free now.
+    func clientLeft() {
+        let lease = fields.withLock { f -> LimitLease? in
+            f.clientGone = true
+            defer { f.lease = nil }
+            return f.lease
+        }
+        lease?.release(actualTokens: nil)
+    }
+
+    var clientGone: Bool { fields.withLock { $0.clientGone } }
+    /// Charged, remaining and reserved credits for the response headers.
+    var creditFigures: (charged: Int64?, remaining: Int64?, reserved: Int64?) {
+        fields.withLock { ($0.creditsCharged, $0.creditsRemaining, $0.creditsReserved) }
     }
 
     func set(principal: Principal) {
@@ -103,6 +150,22 @@ public final class RequestLog: Sendable {
         }
         guard let f else { return }
         f.lease?.release(actualTokens: f.usage.map { $0.inputTokens + $0.outputTokens })
+        if let ticket = f.ticket, !ticket.isSettled {
+            // The request path did not settle (a failure nobody caught): a client that left is charged
+            // per policy, anything else is a platform failure before content, so refunded.
+            let gone = outcome == "client_closed" || outcome == "abandoned" || outcome == "write_failed"
+            let usage = f.usage
+            let status = f.status
+            Task { await ticket.settle(gone ? .clientLeft : .failedBeforeContent, reported: usage, status: status, errorCode: f.errorCode) }
+        } else if f.ticket == nil, let model = f.modelCall, let meter = f.meter, let principal = f.principal {
+            let u = f.usage ?? TokenUsage()
+            meter.record(UsageRecord(
+                id: uniqueID, requestID: f.requestID, createdAt: EpochClock.nowMilliseconds() - Int64(elapsed.nanoseconds / 1_000_000),
+                userID: principal.key.userID, keyID: principal.key.id, model: model, provider: f.provider, upstreamModel: f.upstreamModel,
+                inputTokens: u.inputTokens, outputTokens: u.outputTokens, cachedTokens: u.cachedInputTokens, usageEstimated: false,
+                status: f.status, outcome: f.errorCode == nil ? (outcome == "ok" ? "ok" : "client_closed") : "error",
+                latencyMs: Int(elapsed.nanoseconds / 1_000_000), stream: f.stream ?? false, errorCode: f.errorCode))
+        }
         guard let logger = f.logger, logger.logLevel <= .info else { return }
         var line = AccessLogLine()
         line.add("request_id", .string(f.requestID))

@@ -30,9 +30,10 @@ extension Gateway {
         guard call.principal.allows(call.model) else { throw call.principal.denial(for: call.model, plans: config.plans) }
     }
 
-    /// Loads today's request counts saved by an earlier run and warns about users on plans the
-    /// configuration no longer defines. Call before serving.
+    /// Settles credit reservations a previous run left open, loads today's request counts saved by an
+    /// earlier run, and warns about users on plans the configuration no longer defines. Call before serving.
     public func prepare() async {
+        await meter.recoverOpenReservations()
         do {
             let day = limiter.today
             limiter.restoreDailyCounts(try await store.dailyCounts(day: day), day: day)

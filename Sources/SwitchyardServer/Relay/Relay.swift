@@ -3,8 +3,10 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import SwitchyardCore
 import SwitchyardHTTP
+import SwitchyardStore
 
 /// A client request after its head was parsed: which API it speaks and what it asks for.
 struct ClientCall: Sendable {
@@ -26,17 +28,31 @@ extension Gateway {
     /// The request path after parsing: route the model, then either pass the bytes through (same
     /// format) or translate through the canonical model (different formats).
     func relay(_ call: ClientCall, context: GatewayContext) async throws -> Response {
+        context.log.markModelCall(model: call.model)
         let target = try resolve(call.model)
         context.log.set(model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: call.stream)
         try admit(call, context: context)
+        let work = { () async throws -> Response in
+            if target.provider.format == call.format {
+                return try await self.passthrough(call, target: target, context: context)
+            }
+            return try await self.translate(call, target: target, context: context)
+        }
+        if drainsOnLeave(target) {
+            // Billed in full even if the client leaves: the request goes on so its exact cost is known;
+            // only the client's concurrency slot is freed at once.
+            let log = context.log
+            return try await ConnectionCloseWatcher.watching(context.channel, onClose: { log.clientLeft() }, work)
+        }
         // A client that leaves while the provider works cancels the upstream request at once (and so
         // frees its concurrency slot); streams are watched again while their body is written.
-        return try await ConnectionCloseWatcher.cancellingOnClose(context.channel) {
-            if target.provider.format == call.format {
-                return try await passthrough(call, target: target, context: context)
-            }
-            return try await translate(call, target: target, context: context)
-        }
+        return try await ConnectionCloseWatcher.cancellingOnClose(context.channel, work)
+    }
+
+    /// Whether a departed client's request keeps running to learn its cost (`cancelled_streams: charge`
+    /// on a priced model) rather than being cancelled.
+    func drainsOnLeave(_ target: ResolvedModel) -> Bool {
+        meter.cancelledStreams == .charge && !target.route.config.pricing.isFree
     }
 
     func upstreamRequest(_ target: ResolvedModel, body: ByteBuffer, stream: Bool, context: GatewayContext, headers: [(String, String)] = []) -> UpstreamRequest {
@@ -49,6 +65,7 @@ extension Gateway {
 
     func passthrough(_ call: ClientCall, target: ResolvedModel, context: GatewayContext) async throws -> Response {
         let (body, injectedUsage) = try passthroughBody(call, target: target)
+        let ticket = try await reserveCredits(call, target: target, upstreamBody: body, context: context)
         let upstream = try await target.provider.send(
             upstreamRequest(target, body: body, stream: call.stream, context: context, headers: call.forwardHeaders), logger: logger)
         context.log.set(upstreamStatus: upstream.status)
@@ -67,21 +84,24 @@ extension Gateway {
         }
         let literal = JSONString.literal(call.model)
         var bytes = full
+        var usage: TokenUsage?
         switch call.format {
         case .openAI:
-            if let u = answer.member("usage"), u.kind == .object { context.log.set(usage: TokenUsage(openAI: try? JSONValue.parse(answer.rawValue(u)))) }
+            if let u = answer.member("usage"), u.kind == .object { usage = TokenUsage(openAI: try? JSONValue.parse(answer.rawValue(u))) }
             bytes = answer.replacingModel(with: literal) ?? full
         case .anthropic:
-            if let u = answer.member("usage") { context.log.set(usage: AnthropicMessages.usage(try? JSONValue.parse(answer.rawValue(u)))) }
+            if let u = answer.member("usage") { usage = AnthropicMessages.usage(try? JSONValue.parse(answer.rawValue(u))) }
             bytes = answer.replacingModel(with: literal) ?? full
         case .gemini:
-            if let u = answer.member("usageMetadata") { context.log.set(usage: Gemini.usage(try? JSONValue.parse(answer.rawValue(u)))) }
+            if let u = answer.member("usageMetadata") { usage = Gemini.usage(try? JSONValue.parse(answer.rawValue(u))) }
             if let m = answer.member("modelVersion"), m.kind == .string {
                 var editor = answer.editor()
                 editor.replaceValue(of: m, with: literal)
                 bytes = editor.result()
             }
         }
+        context.log.set(usage: usage)
+        await settleCompleted(ticket, usage: usage, answerBytes: full.readableBytes, context: context)
         context.log.markFirstByte()
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
     }
@@ -114,6 +134,9 @@ extension Gateway {
             if let thinking, doc.member("reasoning_effort") == nil, let effort = thinking.effort {
                 editor.append(key: "reasoning_effort", rawJSON: JSONString.literal(effort))
             }
+            if let cap = injectedOutputCap(target), doc.member("max_tokens") == nil, doc.member("max_completion_tokens") == nil {
+                editor.append(key: target.provider.maxTokensField.rawValue, rawJSON: String(cap))
+            }
             return (editor.result(), injected)
         case .anthropic:
             var editor = doc.editor()
@@ -133,14 +156,23 @@ extension Gateway {
             if doc.member("max_tokens") == nil { editor.append(key: "max_tokens", rawJSON: String(maxTokens ?? defaultMax)) }
             return (editor.result(), false)
         case .gemini:
-            // The model is in the URL; only a thinking default may be added.
-            guard let thinking, var body = (try? JSONValue.parse(call.body))?.objectValue else { return (call.body, false) }
+            // The model is in the URL; only a thinking default and an output cap may be added.
+            let cap = injectedOutputCap(target)
+            guard thinking != nil || cap != nil, var body = (try? JSONValue.parse(call.body))?.objectValue else { return (call.body, false) }
             var g = body["generationConfig"]?.objectValue ?? body["generation_config"]?.objectValue ?? [:]
-            guard g["thinkingConfig"] == nil, g["thinking_config"] == nil else { return (call.body, false) }
-            switch thinking {
-            case .disabled: g["thinkingConfig"] = ["thinkingBudget": 0]
-            default: g["thinkingConfig"] = ["thinkingBudget": .int(thinking.budgetTokens ?? 8192), "includeThoughts": true]
+            var changed = false
+            if let thinking, g["thinkingConfig"] == nil, g["thinking_config"] == nil {
+                switch thinking {
+                case .disabled: g["thinkingConfig"] = ["thinkingBudget": 0]
+                default: g["thinkingConfig"] = ["thinkingBudget": .int(thinking.budgetTokens ?? 8192), "includeThoughts": true]
+                }
+                changed = true
             }
+            if let cap, g["maxOutputTokens"] == nil, g["max_output_tokens"] == nil {
+                g["maxOutputTokens"] = .int(cap)
+                changed = true
+            }
+            guard changed else { return (call.body, false) }
             body["generation_config"] = nil
             body["generationConfig"] = .object(g)
             return (JSONValue.object(body).jsonBuffer, false)
@@ -156,6 +188,7 @@ extension Gateway {
         }
         var request = try Translator.decodeRequest(call.format, object, model: call.model, stream: call.stream)
         if request.reasoning == nil { request.reasoning = target.route.config.thinking }
+        if request.maxTokens == nil, let cap = injectedOutputCap(target) { request.maxTokens = cap }
         if call.format == .openAI { reasoningCache.restore(&request) }
         switch provider.format {
         case .gemini: try await mediaFetcher.inline(&request, images: true, documents: true)
@@ -165,8 +198,9 @@ extension Gateway {
         let encoded = try Translator.encodeRequest(
             provider.format, request, upstreamModel: target.upstreamModel,
             options: .init(maxTokensField: provider.maxTokensField, defaultMaxTokens: target.route.config.maxTokens ?? 8192))
-        let upstream = try await provider.send(
-            upstreamRequest(target, body: JSONValue.object(encoded).jsonBuffer, stream: call.stream, context: context), logger: logger)
+        let body = JSONValue.object(encoded).jsonBuffer
+        let ticket = try await reserveCredits(call, target: target, upstreamBody: body, context: context)
+        let upstream = try await provider.send(upstreamRequest(target, body: body, stream: call.stream, context: context), logger: logger)
         context.log.set(upstreamStatus: upstream.status)
         guard (200..<300).contains(upstream.status) else {
             return try await upstreamErrorResponse(upstream, provider: provider, client: call.format, context: context)
@@ -186,6 +220,7 @@ extension Gateway {
         }
         let answer = try Translator.decodeResponse(provider.format, answerObject, request: request)
         context.log.set(usage: answer.usage)
+        await settleCompleted(ticket, usage: answer.usage, answerBytes: full.readableBytes, context: context)
         if call.format == .openAI { reasoningCache.store(answer.content) }
         let out = Translator.encodeResponse(call.format, answer, model: call.model, created: created)
         context.log.markFirstByte()
@@ -207,8 +242,11 @@ extension Gateway {
     }
 
     /// Relays a stream chunk by chunk through `processor`. A client that goes away cancels the upstream
-    /// request at once (``ConnectionCloseWatcher``; the connection stays reusable); an upstream that breaks
-    /// mid-stream produces an error event in the client's format, then a clean end.
+    /// request at once (``ConnectionCloseWatcher``; the connection stays reusable) — unless the request is
+    /// billed in full (`cancelled_streams: charge`), in which case the gateway stops writing but reads the
+    /// provider's stream to its end to learn the exact cost. An upstream that breaks mid-stream produces
+    /// an error event in the client's format, then a clean end. A metered stream is settled when it
+    /// ends and closes with an SSE comment saying what it cost: `: credits charged=… remaining=…`.
     func streamResponse<P: StreamProcessor>(
         _ upstream: UpstreamResponse, processor: P, call: ClientCall, provider: Provider, context: GatewayContext,
         onComplete: @escaping @Sendable (P) -> Void
@@ -218,49 +256,88 @@ extension Gateway {
         let upstreamBody = upstream.body
         let providerName = provider.name
         let channel = context.channel
+        let ticket = log.ticket
+        let drain = ticket != nil && meter.cancelledStreams == .charge
         let headers: HTTPFields = [
             .contentType: "text/event-stream; charset=utf-8",
             .cacheControl: "no-cache",
             HTTPField.Name("x-accel-buffering")!: "no",
         ]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            try await ConnectionCloseWatcher.cancellingOnClose(channel) {
+            let gone = ClientGone()
+            @Sendable func settle(_ processor: P, _ outcome: BilledOutcome, errorCode: String? = nil) async -> SettlementResult? {
+                await ticket?.settle(outcome, reported: processor.usage, outputEstimate: (processor.outputChars + 3) / 4, status: 200, errorCode: errorCode)
+            }
+            func write(_ bytes: ByteBuffer) async throws {
+                guard bytes.readableBytes > 0, !gone.value else { return }
+                do {
+                    try await writer.write(bytes)
+                } catch {
+                    // The client is gone. Billed in full: keep reading to learn the cost; otherwise stop.
+                    guard drain, !(error is CancellationError) else { throw error }
+                    gone.set()
+                    log.clientLeft()
+                }
+            }
+            let loop = { () async throws in
                 var processor = processor
                 var iterator = upstreamBody.makeAsyncIterator()
-                while true {
-                    let chunk: ByteBuffer?
-                    do {
-                        chunk = try await iterator.next()
-                    } catch {
-                        if error is CancellationError || Task.isCancelled { throw CancellationError() }
-                        let failure = UpstreamFailure.streamBroken(error, provider: providerName)
-                        log.set(errorCode: failure.code)
-                        try await writer.write(processor.fail(failure))
-                        break
+                var result: SettlementResult?
+                do {
+                    while true {
+                        let chunk: ByteBuffer?
+                        do {
+                            chunk = try await iterator.next()
+                        } catch {
+                            if error is CancellationError || Task.isCancelled {
+                                _ = await settle(processor, .clientLeft, errorCode: "client_closed")
+                                throw CancellationError()
+                            }
+                            let failure = UpstreamFailure.streamBroken(error, provider: providerName)
+                            log.set(errorCode: failure.code)
+                            let before = processor.outputChars == 0
+                            try await write(processor.fail(failure))
+                            result = await settle(processor, gone.value ? .clientLeft : before ? .failedBeforeContent : .failedAfterContent, errorCode: failure.code)
+                            break
+                        }
+                        guard let chunk else {
+                            try await write(processor.finish())
+                            let outcome: BilledOutcome = processor.completed ? .completed
+                                : gone.value ? .clientLeft : processor.outputChars == 0 ? .failedBeforeContent : .failedAfterContent
+                            result = await settle(processor, outcome, errorCode: processor.completed ? nil : "upstream_stream_error")
+                            break
+                        }
+                        let out: ByteBuffer
+                        do {
+                            out = try processor.process(chunk)
+                        } catch {
+                            let failure = GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                                                       message: "the provider `\(providerName)` sent an event larger than the gateway accepts")
+                            log.set(errorCode: failure.code)
+                            let before = processor.outputChars == 0
+                            try await write(processor.fail(failure))
+                            result = await settle(processor, gone.value ? .clientLeft : before ? .failedBeforeContent : .failedAfterContent, errorCode: failure.code)
+                            break
+                        }
+                        if out.readableBytes > 0 {
+                            log.markFirstByte()
+                            try await write(out)
+                        }
                     }
-                    guard let chunk else {
-                        let tail = processor.finish()
-                        if tail.readableBytes > 0 { try await writer.write(tail) }
-                        break
-                    }
-                    let out: ByteBuffer
-                    do {
-                        out = try processor.process(chunk)
-                    } catch {
-                        let failure = GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                                                   message: "the provider `\(providerName)` sent an event larger than the gateway accepts")
-                        log.set(errorCode: failure.code)
-                        try await writer.write(processor.fail(failure))
-                        break
-                    }
-                    if out.readableBytes > 0 {
-                        log.markFirstByte()
-                        try await writer.write(out)
-                    }
+                } catch {
+                    // The client left (a failed write, or the watcher cancelled the task).
+                    _ = await settle(processor, .clientLeft, errorCode: "client_closed")
+                    throw error
                 }
                 log.set(usage: processor.usage)
                 onComplete(processor)
-                try await writer.finish(nil)
+                if let result { try await write(CreditHeaders.trailer(result)) }
+                if !gone.value { try await writer.finish(nil) }
+            }
+            if drain {
+                try await ConnectionCloseWatcher.watching(channel, onClose: { gone.set(); log.clientLeft() }, loop)
+            } else {
+                try await ConnectionCloseWatcher.cancellingOnClose(channel, loop)
             }
         })
     }
@@ -273,6 +350,12 @@ extension Gateway {
         let raw = (try? await upstream.body.collect(upTo: 256 << 10)) ?? ByteBuffer()
         let status = upstream.status
         context.log.set(errorCode: "upstream_\(status)")
+        // The provider answered with an error: nothing was delivered, nothing is charged.
+        if let ticket = context.log.ticket,
+            let result = await ticket.settle(.failedBeforeContent, reported: nil, status: status, errorCode: "upstream_\(status)")
+        {
+            context.log.set(creditsCharged: result.charged, remaining: result.available)
+        }
         if UpstreamErrors.isCredentialFailure(raw, status: status, format: provider.format) {
             logger.warning("provider rejected the gateway's credentials", metadata: [
                 "request_id": .string(context.requestID), "provider": .string(provider.name), "upstream_status": .stringConvertible(status),
@@ -305,3 +388,11 @@ extension Gateway {
         }
     }
 }
+
+/// Whether a streaming client has gone (set from the connection watcher or a failed write).
+final class ClientGone: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var value: Bool { flag.load(ordering: .acquiring) }
+    func set() { flag.store(true, ordering: .releasing) }
+}
+

@@ -16,6 +16,9 @@ extension Gateway {
         "/admin/v1/plans": ["GET"],
         "/admin/v1/counters": ["GET"],
         "/admin/v1/cache/invalidate": ["POST"],
+        "/admin/v1/usage": ["GET"],
+        "/admin/v1/codes": ["GET", "POST"],
+        "/admin/v1/ledger/check": ["GET"],
     ]
 
     func addAdminRoutes(to router: Router<GatewayContext>) {
@@ -137,6 +140,59 @@ extension Gateway {
             return Self.json(self.planJSON(plan, users: try await self.store.listUsers()))
         }
 
+        // MARK: Credits, usage, codes
+        admin.get("/users/{user}/credits") { request, context in
+            try self.authenticateAdmin(request)
+            let user = try await self.findUser(context)
+            return Self.json(try await self.store.creditBalance(userID: user.id, policy: self.meter.policy, now: EpochClock.nowMilliseconds()).json)
+        }
+        admin.post("/users/{user}/credits") { request, context in
+            try self.authenticateAdmin(request)
+            let user = try await self.findUser(context)
+            let input = try await AdminInput.read(request, gateway: self, allowed: ["amount", "kind", "note", "expires_at", "idempotency_key"])
+            guard let amount = try input.credits("amount"), amount.micros > 0 else { throw GatewayError.missingField("amount") }
+            let kind = try input.bucketKind("kind") ?? .topup
+            let expires = try input.futureTime("expires_at") ?? nil
+            if kind == .topup, expires != nil {
+                throw GatewayError.invalidField("expires_at", "top-ups never expire; give `expires_at` only with `\"kind\": \"bonus\"`")
+            }
+            let bucket = try await self.store.grant(
+                userEmail: user.email, amount: amount.micros, kind: kind, note: try input.string("note", maxBytes: 500), expiresAt: expires,
+                idempotencyKey: try input.string("idempotency_key", maxBytes: 200), now: EpochClock.nowMilliseconds())
+            let balance = try await self.store.creditBalance(userID: user.id, policy: self.meter.policy, now: EpochClock.nowMilliseconds())
+            guard case .object(var obj) = balance.json else { return Self.json(balance.json) }
+            obj["granted"] = bucket.json
+            return Self.json(.object(obj), status: .created)
+        }
+        admin.get("/users/{user}/credits/history") { request, context in
+            try self.authenticateAdmin(request)
+            let user = try await self.findUser(context)
+            let limit = request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100
+            let entries = try await self.store.creditHistory(userID: user.id, limit: limit)
+            return Self.json(["object": "list", "data": .array(entries.map(\.json))])
+        }
+        admin.get("/usage") { request, _ in
+            try self.authenticateAdmin(request)
+            return Self.json(try await self.usageJSON(request))
+        }
+        admin.post("/codes") { request, _ in
+            try self.authenticateAdmin(request)
+            let input = try await AdminInput.read(request, gateway: self, allowed: ["credits", "count", "expires_at"])
+            guard let credits = try input.credits("credits"), credits.micros > 0 else { throw GatewayError.missingField("credits") }
+            let count = try input.int("count", range: 1...10_000) ?? 1
+            let codes = try await self.store.createCodes(
+                count: count, credits: credits.micros, expiresAt: try input.futureTime("expires_at") ?? nil, now: EpochClock.nowMilliseconds())
+            return Self.json(["object": "list", "data": .array(codes.map(\.json))], status: .created)
+        }
+        admin.get("/codes") { request, _ in
+            try self.authenticateAdmin(request)
+            return Self.json(["object": "list", "data": .array(try await self.store.listCodes().map(\.json))])
+        }
+        admin.get("/ledger/check") { request, _ in
+            try self.authenticateAdmin(request)
+            return Self.json(try await self.store.checkLedger().json)
+        }
+
         // MARK: Counters and cache
         admin.get("/counters") { request, _ in
             try self.authenticateAdmin(request)
@@ -147,6 +203,28 @@ extension Gateway {
             self.keyCache.invalidateAll()
             return Self.json(["invalidated": true])
         }
+    }
+
+    /// `GET /admin/v1/usage?user=&key=&since=&limit=`: one row per request, newest first.
+    func usageJSON(_ request: Request) async throws -> JSONValue {
+        let users = try await store.listUsers()
+        var query = UsageQuery(limit: request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 1000)
+        if let ref = request.uri.queryParameters.get("user").map({ String($0) }) {
+            guard let user = users.first(where: { $0.email == ref.lowercased() || $0.id == ref }) else {
+                throw GatewayError(status: 404, category: .notFound, code: "user_not_found", message: "no user `\(ref)`")
+            }
+            query.userID = user.id
+        }
+        query.keyID = request.uri.queryParameters.get("key").map { String($0) }
+        if let since = request.uri.queryParameters.get("since").map({ String($0) }) {
+            guard let ms = EpochClock.parseISO8601(since) else {
+                throw GatewayError.invalidRequest("`since` must be an ISO 8601 date or time such as 2026-11-01", param: "since")
+            }
+            query.since = ms
+        }
+        let emails = Dictionary(users.map { ($0.id, $0.email) }, uniquingKeysWith: { a, _ in a })
+        let rows = try await store.usage(query)
+        return ["object": "list", "data": .array(rows.map { $0.json(email: $0.userID.flatMap { emails[$0] }) })]
     }
 
     static func keyNotFound(_ id: String) -> GatewayError {
@@ -350,6 +428,31 @@ struct AdminInput {
             }
         }
         return out
+    }
+
+    /// An amount of credits: a JSON number or a decimal string (at most six decimals).
+    func credits(_ key: String) throws(GatewayError) -> Credits? {
+        guard let v = object[key], !v.isNull else { return nil }
+        let text: String?
+        if case .number(let n) = v { text = n } else { text = v.stringValue }
+        guard let text, let amount = Credits(parsing: text), amount.micros >= 0 else {
+            throw GatewayError.invalidField(key, "`\(key)` must be an amount of credits such as 150 or 2.5 (at most 6 decimals)")
+        }
+        return amount
+    }
+
+    func bucketKind(_ key: String) throws(GatewayError) -> BucketKind? {
+        guard let v = object[key], !v.isNull else { return nil }
+        guard let s = v.stringValue, let kind = BucketKind(rawValue: s), kind != .plan else {
+            throw GatewayError.invalidField(key, "`\(key)` must be \"topup\" or \"bonus\"")
+        }
+        return kind
+    }
+
+    func int(_ key: String, range: ClosedRange<Int>) throws(GatewayError) -> Int? {
+        guard let v = object[key], !v.isNull else { return nil }
+        guard let n = v.intValue, range.contains(n) else { throw GatewayError.invalidField(key, "`\(key)` must be an integer from \(range.lowerBound) to \(range.upperBound)") }
+        return n
     }
 
     /// A duration such as "24h" or a number of seconds.

@@ -68,5 +68,90 @@ enum SQLiteMigrations {
             )
             """,
         ]),
+        Migration(version: 3, name: "credit ledger, usage log, redemption codes", statements: [
+            // When the user joined their current plan: monthly periods are anchored here (NULL: created_at).
+            "ALTER TABLE users ADD COLUMN plan_since INTEGER",
+            // Credits by origin. `balance` caches the sum of the bucket's ledger entries; `source` makes
+            // each grant happen once (monthly:<user>:<plan>:<period start>, signup:<user>:<plan>, …).
+            """
+            CREATE TABLE credit_buckets (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users(id),
+                kind TEXT NOT NULL,
+                granted INTEGER NOT NULL,
+                balance INTEGER NOT NULL,
+                expires_at INTEGER,
+                created_at INTEGER NOT NULL,
+                source TEXT NOT NULL UNIQUE,
+                note TEXT
+            )
+            """,
+            "CREATE INDEX credit_buckets_user ON credit_buckets(user_id)",
+            // Append-only. Amounts in micro-credits, signed as they move the bucket's balance.
+            """
+            CREATE TABLE ledger_entries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                user_id TEXT NOT NULL,
+                bucket_id TEXT,
+                kind TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                request_id TEXT,
+                idempotency_key TEXT NOT NULL UNIQUE,
+                created_at INTEGER NOT NULL,
+                note TEXT
+            )
+            """,
+            "CREATE INDEX ledger_entries_user ON ledger_entries(user_id, id)",
+            "CREATE INDEX ledger_entries_request ON ledger_entries(request_id)",
+            // Holds of requests in flight; a row disappears when its request is settled.
+            """
+            CREATE TABLE reservations (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                allocations TEXT NOT NULL,
+                model TEXT NOT NULL,
+                created_at INTEGER NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE usage_records (
+                id TEXT PRIMARY KEY,
+                request_id TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                user_id TEXT,
+                key_id TEXT,
+                model TEXT NOT NULL,
+                provider TEXT,
+                upstream_model TEXT,
+                input_tokens INTEGER NOT NULL,
+                output_tokens INTEGER NOT NULL,
+                cached_tokens INTEGER NOT NULL,
+                usage_estimated INTEGER NOT NULL,
+                credits INTEGER NOT NULL,
+                status INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                latency_ms INTEGER NOT NULL,
+                stream INTEGER NOT NULL,
+                error_code TEXT
+            )
+            """,
+            "CREATE INDEX usage_records_user_time ON usage_records(user_id, created_at)",
+            "CREATE INDEX usage_records_time ON usage_records(created_at)",
+            // Codes are secrets: only their hash is kept, with the last four characters for display.
+            """
+            CREATE TABLE redemption_codes (
+                id TEXT PRIMARY KEY,
+                hash TEXT NOT NULL UNIQUE,
+                hint TEXT NOT NULL,
+                credits INTEGER NOT NULL,
+                created_at INTEGER NOT NULL,
+                expires_at INTEGER,
+                redeemed_by TEXT,
+                redeemed_at INTEGER
+            )
+            """,
+        ]),
     ]
 }

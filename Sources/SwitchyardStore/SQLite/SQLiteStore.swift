@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SQLiteNIO
+import Synchronization
 import SwitchyardCore
 
 /// The embedded store: one SQLite file in WAL mode.
@@ -13,6 +14,8 @@ public final class SQLiteStore: GatewayStore {
     let reader: SQLiteConnection
     private let writeLock = AsyncLock()
     let logger: Logger
+    /// Grant sources known to exist, so due-grant checks cost no query once a period's grant is made.
+    let grantMemo = Mutex(Set<String>())
 
     private init(writer: SQLiteConnection, reader: SQLiteConnection, logger: Logger) {
         self.writer = writer
@@ -322,6 +325,10 @@ public final class SQLiteStore: GatewayStore {
 
     public func setPlan(email: String, plan: String?) async throws -> UserRecord? {
         let changed = try await transaction { db -> Bool in
+            // A new plan starts new billing periods (its monthly credits are granted from now on).
+            _ = try await db.query(
+                "UPDATE users SET plan_since = ? WHERE email = ? AND plan IS NOT ?",
+                [.integer(Int(EpochClock.nowMilliseconds())), .text(email.lowercased()), plan.map { .text($0) } ?? .null])
             _ = try await db.query("UPDATE users SET plan = ? WHERE email = ?", [plan.map { .text($0) } ?? .null, .text(email.lowercased())])
             let found = !(try await db.query("SELECT id FROM users WHERE email = ?", [.text(email.lowercased())])).isEmpty
             if found { try await Self.bumpAuthGeneration(db) }

@@ -1,0 +1,184 @@
+import Logging
+import NIOCore
+import Synchronization
+import SwitchyardCore
+import SwitchyardStore
+
+/// The gateway's side of the credit ledger: reservations before dispatch, settlements after, and
+/// usage rows for every model call, each written through group commit so concurrent requests share
+/// transactions.
+final class CreditMeter: Sendable {
+    let store: any CreditStore
+    let policy: CreditGrantPolicy
+    let pricing: PricingConfig
+    let cancelledStreams: CancelledStreamPolicy
+    let logger: Logger
+    private let reservations: GroupCommit<ReservationRequest, ReservationResult>
+    private let settlements: GroupCommit<Settlement, SettlementResult>
+    private let usageRows: GroupCommit<UsageRecord, Bool>
+    /// Usage rows written in the background and not yet committed (so shutdown can wait for them).
+    private let pendingUsage = Atomic<Int>(0)
+
+    init(store: any CreditStore, config: GatewayConfig, logger: Logger) {
+        self.store = store
+        self.logger = logger
+        let policy = CreditGrantPolicy(config: config)
+        self.policy = policy
+        pricing = config.pricing
+        cancelledStreams = config.billing.cancelledStreams
+        reservations = GroupCommit { batch in try await store.reserve(batch, policy: policy, now: EpochClock.nowMilliseconds()) }
+        settlements = GroupCommit { batch in try await store.settle(batch, now: EpochClock.nowMilliseconds()) }
+        usageRows = GroupCommit { batch in
+            try await store.recordUsage(batch)
+            return batch.map { _ in true }
+        }
+    }
+
+    func reserve(_ request: ReservationRequest) async throws -> ReservationResult {
+        try await reservations.submit(request)
+    }
+
+    func settle(_ settlement: Settlement) async throws -> SettlementResult {
+        try await settlements.submit(settlement)
+    }
+
+    /// Writes the usage row of a request that held no credits, in the background.
+    func record(_ row: UsageRecord) {
+        pendingUsage.add(1, ordering: .relaxed)
+        Task {
+            do {
+                _ = try await usageRows.submit(row)
+            } catch {
+                logger.warning("cannot write a usage row", metadata: ["request_id": .string(row.requestID), "error": .string("\(error)")])
+            }
+            pendingUsage.subtract(1, ordering: .relaxed)
+        }
+    }
+
+    /// Waits (up to `timeout`) for background usage rows to be committed.
+    func flush(timeout: Duration = .seconds(5)) async {
+        let deadline = ContinuousClock.now + timeout
+        while pendingUsage.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// Settles reservations left open by a previous run that stopped without settling them (a crash or
+    /// kill -9), per `billing.cancelled_streams`: `charge` charges the hold, `charge_used` refunds it.
+    func recoverOpenReservations() async {
+        let open: [OpenReservation]
+        do {
+            open = try await store.openReservations()
+        } catch {
+            logger.error("cannot read open credit reservations", metadata: ["error": .string("\(error)")])
+            return
+        }
+        guard !open.isEmpty else { return }
+        var settled: [Settlement] = []
+        for r in open {
+            let decision = BillingRules.decide(
+                price: .free, pricing: pricing, reserved: r.amount, outcome: .interrupted, reported: nil, estimate: TokenUsage(),
+                policy: cancelledStreams)
+            let usage = UsageRecord(
+                id: r.id, requestID: r.id, createdAt: r.createdAt, userID: r.userID, keyID: r.keyID, model: r.model,
+                usageEstimated: true, status: 0, outcome: "interrupted", errorCode: "gateway_restart")
+            settled.append(Settlement(decision.refund ? .refund : .charge(cost: decision.cost), usage: usage))
+        }
+        do {
+            let results = try await store.settle(settled, now: EpochClock.nowMilliseconds())
+            let charged = results.reduce(Int64(0)) { $0 + $1.charged }
+            logger.warning(
+                "settled credit reservations left open by the previous run",
+                metadata: [
+                    "reservations": .stringConvertible(open.count), "policy": .string(cancelledStreams.rawValue),
+                    "charged_credits": .string(Credits(micros: charged).description),
+                ])
+        } catch {
+            logger.error("cannot settle open credit reservations", metadata: ["error": .string("\(error)")])
+        }
+    }
+}
+
+/// One request's hold on credits, settled exactly once: by the handler when the answer is complete,
+/// by the stream loop when the stream ends or breaks, by the error path when the request fails, or,
+/// as a last resort, when the request's log ends.
+final class CreditTicket: Sendable {
+    let meter: CreditMeter
+    let id: String
+    let requestID: String
+    let userID: String
+    let keyID: String
+    let model: String
+    let provider: String
+    let upstreamModel: String
+    let stream: Bool
+    let price: ModelPrice
+    let reserved: Int64
+    /// Rough input tokens (body bytes ÷ 4), for when the provider reports nothing.
+    let inputEstimate: Int
+    let start = ContinuousClock.now
+    private let settled = Atomic<Bool>(false)
+
+    init(
+        meter: CreditMeter, id: String, requestID: String, userID: String, keyID: String, model: String, provider: String,
+        upstreamModel: String, stream: Bool, price: ModelPrice, reserved: Int64, inputEstimate: Int
+    ) {
+        self.meter = meter
+        self.id = id
+        self.requestID = requestID
+        self.userID = userID
+        self.keyID = keyID
+        self.model = model
+        self.provider = provider
+        self.upstreamModel = upstreamModel
+        self.stream = stream
+        self.price = price
+        self.reserved = reserved
+        self.inputEstimate = inputEstimate
+    }
+
+    var isSettled: Bool { settled.load(ordering: .acquiring) }
+
+    /// Settles the hold for `outcome` (the first call wins; later calls return nil). Settlement failures
+    /// are retried; if the database stays unavailable the hold stays open and is settled at the next start.
+    @discardableResult
+    func settle(_ outcome: BilledOutcome, reported: TokenUsage?, outputEstimate: Int = 0, status: Int, errorCode: String? = nil) async -> SettlementResult? {
+        guard !settled.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
+        let estimate = TokenUsage(inputTokens: inputEstimate, outputTokens: outputEstimate)
+        let decision = BillingRules.decide(
+            price: price, pricing: meter.pricing, reserved: reserved, outcome: outcome, reported: reported, estimate: estimate,
+            policy: meter.cancelledStreams)
+        let outcomeName: String
+        switch outcome {
+        case .completed: outcomeName = "ok"
+        case .failedBeforeContent, .failedAfterContent: outcomeName = "error"
+        case .clientLeft: outcomeName = "client_closed"
+        case .interrupted: outcomeName = "interrupted"
+        }
+        let elapsed = ContinuousClock.now - start
+        let usage = UsageRecord(
+            id: id, requestID: requestID, createdAt: EpochClock.nowMilliseconds() - Int64(elapsed.nanoseconds / 1_000_000), userID: userID,
+            keyID: keyID, model: model, provider: provider, upstreamModel: upstreamModel, inputTokens: decision.usage.inputTokens,
+            outputTokens: decision.usage.outputTokens, cachedTokens: decision.usage.cachedInputTokens, usageEstimated: decision.estimated,
+            status: status, outcome: outcomeName, latencyMs: Int(elapsed.nanoseconds / 1_000_000), stream: stream, errorCode: errorCode)
+        let settlement = Settlement(decision.refund ? .refund : .charge(cost: decision.cost), usage: usage)
+        let meter = self.meter
+        for attempt in 0..<5 {
+            do {
+                // A request whose client left may run in a cancelled task; the ledger write must not be cancelled.
+                let result = Task.isCancelled ? try await Task { try await meter.settle(settlement) }.value : try await meter.settle(settlement)
+                if result.uncovered > 0 {
+                    meter.logger.warning("a request cost more than its reservation and the balance could not cover the rest", metadata: [
+                        "request_id": .string(requestID), "uncovered_credits": .string(Credits(micros: result.uncovered).description),
+                    ])
+                }
+                return result
+            } catch {
+                meter.logger.warning("cannot settle credits; retrying", metadata: ["request_id": .string(requestID), "attempt": .stringConvertible(attempt + 1), "error": .string("\(error)")])
+                try? await Task { try await Task.sleep(for: .milliseconds(50 << attempt)) }.value
+            }
+        }
+        meter.logger.error("credits left reserved; they are settled at the next start", metadata: ["request_id": .string(requestID)])
+        return nil
+    }
+}

@@ -1,0 +1,264 @@
+import SwitchyardCore
+
+/// What the store needs to know about plans to grant their credits: per plan, the monthly and the
+/// one-time sign-up amount (µc), and the plan of users without one.
+public struct CreditGrantPolicy: Sendable, Equatable {
+    public struct Grants: Sendable, Equatable {
+        public var monthly: Int64
+        public var signup: Int64
+
+        public init(monthly: Int64, signup: Int64) {
+            self.monthly = monthly
+            self.signup = signup
+        }
+    }
+
+    public var defaultPlan: String
+    public var plans: [String: Grants]
+
+    public init(defaultPlan: String, plans: [String: Grants]) {
+        self.defaultPlan = defaultPlan
+        self.plans = plans
+    }
+
+    public init(config: GatewayConfig) {
+        defaultPlan = config.defaultPlan
+        var plans: [String: Grants] = [:]
+        for p in config.plans {
+            plans[p.name] = Grants(monthly: p.monthlyCredits?.micros ?? 0, signup: p.signupCredits?.micros ?? 0)
+        }
+        self.plans = plans
+    }
+
+    /// Whether any plan grants credits (if not, grant checks can be skipped).
+    public var grantsAnything: Bool { plans.values.contains { $0.monthly > 0 || $0.signup > 0 } }
+}
+
+/// A request's hold on credits, asked for before it is sent upstream.
+public struct ReservationRequest: Sendable {
+    /// The request's unique id (never a client-chosen one): the ledger's idempotency keys derive from it.
+    public var id: String
+    public var userID: String
+    public var keyID: String
+    /// The most the request can cost (µc, > 0).
+    public var amount: Int64
+    public var model: String
+
+    public init(id: String, userID: String, keyID: String, amount: Int64, model: String) {
+        self.id = id
+        self.userID = userID
+        self.keyID = keyID
+        self.amount = amount
+        self.model = model
+    }
+}
+
+public enum ReservationResult: Sendable, Equatable {
+    /// Held; `available` is what the user has left to spend after the hold.
+    case reserved(available: Int64)
+    case insufficient(available: Int64)
+}
+
+/// One request as the usage log records it (successful or not).
+public struct UsageRecord: Sendable, Equatable {
+    /// Unique per request (the ledger's key for it).
+    public var id: String
+    /// The id the client saw in `x-request-id` (its own when it sent one).
+    public var requestID: String
+    public var createdAt: Int64
+    public var userID: String?
+    public var keyID: String?
+    public var model: String
+    public var provider: String?
+    public var upstreamModel: String?
+    public var inputTokens: Int
+    public var outputTokens: Int
+    public var cachedTokens: Int
+    /// Whether the token counts are the gateway's estimate (the provider reported none).
+    public var usageEstimated: Bool
+    /// Credits charged (µc).
+    public var credits: Int64
+    public var status: Int
+    /// `ok`, `client_closed`, `error`, `interrupted` (settled after a restart).
+    public var outcome: String
+    public var latencyMs: Int
+    public var stream: Bool
+    public var errorCode: String?
+
+    public init(
+        id: String, requestID: String, createdAt: Int64, userID: String?, keyID: String?, model: String, provider: String? = nil,
+        upstreamModel: String? = nil, inputTokens: Int = 0, outputTokens: Int = 0, cachedTokens: Int = 0,
+        usageEstimated: Bool = false, credits: Int64 = 0, status: Int, outcome: String, latencyMs: Int = 0, stream: Bool = false,
+        errorCode: String? = nil
+    ) {
+        self.id = id
+        self.requestID = requestID
+        self.createdAt = createdAt
+        self.userID = userID
+        self.keyID = keyID
+        self.model = model
+        self.provider = provider
+        self.upstreamModel = upstreamModel
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+        self.cachedTokens = cachedTokens
+        self.usageEstimated = usageEstimated
+        self.credits = credits
+        self.status = status
+        self.outcome = outcome
+        self.latencyMs = latencyMs
+        self.stream = stream
+        self.errorCode = errorCode
+    }
+}
+
+/// How a reserved request ends.
+public struct Settlement: Sendable {
+    public enum Kind: Sendable, Equatable {
+        /// Charge `cost` (µc): the hold is released and the cost taken, from the held buckets first.
+        case charge(cost: Int64)
+        /// The request failed on the platform's side: the whole hold goes back.
+        case refund
+    }
+
+    public var kind: Kind
+    /// The usage row to write; its `credits` is set to what was actually charged.
+    public var usage: UsageRecord
+
+    public init(_ kind: Kind, usage: UsageRecord) {
+        self.kind = kind
+        self.usage = usage
+    }
+}
+
+public struct SettlementResult: Sendable, Equatable {
+    public var charged: Int64
+    /// What the user has left to spend afterwards.
+    public var available: Int64
+    /// Cost the user's credits could not cover (only when a provider reported more than the reservation's
+    /// bounds and the balance was spent meanwhile).
+    public var uncovered: Int64
+}
+
+/// One credit bucket as shown to users and operators.
+public struct CreditBucket: Sendable, Equatable {
+    public var id: String
+    public var kind: BucketKind
+    public var granted: Int64
+    public var balance: Int64
+    public var expiresAt: Int64?
+    public var createdAt: Int64
+    public var note: String?
+}
+
+/// A user's credits: the live buckets in spend order, and what requests in flight hold.
+public struct CreditBalance: Sendable, Equatable {
+    public var available: Int64
+    public var reserved: Int64
+    public var buckets: [CreditBucket]
+}
+
+/// One ledger entry.
+public struct LedgerEntry: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case grant, topup, bonus, reservation, release, charge, refund, expiry
+    }
+
+    public var id: Int64
+    public var userID: String
+    public var bucketID: String?
+    public var kind: Kind
+    public var amount: Int64
+    public var requestID: String?
+    public var idempotencyKey: String
+    public var createdAt: Int64
+    public var note: String?
+}
+
+/// A reservation still open (its request has not been settled).
+public struct OpenReservation: Sendable, Equatable {
+    public var id: String
+    public var userID: String
+    public var keyID: String
+    public var amount: Int64
+    public var model: String
+    public var createdAt: Int64
+}
+
+/// The ledger's self-check: every bucket's cached balance equals the sum of its entries, and charges
+/// equal the credits of the usage rows.
+public struct LedgerCheck: Sendable, Equatable {
+    public var bucketsChecked: Int
+    public var mismatchedBuckets: [String]
+    public var totalCharged: Int64
+    public var totalUsageCredits: Int64
+    public var openReservations: Int
+    public var negativeBuckets: [String]
+
+    public var isConsistent: Bool { mismatchedBuckets.isEmpty && totalCharged == totalUsageCredits && negativeBuckets.isEmpty }
+}
+
+public struct UsageQuery: Sendable {
+    public var userID: String?
+    public var keyID: String?
+    public var since: Int64?
+    public var limit: Int
+
+    public init(userID: String? = nil, keyID: String? = nil, since: Int64? = nil, limit: Int = 1000) {
+        self.userID = userID
+        self.keyID = keyID
+        self.since = since
+        self.limit = limit
+    }
+}
+
+/// A batch of redemption codes just created; the codes are shown once.
+public struct CreatedCode: Sendable, Equatable {
+    public var code: String
+    public var id: String
+    public var credits: Int64
+    public var expiresAt: Int64?
+}
+
+public struct CodeRecord: Sendable, Equatable {
+    public var id: String
+    public var hint: String
+    public var credits: Int64
+    public var createdAt: Int64
+    public var expiresAt: Int64?
+    public var redeemedBy: String?
+    public var redeemedAt: Int64?
+}
+
+public enum RedeemResult: Sendable, Equatable {
+    case redeemed(credits: Int64, available: Int64)
+    case unknown
+    case alreadyRedeemed
+    case expired
+}
+
+/// The credit ledger: append-only entries with idempotency keys; bucket balances are a cache of their sums.
+public protocol CreditStore: Sendable {
+    /// Holds credits for requests about to be sent (durable when this returns). Applies due plan
+    /// grants and expiries first.
+    func reserve(_ requests: [ReservationRequest], policy: CreditGrantPolicy, now: Int64) async throws -> [ReservationResult]
+    /// Settles reserved requests and writes their usage rows; a request settled twice is charged once.
+    func settle(_ settlements: [Settlement], now: Int64) async throws -> [SettlementResult]
+    /// Writes usage rows of requests that held no credits (free models, refused requests).
+    func recordUsage(_ rows: [UsageRecord]) async throws
+    /// Adds credits to a user's account (created if new); `idempotencyKey` makes a retry harmless.
+    func grant(userEmail: String, amount: Int64, kind: BucketKind, note: String?, expiresAt: Int64?, idempotencyKey: String?, now: Int64) async throws -> CreditBucket
+    /// The user's balance (applying due grants and expiries first).
+    func creditBalance(userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> CreditBalance
+    /// Ledger entries of a user, newest first.
+    func creditHistory(userID: String, limit: Int) async throws -> [LedgerEntry]
+    func usage(_ query: UsageQuery) async throws -> [UsageRecord]
+    /// Reservations whose requests were never settled (a crash), oldest first.
+    func openReservations() async throws -> [OpenReservation]
+    func createCodes(count: Int, credits: Int64, expiresAt: Int64?, now: Int64) async throws -> [CreatedCode]
+    func listCodes() async throws -> [CodeRecord]
+    /// Redeems a code into a top-up for the user, exactly once.
+    func redeem(code: String, userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> RedeemResult
+    /// Recomputes every balance from the entries and compares.
+    func checkLedger() async throws -> LedgerCheck
+}

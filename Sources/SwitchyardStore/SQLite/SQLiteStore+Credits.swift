@@ -1,0 +1,527 @@
+import SQLiteNIO
+import Synchronization
+import SwitchyardCore
+
+/// The credit ledger on SQLite. Every operation runs in one write transaction (so decisions are made
+/// on the committed state, whichever process wrote it), reads each user's buckets once per batch, and
+/// writes its entries with multi-row statements: a batch of N requests costs a handful of statements.
+extension SQLiteStore {
+    // MARK: Working set of one transaction
+
+    /// Buckets of the users a transaction touches, and the entries it will append.
+    struct LedgerWork {
+        var buckets: [String: [BucketBalance]] = [:]
+        var entries: [[SQLiteData]] = []
+        var changed: Set<String> = []
+        let now: Int64
+
+        init(now: Int64) { self.now = now }
+
+        func available(_ user: String) -> Int64 { CreditAllocator.available(buckets[user] ?? [], now: now) }
+
+        mutating func adjust(_ user: String, _ bucket: String, by amount: Int64) {
+            guard let i = buckets[user]?.firstIndex(where: { $0.id == bucket }) else { return }
+            buckets[user]![i].balance += amount
+            changed.insert(bucket)
+        }
+
+        mutating func entry(_ user: String, bucket: String?, kind: LedgerEntry.Kind, amount: Int64, request: String?, key: String, note: String? = nil) {
+            entries.append([
+                .text(user), bucket.map { .text($0) } ?? .null, .text(kind.rawValue), .integer(Int(amount)),
+                request.map { .text($0) } ?? .null, .text(key), .integer(Int(now)), note.map { .text($0) } ?? .null,
+            ])
+            if let bucket { adjust(user, bucket, by: amount) }
+        }
+
+        func balance(of bucket: String) -> Int64? {
+            for list in buckets.values { if let b = list.first(where: { $0.id == bucket }) { return b.balance } }
+            return nil
+        }
+    }
+
+    /// Loads every bucket with a non-zero balance of `users`.
+    static func loadBuckets(_ users: Set<String>, now: Int64, db: SQLiteConnection) async throws -> LedgerWork {
+        var work = LedgerWork(now: now)
+        for user in users { work.buckets[user] = [] }
+        for chunk in Array(users).chunked(500) {
+            let rows = try await db.query(
+                "SELECT id, user_id, kind, balance, expires_at, created_at FROM credit_buckets WHERE balance != 0 AND user_id IN (\(placeholders(chunk.count)))",
+                chunk.map { .text($0) })
+            for row in rows {
+                guard let id = row.column("id")?.string, let user = row.column("user_id")?.string else { continue }
+                work.buckets[user, default: []].append(BucketBalance(
+                    id: id, kind: BucketKind(rawValue: row.column("kind")?.string ?? "") ?? .topup,
+                    balance: int64(row, "balance") ?? 0, expiresAt: int64(row, "expires_at"), createdAt: int64(row, "created_at") ?? 0))
+            }
+        }
+        return work
+    }
+
+    /// Records the expiry of what is left in buckets whose time has passed.
+    static func expire(_ work: inout LedgerWork) {
+        for (user, list) in work.buckets {
+            for b in list where b.balance > 0 && (b.expiresAt.map { $0 <= work.now } ?? false) {
+                work.entry(user, bucket: b.id, kind: .expiry, amount: -b.balance, request: nil, key: "expiry:\(b.id):\(APIKeys.randomBase62(12))")
+            }
+        }
+    }
+
+    /// Grants plan credits that are due: the sign-up bonus once per user and plan, and the monthly
+    /// credits once per billing period (and never while an earlier grant of the plan is still live).
+    func applyGrants(_ users: Set<String>, policy: CreditGrantPolicy, work: inout LedgerWork, db: SQLiteConnection) async throws {
+        guard policy.grantsAnything, !users.isEmpty else { return }
+        var due: [(user: String, source: String, kind: BucketKind, amount: Int64, expires: Int64?, livePrefix: String?)] = []
+        for chunk in Array(users).chunked(500) {
+            let rows = try await db.query(
+                "SELECT id, plan, plan_since, created_at FROM users WHERE id IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0) })
+            for row in rows {
+                guard let id = row.column("id")?.string else { continue }
+                let plan = row.column("plan")?.string ?? policy.defaultPlan
+                guard let grants = policy.plans[plan] else { continue }
+                if grants.signup > 0 {
+                    due.append((id, "signup:\(id):\(plan)", .bonus, grants.signup, nil, nil))
+                }
+                if grants.monthly > 0 {
+                    let anchor = Self.int64(row, "plan_since") ?? Self.int64(row, "created_at") ?? work.now
+                    let period = BillingPeriod.containing(work.now, anchor: anchor)
+                    due.append((id, "monthly:\(id):\(plan):\(period.start)", .plan, grants.monthly, period.end, "monthly:\(id):\(plan):"))
+                }
+            }
+        }
+        let unknown = grantMemo.withLock { memo in due.filter { !memo.contains($0.source) } }
+        guard !unknown.isEmpty else { return }
+        var existing = Set<String>()
+        for chunk in unknown.chunked(500) {
+            for row in try await db.query(
+                "SELECT source FROM credit_buckets WHERE source IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0.source) })
+            {
+                if let s = row.column("source")?.string { existing.insert(s) }
+            }
+        }
+        var created: [[SQLiteData]] = []
+        for grant in unknown where !existing.contains(grant.source) {
+            if let prefix = grant.livePrefix {
+                // A plan left and rejoined within a period keeps the grant it already had.
+                let live = try await db.query(
+                    "SELECT 1 FROM credit_buckets WHERE user_id = ? AND kind = 'plan' AND source LIKE ? AND expires_at > ? LIMIT 1",
+                    [.text(grant.user), .text(prefix + "%"), .integer(Int(work.now))])
+                if !live.isEmpty { continue }
+            }
+            let id = APIKeys.generateID(prefix: "cb_")
+            created.append([
+                .text(id), .text(grant.user), .text(grant.kind.rawValue), .integer(Int(grant.amount)), .integer(0),
+                grant.expires.map { .integer(Int($0)) } ?? .null, .integer(Int(work.now)), .text(grant.source),
+                .text(grant.kind == .plan ? "monthly plan credits" : "sign-up bonus"),
+            ])
+            work.buckets[grant.user, default: []].append(BucketBalance(id: id, kind: grant.kind, balance: 0, expiresAt: grant.expires, createdAt: work.now))
+            work.entry(grant.user, bucket: id, kind: grant.kind == .plan ? .grant : .bonus, amount: grant.amount, request: nil, key: "grant:\(grant.source)")
+        }
+        try await Self.insertRows(
+            db, "credit_buckets", ["id", "user_id", "kind", "granted", "balance", "expires_at", "created_at", "source", "note"], created)
+        grantMemo.withLock { memo in
+            if memo.count > 100_000 { memo.removeAll() }
+            for grant in unknown { memo.insert(grant.source) }
+        }
+    }
+
+    /// Appends the transaction's entries and writes the changed balances.
+    static func flush(_ work: LedgerWork, db: SQLiteConnection) async throws {
+        try await insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], work.entries)
+        for bucket in work.changed {
+            guard let balance = work.balance(of: bucket) else { continue }
+            _ = try await db.query("UPDATE credit_buckets SET balance = ? WHERE id = ?", [.integer(Int(balance)), .text(bucket)])
+        }
+    }
+
+    static func placeholders(_ n: Int) -> String { Array(repeating: "?", count: n).joined(separator: ",") }
+
+    /// Multi-row INSERT, chunked to stay under SQLite's parameter limit.
+    static func insertRows(_ db: SQLiteConnection, _ table: String, _ columns: [String], _ rows: [[SQLiteData]], orIgnore: Bool = false) async throws {
+        guard !rows.isEmpty else { return }
+        let perRow = "(" + placeholders(columns.count) + ")"
+        for chunk in rows.chunked(max(1, 900 / columns.count)) {
+            let sql = "INSERT \(orIgnore ? "OR IGNORE " : "")INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+                + Array(repeating: perRow, count: chunk.count).joined(separator: ", ")
+            _ = try await db.query(sql, chunk.flatMap { $0 })
+        }
+    }
+
+    // MARK: Reserve and settle
+
+    public func reserve(_ requests: [ReservationRequest], policy: CreditGrantPolicy, now: Int64) async throws -> [ReservationResult] {
+        guard !requests.isEmpty else { return [] }
+        return try await transaction { db in
+            let users = Set(requests.map(\.userID))
+            var work = try await Self.loadBuckets(users, now: now, db: db)
+            try await applyGrants(users, policy: policy, work: &work, db: db)
+            Self.expire(&work)
+            var results: [ReservationResult] = []
+            var holds: [[SQLiteData]] = []
+            for r in requests {
+                guard r.amount > 0 else {
+                    results.append(.reserved(available: work.available(r.userID)))
+                    continue
+                }
+                guard let allocation = CreditAllocator.allocate(r.amount, from: work.buckets[r.userID] ?? [], now: now) else {
+                    results.append(.insufficient(available: work.available(r.userID)))
+                    continue
+                }
+                for (bucket, amount) in allocation {
+                    work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: "reservation:\(r.id):\(bucket)")
+                }
+                let allocations = JSONValue.array(allocation.map { .array([.string($0.bucket), .int(Int($0.amount))]) }).jsonString
+                holds.append([.text(r.id), .text(r.userID), .text(r.keyID), .integer(Int(r.amount)), .text(allocations), .text(r.model), .integer(Int(now))])
+                results.append(.reserved(available: work.available(r.userID)))
+            }
+            try await Self.flush(work, db: db)
+            try await Self.insertRows(db, "reservations", ["id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], holds)
+            return results
+        }
+    }
+
+    public func settle(_ settlements: [Settlement], now: Int64) async throws -> [SettlementResult] {
+        guard !settlements.isEmpty else { return [] }
+        return try await transaction { db in
+            var holds: [String: (user: String, allocation: [(String, Int64)])] = [:]
+            for chunk in settlements.chunked(500) {
+                for row in try await db.query(
+                    "SELECT id, user_id, allocations FROM reservations WHERE id IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0.usage.id) })
+                {
+                    guard let id = row.column("id")?.string, let user = row.column("user_id")?.string else { continue }
+                    let parsed = (try? JSONValue.parse(row.column("allocations")?.string ?? "[]"))?.arrayValue ?? []
+                    let allocation = parsed.compactMap { pair -> (String, Int64)? in
+                        guard let b = pair.arrayValue?.first?.stringValue, let a = pair.arrayValue?.last?.intValue else { return nil }
+                        return (b, Int64(a))
+                    }
+                    holds[id] = (user, allocation)
+                }
+            }
+            var users = Set(holds.values.map(\.user))
+            for s in settlements { if let u = s.usage.userID { users.insert(u) } }
+            var work = try await Self.loadBuckets(users, now: now, db: db)
+            // Held buckets may have been emptied to zero by the hold itself: make sure they are loaded.
+            try await Self.loadHeldBuckets(holds, into: &work, db: db)
+            var results: [SettlementResult] = []
+            var usageRows: [[SQLiteData]] = []
+            var settled: [String] = []
+            for s in settlements {
+                var usage = s.usage
+                guard let hold = holds.removeValue(forKey: usage.id) else {
+                    // Nothing held (or settled before): the usage row is written once; nothing is charged.
+                    usage.credits = 0
+                    usageRows.append(Self.usageRow(usage))
+                    results.append(SettlementResult(charged: 0, available: usage.userID.map { work.available($0) } ?? 0, uncovered: 0))
+                    continue
+                }
+                var charged: Int64 = 0
+                var uncovered: Int64 = 0
+                switch s.kind {
+                case .refund:
+                    for (bucket, amount) in hold.allocation {
+                        work.entry(hold.user, bucket: bucket, kind: .refund, amount: amount, request: usage.id, key: "refund:\(usage.id):\(bucket)")
+                    }
+                case .charge(let cost):
+                    for (bucket, amount) in hold.allocation {
+                        work.entry(hold.user, bucket: bucket, kind: .release, amount: amount, request: usage.id, key: "release:\(usage.id):\(bucket)")
+                    }
+                    // The held buckets pay first (even one that expired meanwhile), then the live ones.
+                    var left = max(0, cost)
+                    var takes: [(String, Int64)] = []
+                    for (bucket, amount) in hold.allocation where left > 0 {
+                        let take = min(left, amount)
+                        takes.append((bucket, take))
+                        left -= take
+                    }
+                    if left > 0 {
+                        var live = work.buckets[hold.user] ?? []
+                        for (bucket, take) in takes { if let i = live.firstIndex(where: { $0.id == bucket }) { live[i].balance -= take } }
+                        for b in CreditAllocator.spendOrder(live) where left > 0 && b.balance > 0 && (b.expiresAt.map { $0 > now } ?? true) {
+                            let take = min(left, b.balance)
+                            takes.append((b.id, take))
+                            left -= take
+                        }
+                        uncovered = left
+                    }
+                    var byBucket: [(String, Int64)] = []
+                    for (bucket, take) in takes {
+                        if let i = byBucket.firstIndex(where: { $0.0 == bucket }) { byBucket[i].1 += take } else { byBucket.append((bucket, take)) }
+                    }
+                    for (bucket, take) in byBucket where take > 0 {
+                        work.entry(hold.user, bucket: bucket, kind: .charge, amount: -take, request: usage.id, key: "charge:\(usage.id):\(bucket)")
+                        charged += take
+                    }
+                }
+                usage.credits = charged
+                usageRows.append(Self.usageRow(usage))
+                settled.append(usage.id)
+                results.append(SettlementResult(charged: charged, available: work.available(hold.user), uncovered: uncovered))
+            }
+            try await Self.flush(work, db: db)
+            for chunk in settled.chunked(500) {
+                _ = try await db.query("DELETE FROM reservations WHERE id IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0) })
+            }
+            try await Self.insertRows(db, "usage_records", Self.usageColumns, usageRows, orIgnore: true)
+            return results
+        }
+    }
+
+    /// Adds held buckets that `loadBuckets` skipped because the hold brought them to zero.
+    static func loadHeldBuckets(_ holds: [String: (user: String, allocation: [(String, Int64)])], into work: inout LedgerWork, db: SQLiteConnection) async throws {
+        var missing: [String: String] = [:]
+        for hold in holds.values {
+            for (bucket, _) in hold.allocation where !(work.buckets[hold.user] ?? []).contains(where: { $0.id == bucket }) { missing[bucket] = hold.user }
+        }
+        guard !missing.isEmpty else { return }
+        for chunk in Array(missing.keys).chunked(500) {
+            for row in try await db.query(
+                "SELECT id, user_id, kind, balance, expires_at, created_at FROM credit_buckets WHERE id IN (\(placeholders(chunk.count)))",
+                chunk.map { .text($0) })
+            {
+                guard let id = row.column("id")?.string, let user = row.column("user_id")?.string else { continue }
+                work.buckets[user, default: []].append(BucketBalance(
+                    id: id, kind: BucketKind(rawValue: row.column("kind")?.string ?? "") ?? .topup,
+                    balance: int64(row, "balance") ?? 0, expiresAt: int64(row, "expires_at"), createdAt: int64(row, "created_at") ?? 0))
+            }
+        }
+    }
+
+    static let usageColumns = [
+        "id", "request_id", "created_at", "user_id", "key_id", "model", "provider", "upstream_model", "input_tokens", "output_tokens",
+        "cached_tokens", "usage_estimated", "credits", "status", "outcome", "latency_ms", "stream", "error_code",
+    ]
+
+    static func usageRow(_ u: UsageRecord) -> [SQLiteData] {
+        func text(_ s: String?) -> SQLiteData { s.map { .text($0) } ?? .null }
+        return [
+            .text(u.id), .text(u.requestID), .integer(Int(u.createdAt)), text(u.userID), text(u.keyID), .text(u.model), text(u.provider),
+            text(u.upstreamModel), .integer(u.inputTokens), .integer(u.outputTokens), .integer(u.cachedTokens), .integer(u.usageEstimated ? 1 : 0),
+            .integer(Int(u.credits)), .integer(u.status), .text(u.outcome), .integer(u.latencyMs), .integer(u.stream ? 1 : 0), text(u.errorCode),
+        ]
+    }
+
+    static func usageRecord(_ row: SQLiteRow) -> UsageRecord {
+        UsageRecord(
+            id: row.column("id")?.string ?? "", requestID: row.column("request_id")?.string ?? "", createdAt: int64(row, "created_at") ?? 0,
+            userID: row.column("user_id")?.string, keyID: row.column("key_id")?.string, model: row.column("model")?.string ?? "",
+            provider: row.column("provider")?.string, upstreamModel: row.column("upstream_model")?.string,
+            inputTokens: row.column("input_tokens")?.integer ?? 0, outputTokens: row.column("output_tokens")?.integer ?? 0,
+            cachedTokens: row.column("cached_tokens")?.integer ?? 0, usageEstimated: row.column("usage_estimated")?.integer == 1,
+            credits: int64(row, "credits") ?? 0, status: row.column("status")?.integer ?? 0, outcome: row.column("outcome")?.string ?? "",
+            latencyMs: row.column("latency_ms")?.integer ?? 0, stream: row.column("stream")?.integer == 1, errorCode: row.column("error_code")?.string)
+    }
+
+    public func recordUsage(_ rows: [UsageRecord]) async throws {
+        guard !rows.isEmpty else { return }
+        try await transaction { db in
+            try await Self.insertRows(db, "usage_records", Self.usageColumns, rows.map(Self.usageRow), orIgnore: true)
+        }
+    }
+
+    // MARK: Grants, balances, history
+
+    public func grant(userEmail: String, amount: Int64, kind: BucketKind, note: String?, expiresAt: Int64?, idempotencyKey: String?, now: Int64) async throws -> CreditBucket {
+        guard amount > 0 else { throw StoreError.invalid("the amount must be positive") }
+        let source = "manual:" + (idempotencyKey ?? APIKeys.randomBase62(20))
+        let bucketID = try await transaction { db -> String in
+            let user = try await Self.ensureUser(email: userEmail, now: Int(now), db: db)
+            if let row = try await db.query("SELECT id FROM credit_buckets WHERE source = ?", [.text(source)]).first, let id = row.column("id")?.string {
+                return id  // the same grant, retried
+            }
+            let id = APIKeys.generateID(prefix: "cb_")
+            try await Self.insertRows(db, "credit_buckets", ["id", "user_id", "kind", "granted", "balance", "expires_at", "created_at", "source", "note"], [[
+                .text(id), .text(user), .text(kind.rawValue), .integer(Int(amount)), .integer(Int(amount)),
+                expiresAt.map { .integer(Int($0)) } ?? .null, .integer(Int(now)), .text(source), note.map { .text($0) } ?? .null,
+            ]])
+            let entryKind: LedgerEntry.Kind = kind == .topup ? .topup : kind == .bonus ? .bonus : .grant
+            try await Self.insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], [[
+                .text(user), .text(id), .text(entryKind.rawValue), .integer(Int(amount)), .null, .text("grant:\(source)"), .integer(Int(now)),
+                note.map { .text($0) } ?? .null,
+            ]])
+            return id
+        }
+        guard let bucket = try await bucket(id: bucketID) else { throw StoreError.unavailable("the new bucket could not be read back") }
+        return bucket
+    }
+
+    func bucket(id: String) async throws -> CreditBucket? {
+        try await writer.query("SELECT * FROM credit_buckets WHERE id = ?", [.text(id)]).first.map(Self.creditBucket)
+    }
+
+    static func creditBucket(_ row: SQLiteRow) -> CreditBucket {
+        CreditBucket(
+            id: row.column("id")?.string ?? "", kind: BucketKind(rawValue: row.column("kind")?.string ?? "") ?? .topup,
+            granted: int64(row, "granted") ?? 0, balance: int64(row, "balance") ?? 0, expiresAt: int64(row, "expires_at"),
+            createdAt: int64(row, "created_at") ?? 0, note: row.column("note")?.string)
+    }
+
+    public func creditBalance(userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> CreditBalance {
+        try await transaction { db in
+            var work = try await Self.loadBuckets([userID], now: now, db: db)
+            try await applyGrants([userID], policy: policy, work: &work, db: db)
+            Self.expire(&work)
+            try await Self.flush(work, db: db)
+            let rows = try await db.query(
+                "SELECT * FROM credit_buckets WHERE user_id = ? AND balance > 0 AND (expires_at IS NULL OR expires_at > ?)",
+                [.text(userID), .integer(Int(now))])
+            let buckets = rows.map(Self.creditBucket)
+            let ordered = CreditAllocator.spendOrder(buckets.map {
+                BucketBalance(id: $0.id, kind: $0.kind, balance: $0.balance, expiresAt: $0.expiresAt, createdAt: $0.createdAt)
+            }).compactMap { b in buckets.first { $0.id == b.id } }
+            let reserved = try await db.query("SELECT COALESCE(SUM(amount), 0) AS s FROM reservations WHERE user_id = ?", [.text(userID)])
+            return CreditBalance(
+                available: ordered.reduce(0) { $0 + $1.balance }, reserved: Int64(reserved.first?.column("s")?.integer ?? 0), buckets: ordered)
+        }
+    }
+
+    public func creditHistory(userID: String, limit: Int) async throws -> [LedgerEntry] {
+        try await reader.query(
+            "SELECT * FROM ledger_entries WHERE user_id = ? ORDER BY id DESC LIMIT ?", [.text(userID), .integer(max(1, min(limit, 100_000)))]
+        ).map { row in
+            LedgerEntry(
+                id: Self.int64(row, "id") ?? 0, userID: row.column("user_id")?.string ?? "", bucketID: row.column("bucket_id")?.string,
+                kind: LedgerEntry.Kind(rawValue: row.column("kind")?.string ?? "") ?? .charge, amount: Self.int64(row, "amount") ?? 0,
+                requestID: row.column("request_id")?.string, idempotencyKey: row.column("idempotency_key")?.string ?? "",
+                createdAt: Self.int64(row, "created_at") ?? 0, note: row.column("note")?.string)
+        }
+    }
+
+    public func usage(_ q: UsageQuery) async throws -> [UsageRecord] {
+        var conditions: [String] = []
+        var binds: [SQLiteData] = []
+        if let u = q.userID {
+            conditions.append("user_id = ?")
+            binds.append(.text(u))
+        }
+        if let k = q.keyID {
+            conditions.append("key_id = ?")
+            binds.append(.text(k))
+        }
+        if let since = q.since {
+            conditions.append("created_at >= ?")
+            binds.append(.integer(Int(since)))
+        }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        binds.append(.integer(max(1, min(q.limit, 1_000_000))))
+        return try await reader.query("SELECT * FROM usage_records \(filter) ORDER BY created_at DESC, id LIMIT ?", binds).map(Self.usageRecord)
+    }
+
+    public func openReservations() async throws -> [OpenReservation] {
+        try await writer.query("SELECT * FROM reservations ORDER BY created_at, id").map { row in
+            OpenReservation(
+                id: row.column("id")?.string ?? "", userID: row.column("user_id")?.string ?? "", keyID: row.column("key_id")?.string ?? "",
+                amount: Self.int64(row, "amount") ?? 0, model: row.column("model")?.string ?? "", createdAt: Self.int64(row, "created_at") ?? 0)
+        }
+    }
+
+    // MARK: Redemption codes
+
+    /// `SYC-` and 16 Crockford base-32 characters (80 bits) in groups of four.
+    static func generateCode() -> String {
+        let alphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+        var rng = SystemRandomNumberGenerator()
+        var groups: [String] = []
+        for _ in 0..<4 {
+            var g = ""
+            for _ in 0..<4 { g.append(alphabet[Int.random(in: 0..<32, using: &rng)]) }
+            groups.append(g)
+        }
+        return "SYC-" + groups.joined(separator: "-")
+    }
+
+    /// Codes compare without dashes, spaces or case, and with Crockford's look-alikes folded.
+    static func normalizeCode(_ code: String) -> String {
+        var out = ""
+        for c in code.uppercased() {
+            switch c {
+            case "-", " ", "\t": continue
+            case "O": out.append("0")
+            case "I", "L": out.append("1")
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+
+    static func codeHash(_ code: String) -> String { APIKeys.hash(normalizeCode(code)).hex }
+
+    public func createCodes(count: Int, credits: Int64, expiresAt: Int64?, now: Int64) async throws -> [CreatedCode] {
+        guard (1...10_000).contains(count), credits > 0 else { throw StoreError.invalid("count must be 1–10000 and credits positive") }
+        let codes = (0..<count).map { _ in CreatedCode(code: Self.generateCode(), id: APIKeys.generateID(prefix: "code_"), credits: credits, expiresAt: expiresAt) }
+        try await transaction { db in
+            try await Self.insertRows(db, "redemption_codes", ["id", "hash", "hint", "credits", "created_at", "expires_at"], codes.map { c in
+                [.text(c.id), .text(Self.codeHash(c.code)), .text(String(c.code.suffix(4))), .integer(Int(credits)), .integer(Int(now)),
+                 expiresAt.map { .integer(Int($0)) } ?? .null]
+            })
+        }
+        return codes
+    }
+
+    public func listCodes() async throws -> [CodeRecord] {
+        try await reader.query("SELECT * FROM redemption_codes ORDER BY created_at DESC, id").map { row in
+            CodeRecord(
+                id: row.column("id")?.string ?? "", hint: row.column("hint")?.string ?? "", credits: Self.int64(row, "credits") ?? 0,
+                createdAt: Self.int64(row, "created_at") ?? 0, expiresAt: Self.int64(row, "expires_at"),
+                redeemedBy: row.column("redeemed_by")?.string, redeemedAt: Self.int64(row, "redeemed_at"))
+        }
+    }
+
+    public func redeem(code: String, userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> RedeemResult {
+        let hash = Self.codeHash(code)
+        return try await transaction { db -> RedeemResult in
+            guard let row = try await db.query("SELECT * FROM redemption_codes WHERE hash = ?", [.text(hash)]).first,
+                let id = row.column("id")?.string
+            else { return .unknown }
+            if row.column("redeemed_at")?.integer != nil { return .alreadyRedeemed }
+            if let expires = Self.int64(row, "expires_at"), expires <= now { return .expired }
+            let credits = Self.int64(row, "credits") ?? 0
+            _ = try await db.query("UPDATE redemption_codes SET redeemed_by = ?, redeemed_at = ? WHERE id = ? AND redeemed_at IS NULL",
+                                   [.text(userID), .integer(Int(now)), .text(id)])
+            let bucket = APIKeys.generateID(prefix: "cb_")
+            let note = "redeemed code …\(row.column("hint")?.string ?? "")"
+            try await Self.insertRows(db, "credit_buckets", ["id", "user_id", "kind", "granted", "balance", "expires_at", "created_at", "source", "note"], [[
+                .text(bucket), .text(userID), .text(BucketKind.topup.rawValue), .integer(Int(credits)), .integer(Int(credits)), .null,
+                .integer(Int(now)), .text("code:\(id)"), .text(note),
+            ]])
+            try await Self.insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], [[
+                .text(userID), .text(bucket), .text(LedgerEntry.Kind.topup.rawValue), .integer(Int(credits)), .null, .text("grant:code:\(id)"),
+                .integer(Int(now)), .text(note),
+            ]])
+            var work = try await Self.loadBuckets([userID], now: now, db: db)
+            try await applyGrants([userID], policy: policy, work: &work, db: db)
+            Self.expire(&work)
+            try await Self.flush(work, db: db)
+            return .redeemed(credits: credits, available: work.available(userID))
+        }
+    }
+
+    // MARK: Self-check
+
+    public func checkLedger() async throws -> LedgerCheck {
+        try await transaction { db in
+            let rows = try await db.query("""
+                SELECT b.id AS id, b.balance AS balance, COALESCE((SELECT SUM(amount) FROM ledger_entries e WHERE e.bucket_id = b.id), 0) AS total
+                FROM credit_buckets b
+                """)
+            var mismatched: [String] = []
+            var negative: [String] = []
+            for row in rows {
+                let id = row.column("id")?.string ?? ""
+                let balance = Self.int64(row, "balance") ?? 0
+                if balance != (Self.int64(row, "total") ?? 0) { mismatched.append(id) }
+                if balance < 0 { negative.append(id) }
+            }
+            let charged = try await db.query("SELECT COALESCE(-SUM(amount), 0) AS s FROM ledger_entries WHERE kind = 'charge'").first?.column("s")?.integer ?? 0
+            let usage = try await db.query("SELECT COALESCE(SUM(credits), 0) AS s FROM usage_records").first?.column("s")?.integer ?? 0
+            let open = try await db.query("SELECT COUNT(*) AS n FROM reservations").first?.column("n")?.integer ?? 0
+            return LedgerCheck(
+                bucketsChecked: rows.count, mismatchedBuckets: mismatched, totalCharged: Int64(charged), totalUsageCredits: Int64(usage),
+                openReservations: open, negativeBuckets: negative)
+        }
+    }
+}
+
+extension Array {
+    func chunked(_ size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: count, by: Swift.max(1, size)).map { self[$0..<Swift.min($0 + size, count)] }
+    }
+}

@@ -1,0 +1,195 @@
+import Foundation
+import Synchronization
+import SwitchyardCore
+@testable import SwitchyardStore
+import Testing
+
+@Suite("Credit ledger (SQLite)")
+struct LedgerStoreTests {
+    let noGrants = CreditGrantPolicy(defaultPlan: "free", plans: [:])
+    static let c = Credits.scale
+
+    func store() async throws -> SQLiteStore { try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet) }
+
+    func user(_ store: SQLiteStore, _ email: String = "ann@example.com", plan: String? = nil) async throws -> String {
+        try await store.createUser(email: email, plan: plan).id
+    }
+
+    func usage(_ id: String, user: String) -> UsageRecord {
+        UsageRecord(id: id, requestID: id, createdAt: EpochClock.nowMilliseconds(), userID: user, keyID: "key_x", model: "m", status: 200, outcome: "ok")
+    }
+
+    @Test func reserveChargeReleaseAndRefund() async throws {
+        let s = try await store()
+        let u = try await user(s)
+        let now = EpochClock.nowMilliseconds()
+        _ = try await s.grant(userEmail: "ann@example.com", amount: 10 * Self.c, kind: .topup, note: "first", expiresAt: nil, idempotencyKey: nil, now: now)
+        let r = try await s.reserve([ReservationRequest(id: "r1", userID: u, keyID: "key_x", amount: 4 * Self.c, model: "m")], policy: noGrants, now: now)
+        #expect(r == [.reserved(available: 6 * Self.c)])
+        #expect(try await s.creditBalance(userID: u, policy: noGrants, now: now).reserved == 4 * Self.c)
+        let settled = try await s.settle([Settlement(.charge(cost: 1_500_000), usage: usage("r1", user: u))], now: now)
+        #expect(settled == [SettlementResult(charged: 1_500_000, available: 8_500_000, uncovered: 0)])
+        // Settling again charges nothing more.
+        let again = try await s.settle([Settlement(.charge(cost: 1_500_000), usage: usage("r1", user: u))], now: now)
+        #expect(again[0].charged == 0 && again[0].available == 8_500_000)
+
+        _ = try await s.reserve([ReservationRequest(id: "r2", userID: u, keyID: "key_x", amount: 8 * Self.c, model: "m")], policy: noGrants, now: now)
+        #expect(try await s.settle([Settlement(.refund, usage: usage("r2", user: u))], now: now)[0].available == 8_500_000)
+        #expect(try await s.reserve([ReservationRequest(id: "r3", userID: u, keyID: "key_x", amount: 9 * Self.c, model: "m")], policy: noGrants, now: now) == [.insufficient(available: 8_500_000)])
+
+        let history = try await s.creditHistory(userID: u, limit: 100).map(\.kind)
+        #expect(history == [.refund, .reservation, .charge, .release, .reservation, .topup])
+        let rows = try await s.usage(UsageQuery(userID: u))
+        #expect(rows.map(\.credits).sorted() == [0, 1_500_000])
+        let check = try await s.checkLedger()
+        #expect(check.isConsistent && check.totalCharged == 1_500_000 && check.openReservations == 0, "\(check)")
+        await s.close()
+    }
+
+    @Test func spendsPlanCreditsFirstThenBonusThenTopUps() async throws {
+        let policy = CreditGrantPolicy(defaultPlan: "pro", plans: ["pro": .init(monthly: 5 * Self.c, signup: 0)])
+        let s = try await store()
+        let u = try await user(s)
+        let now = EpochClock.nowMilliseconds()
+        _ = try await s.grant(userEmail: "ann@example.com", amount: 3 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        _ = try await s.grant(userEmail: "ann@example.com", amount: 2 * Self.c, kind: .bonus, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        _ = try await s.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 6 * Self.c, model: "m")], policy: policy, now: now)
+        _ = try await s.settle([Settlement(.charge(cost: 6 * Self.c), usage: usage("r1", user: u))], now: now)
+        let balance = try await s.creditBalance(userID: u, policy: policy, now: now)
+        // Plan 5 then bonus 1: the bonus has 1 left and the top-up is untouched.
+        #expect(balance.buckets.map(\.kind) == [.bonus, .topup] && balance.buckets.map(\.balance) == [Self.c, 3 * Self.c])
+        await s.close()
+    }
+
+    @Test func planGrantsHappenOncePerPeriodAndExpireAtItsEnd() async throws {
+        let policy = CreditGrantPolicy(defaultPlan: "free", plans: ["free": .init(monthly: 0, signup: 100 * Self.c), "pro": .init(monthly: 750 * Self.c, signup: 0)])
+        let s = try await store()
+        let u = try await user(s, plan: "pro")
+        let start = EpochClock.nowMilliseconds()
+        // Many concurrent first uses: one grant.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 { group.addTask { _ = try await s.creditBalance(userID: u, policy: policy, now: start) } }
+            try await group.waitForAll()
+        }
+        #expect(try await s.creditBalance(userID: u, policy: policy, now: start).available == 750 * Self.c)
+        // A new store (a restart) does not grant again within the period.
+        let reopened = s
+        reopened.grantMemo.withLock { $0.removeAll() }
+        #expect(try await reopened.creditBalance(userID: u, policy: policy, now: start + 1000).available == 750 * Self.c)
+
+        // Spend 100, then the period ends: the rest expires and the next period grants 750 anew.
+        _ = try await s.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 100 * Self.c, model: "m")], policy: policy, now: start)
+        _ = try await s.settle([Settlement(.charge(cost: 100 * Self.c), usage: usage("r1", user: u))], now: start)
+        let nextPeriod = start + 32 * 86_400_000
+        let later = try await s.creditBalance(userID: u, policy: policy, now: nextPeriod)
+        #expect(later.available == 750 * Self.c && later.buckets.count == 1)
+        let kinds = try await s.creditHistory(userID: u, limit: 100).map(\.kind)
+        #expect(kinds.filter { $0 == .grant }.count == 2 && kinds.contains(.expiry))
+        #expect(try await s.checkLedger().isConsistent)
+
+        // Moving to the free plan grants its sign-up bonus once; moving back within the pro period grants nothing new.
+        _ = try await s.setPlan(email: "ann@example.com", plan: "free")
+        #expect(try await s.creditBalance(userID: u, policy: policy, now: nextPeriod + 1).available == 850 * Self.c)
+        _ = try await s.setPlan(email: "ann@example.com", plan: "pro")
+        _ = try await s.setPlan(email: "ann@example.com", plan: "free")
+        #expect(try await s.creditBalance(userID: u, policy: policy, now: nextPeriod + 2).available == 850 * Self.c)
+        await s.close()
+    }
+
+    @Test func aHoldOnABucketThatExpiresStillPays() async throws {
+        let s = try await store()
+        let u = try await user(s)
+        let now = EpochClock.nowMilliseconds()
+        _ = try await s.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .bonus, note: nil, expiresAt: now + 1000, idempotencyKey: nil, now: now)
+        _ = try await s.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")], policy: noGrants, now: now)
+        let result = try await s.settle([Settlement(.charge(cost: Self.c), usage: usage("r1", user: u))], now: now + 5000)
+        #expect(result[0].charged == Self.c && result[0].uncovered == 0 && result[0].available == 0)
+        let check = try await s.checkLedger()
+        #expect(check.isConsistent)
+        await s.close()
+    }
+
+    @Test func aCostAboveTheHoldDrawsOnTheBalanceAndNeverGoesNegative() async throws {
+        let s = try await store()
+        let u = try await user(s)
+        let now = EpochClock.nowMilliseconds()
+        _ = try await s.grant(userEmail: "ann@example.com", amount: 3 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        _ = try await s.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: Self.c, model: "m")], policy: noGrants, now: now)
+        let extra = try await s.settle([Settlement(.charge(cost: 2 * Self.c), usage: usage("r1", user: u))], now: now)
+        #expect(extra[0] == SettlementResult(charged: 2 * Self.c, available: Self.c, uncovered: 0))
+        _ = try await s.reserve([ReservationRequest(id: "r2", userID: u, keyID: "k", amount: Self.c, model: "m")], policy: noGrants, now: now)
+        let short = try await s.settle([Settlement(.charge(cost: 5 * Self.c), usage: usage("r2", user: u))], now: now)
+        #expect(short[0] == SettlementResult(charged: Self.c, available: 0, uncovered: 4 * Self.c))
+        let check = try await s.checkLedger()
+        #expect(check.isConsistent && check.negativeBuckets.isEmpty)
+        await s.close()
+    }
+
+    @Test func parallelBatchesNeverOverdraw() async throws {
+        let s = try await store()
+        let u = try await user(s)
+        let now = EpochClock.nowMilliseconds()
+        _ = try await s.grant(userEmail: "ann@example.com", amount: 10 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        let results = try await withThrowingTaskGroup(of: [ReservationResult].self) { group in
+            for batch in 0..<10 {
+                group.addTask {
+                    try await s.reserve((0..<5).map { ReservationRequest(id: "b\(batch)-\($0)", userID: u, keyID: "k", amount: 300_000, model: "m") }, policy: self.noGrants, now: now)
+                }
+            }
+            var all: [ReservationResult] = []
+            for try await r in group { all += r }
+            return all
+        }
+        let held = results.filter { if case .reserved = $0 { return true } else { return false } }.count
+        #expect(held == 33)  // 10 credits / 0.3 each
+        #expect(try await s.creditBalance(userID: u, policy: noGrants, now: now).available == 100_000)
+        await s.close()
+    }
+
+    @Test func grantsAreIdempotentByKey() async throws {
+        let s = try await store()
+        let u = try await user(s)
+        let now = EpochClock.nowMilliseconds()
+        let a = try await s.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: "invoice-7", now: now)
+        let b = try await s.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: "invoice-7", now: now)
+        #expect(a.id == b.id)
+        #expect(try await s.creditBalance(userID: u, policy: noGrants, now: now).available == 5 * Self.c)
+        await s.close()
+    }
+
+    @Test func codesRedeemExactlyOnce() async throws {
+        let s = try await store()
+        let u = try await user(s)
+        let other = try await user(s, "bob@example.com")
+        let now = EpochClock.nowMilliseconds()
+        let codes = try await s.createCodes(count: 3, credits: 25 * Self.c, expiresAt: now + 60_000, now: now)
+        #expect(Set(codes.map(\.code)).count == 3 && codes.allSatisfy { $0.code.hasPrefix("SYC-") && $0.code.count == 23 })
+        #expect(try await s.redeem(code: codes[0].code, userID: u, policy: noGrants, now: now) == .redeemed(credits: 25 * Self.c, available: 25 * Self.c))
+        #expect(try await s.redeem(code: codes[0].code, userID: other, policy: noGrants, now: now) == .alreadyRedeemed)
+        // Case, dashes and look-alike letters do not matter.
+        let sloppy = codes[1].code.lowercased().replacingOccurrences(of: "-", with: " ")
+        #expect(try await s.redeem(code: sloppy, userID: other, policy: noGrants, now: now) == .redeemed(credits: 25 * Self.c, available: 25 * Self.c))
+        #expect(try await s.redeem(code: codes[2].code, userID: other, policy: noGrants, now: now + 120_000) == .expired)
+        #expect(try await s.redeem(code: "SYC-NOPE-NOPE-NOPE-NOPE", userID: other, policy: noGrants, now: now) == .unknown)
+        let listed = try await s.listCodes()
+        #expect(listed.filter { $0.redeemedBy != nil }.count == 2)
+        await s.close()
+    }
+
+    @Test func openReservationsSurviveAReopen() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("l.db").path
+        let now = EpochClock.nowMilliseconds()
+        let first = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+        let u = try await first.createUser(email: "ann@example.com", plan: nil).id
+        _ = try await first.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        _ = try await first.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")], policy: noGrants, now: now)
+        await first.close()
+        let second = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+        #expect(try await second.openReservations().map(\.id) == ["r1"])
+        #expect(try await second.creditBalance(userID: u, policy: noGrants, now: now).available == 3 * Self.c)
+        await second.close()
+    }
+}
