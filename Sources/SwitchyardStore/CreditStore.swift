@@ -38,14 +38,17 @@ public struct CreditGrantPolicy: Sendable, Equatable {
 public struct ReservationRequest: Sendable {
     /// The request's unique id (never a client-chosen one): the ledger's idempotency keys derive from it.
     public var id: String
+    /// The id the client saw in `x-request-id`.
+    public var requestID: String
     public var userID: String
     public var keyID: String
     /// The most the request can cost (µc, > 0).
     public var amount: Int64
     public var model: String
 
-    public init(id: String, userID: String, keyID: String, amount: Int64, model: String) {
+    public init(id: String, requestID: String? = nil, userID: String, keyID: String, amount: Int64, model: String) {
         self.id = id
+        self.requestID = requestID ?? id
         self.userID = userID
         self.keyID = keyID
         self.amount = amount
@@ -178,6 +181,7 @@ public struct LedgerEntry: Sendable, Equatable {
 /// A reservation still open (its request has not been settled).
 public struct OpenReservation: Sendable, Equatable {
     public var id: String
+    public var requestID: String
     public var userID: String
     public var keyID: String
     public var amount: Int64

@@ -264,7 +264,7 @@ struct AccountsTests {
             #expect(chat.headers.first(name: "X-RateLimit-Limit") == "10")
             #expect(chat.headers.first(name: "X-RateLimit-Remaining") == "9")
             let reset = Int64(chat.headers.first(name: "X-RateLimit-Reset") ?? "") ?? 0
-            #expect(reset >= before + 59 && reset <= before + 61)
+            #expect(reset >= before + 59 && reset <= before + 62)
             #expect(chat.headers.first(name: "x-ratelimit-limit-requests") == "10")
             #expect(chat.headers.first(name: "x-ratelimit-remaining-requests") == "9")
             let resetRequests = chat.headers.first(name: "x-ratelimit-reset-requests") ?? ""

@@ -138,11 +138,14 @@ struct BillingServerTests {
         try await Harness.run(configure: billing()) { h in
             let (key, user) = try await h.funded(100)
             let before = try await h.balance(user)
-            let r = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "metered", stream: true, content: "[[mock chunks=10 drop_after=6]] hi"))
-            #expect(r.status == 200)
+            // Spaced events, so content reaches the client before the break whatever the machine's load.
+            let r = try await h.request(
+                "/v1/chat/completions", key: key, body: Harness.chat(model: "metered", stream: true, content: "[[mock chunks=10 chunk_delay_ms=20 drop_after=6]] hi"))
+            #expect(r.status == 200 && r.body.contains("upstream_stream_error"))
+            #expect(sseData(r.body).contains { $0.contains("\"content\":\"") && !$0.contains("\"content\":\"\"") }, "no content reached the client")
             let rows = try await h.usageRows(user, count: 1)
             let row = try #require(rows.first)
-            #expect(row.credits > 0 && row.outcome == "error" && row.usageEstimated)
+            #expect(row.credits > 0 && row.outcome == "error" && row.usageEstimated, "\(row) \(r.body)")
             #expect(before - (try await h.balance(user)) == row.credits)
         }
     }

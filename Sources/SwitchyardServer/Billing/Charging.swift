@@ -38,7 +38,7 @@ extension Gateway {
         let result: ReservationResult
         do {
             result = try await meter.reserve(ReservationRequest(
-                id: context.log.uniqueID, userID: userID, keyID: principal.key.id, amount: amount, model: call.model))
+                id: context.log.uniqueID, requestID: context.requestID, userID: userID, keyID: principal.key.id, amount: amount, model: call.model))
         } catch {
             logger.error("cannot reserve credits", metadata: ["request_id": .string(context.requestID), "error": .string("\(error)")])
             throw GatewayError(status: 503, category: .unavailable, code: "ledger_unavailable",

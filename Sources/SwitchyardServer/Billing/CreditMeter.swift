@@ -80,7 +80,7 @@ final class CreditMeter: Sendable {
                 price: .free, pricing: pricing, reserved: r.amount, outcome: .interrupted, reported: nil, estimate: TokenUsage(),
                 policy: cancelledStreams)
             let usage = UsageRecord(
-                id: r.id, requestID: r.id, createdAt: r.createdAt, userID: r.userID, keyID: r.keyID, model: r.model,
+                id: r.id, requestID: r.requestID, createdAt: r.createdAt, userID: r.userID, keyID: r.keyID, model: r.model,
                 usageEstimated: true, status: 0, outcome: "interrupted", errorCode: "gateway_restart")
             settled.append(Settlement(decision.refund ? .refund : .charge(cost: decision.cost), usage: usage))
         }

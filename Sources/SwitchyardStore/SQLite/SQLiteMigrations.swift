@@ -107,6 +107,7 @@ enum SQLiteMigrations {
             """
             CREATE TABLE reservations (
                 id TEXT PRIMARY KEY,
+                request_id TEXT NOT NULL,
                 user_id TEXT NOT NULL,
                 key_id TEXT NOT NULL,
                 amount INTEGER NOT NULL,

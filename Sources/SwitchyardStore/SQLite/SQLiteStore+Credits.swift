@@ -170,11 +170,11 @@ extension SQLiteStore {
                     work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: "reservation:\(r.id):\(bucket)")
                 }
                 let allocations = JSONValue.array(allocation.map { .array([.string($0.bucket), .int(Int($0.amount))]) }).jsonString
-                holds.append([.text(r.id), .text(r.userID), .text(r.keyID), .integer(Int(r.amount)), .text(allocations), .text(r.model), .integer(Int(now))])
+                holds.append([.text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(r.amount)), .text(allocations), .text(r.model), .integer(Int(now))])
                 results.append(.reserved(available: work.available(r.userID)))
             }
             try await Self.flush(work, db: db)
-            try await Self.insertRows(db, "reservations", ["id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], holds)
+            try await Self.insertRows(db, "reservations", ["id", "request_id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], holds)
             return results
         }
     }
@@ -408,7 +408,7 @@ extension SQLiteStore {
     public func openReservations() async throws -> [OpenReservation] {
         try await writer.query("SELECT * FROM reservations ORDER BY created_at, id").map { row in
             OpenReservation(
-                id: row.column("id")?.string ?? "", userID: row.column("user_id")?.string ?? "", keyID: row.column("key_id")?.string ?? "",
+                id: row.column("id")?.string ?? "", requestID: row.column("request_id")?.string ?? "", userID: row.column("user_id")?.string ?? "", keyID: row.column("key_id")?.string ?? "",
                 amount: Self.int64(row, "amount") ?? 0, model: row.column("model")?.string ?? "", createdAt: Self.int64(row, "created_at") ?? 0)
         }
     }
