@@ -123,15 +123,19 @@ providers:
   - {{name: upstream, type: openai, base_url: "{mock_url}/v1", api_key: "bench"}}
   - {{name: anthropic, type: anthropic, base_url: "{mock_url}", api_key: "bench"}}
 models:
-  - {{name: gpt-5.1, provider: upstream}}
-  - {{name: claude-up, provider: anthropic}}
+  - {{name: gpt-5.1, provider: upstream, multiplier: 1}}
+  - {{name: claude-up, provider: anthropic, multiplier: 1}}
 log: {{level: info, format: json}}
-# Limits on, as users run it, but high enough never to trip.
+# Limits and credit metering on, as users run them: limits high enough never to trip, credits that
+# never run out; every request reserves before dispatch and settles after, with a usage row.
 plans:
   - {{name: bench, requests_per_minute: 100000000, requests_per_day: 1000000000, concurrent_requests: 100000, tokens_per_minute: 1000000000000}}
+pricing:
+  input_tiers: [{{max_input_tokens: 16000, credits: 1}}, {{credits: 10}}]
 """)
-        key = json.loads(subprocess.run([args.bin, "keys", "create", "--config", str(config), "--name", "bench", "--json"],
+        key = json.loads(subprocess.run([args.bin, "keys", "create", "--config", str(config), "--name", "bench", "--user", "bench@example.com", "--json"],
                                         capture_output=True, text=True, check=True).stdout)["key"]
+        subprocess.run([args.bin, "credits", "grant", "bench@example.com", "1000000000", "--config", str(config)], capture_output=True, check=True)
         gateway, gateway_url = start([args.bin, "serve", "--config", str(config)], work, "gateway")
         try:
             # Warm up both paths (connection pools, caches).

@@ -241,8 +241,24 @@ public enum RedeemResult: Sendable, Equatable {
     case expired
 }
 
+/// One ledger write; batches of them share a transaction.
+public enum LedgerOperation: Sendable {
+    case reserve(ReservationRequest)
+    case settle(Settlement)
+    case usage(UsageRecord)
+}
+
+public enum LedgerOutcome: Sendable {
+    case reserved(ReservationResult)
+    case settled(SettlementResult)
+    case recorded
+}
+
 /// The credit ledger: append-only entries with idempotency keys; bucket balances are a cache of their sums.
 public protocol CreditStore: Sendable {
+    /// Runs reservations, settlements and usage rows in order, in one transaction (durable on return).
+    /// `policy` applies due plan grants for the users who reserve.
+    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> [LedgerOutcome]
     /// Holds credits for requests about to be sent (durable when this returns). Applies due plan
     /// grants and expiries first.
     func reserve(_ requests: [ReservationRequest], policy: CreditGrantPolicy, now: Int64) async throws -> [ReservationResult]

@@ -152,6 +152,8 @@ public protocol CounterStore: Sendable {
 
 /// The gateway's whole persistent state.
 public protocol GatewayStore: KeyStore, UserStore, CounterStore, CreditStore {
+    /// Housekeeping the gateway runs every second (SQLite: a WAL checkpoint off the write path).
+    func maintain() async
     /// Checks the database answers (for readiness probes).
     func ping() async throws
     /// Closes connections; the store is unusable afterwards.

@@ -13,9 +13,9 @@ final class CreditMeter: Sendable {
     let pricing: PricingConfig
     let cancelledStreams: CancelledStreamPolicy
     let logger: Logger
-    private let reservations: GroupCommit<ReservationRequest, ReservationResult>
-    private let settlements: GroupCommit<Settlement, SettlementResult>
-    private let usageRows: GroupCommit<UsageRecord, Bool>
+    /// Reservations, settlements and usage rows share one queue, so a busy gateway writes them in few
+    /// transactions (each one page write per table and index, however many requests it carries).
+    private let ledger: GroupCommit<LedgerOperation, LedgerOutcome>
     /// Usage rows written in the background and not yet committed (so shutdown can wait for them).
     private let pendingUsage = Atomic<Int>(0)
 
@@ -26,20 +26,17 @@ final class CreditMeter: Sendable {
         self.policy = policy
         pricing = config.pricing
         cancelledStreams = config.billing.cancelledStreams
-        reservations = GroupCommit { batch in try await store.reserve(batch, policy: policy, now: EpochClock.nowMilliseconds()) }
-        settlements = GroupCommit { batch in try await store.settle(batch, now: EpochClock.nowMilliseconds()) }
-        usageRows = GroupCommit { batch in
-            try await store.recordUsage(batch)
-            return batch.map { _ in true }
-        }
+        ledger = GroupCommit { batch in try await store.apply(batch, policy: policy, now: EpochClock.nowMilliseconds()) }
     }
 
     func reserve(_ request: ReservationRequest) async throws -> ReservationResult {
-        try await reservations.submit(request)
+        guard case .reserved(let result) = try await ledger.submit(.reserve(request)) else { throw GroupCommitError.missingResult }
+        return result
     }
 
     func settle(_ settlement: Settlement) async throws -> SettlementResult {
-        try await settlements.submit(settlement)
+        guard case .settled(let result) = try await ledger.submit(.settle(settlement)) else { throw GroupCommitError.missingResult }
+        return result
     }
 
     /// Writes the usage row of a request that held no credits, in the background.
@@ -47,7 +44,7 @@ final class CreditMeter: Sendable {
         pendingUsage.add(1, ordering: .relaxed)
         Task {
             do {
-                _ = try await usageRows.submit(row)
+                _ = try await ledger.submit(.usage(row))
             } catch {
                 logger.warning("cannot write a usage row", metadata: ["request_id": .string(row.requestID), "error": .string("\(error)")])
             }
@@ -182,3 +179,4 @@ final class CreditTicket: Sendable {
         return nil
     }
 }
+

@@ -27,7 +27,8 @@ enum RequestIDs {
         return value
     }
 
-    static func generate() -> String { "req_" + APIKeys.randomBase62(24) }
+    /// `req_` and 24 characters, time-ordered (see ``APIKeys/generateOrderedID(prefix:random:)``).
+    static func generate() -> String { APIKeys.generateOrderedID(prefix: "req_") }
 }
 
 /// Outermost middleware: assigns the request id, turns any thrown error into an error response in the

@@ -67,8 +67,8 @@ extension Gateway {
     }
 }
 
-/// Saves daily request counts every second (so a restart keeps the day's quota used) and forgets idle
-/// rate-limit state every half minute.
+/// Saves daily request counts every second (so a restart keeps the day's quota used), runs the store's
+/// housekeeping (WAL checkpoints) every second, and forgets idle rate-limit state every half minute.
 struct LimiterService: Service {
     let gateway: Gateway
     let interval: Duration
@@ -82,6 +82,7 @@ struct LimiterService: Service {
                 break
             }
             await gateway.saveDailyCounts()
+            await gateway.store.maintain()
             ticks += 1
             if ticks % 30 == 0 { gateway.limiter.sweep() }
         }

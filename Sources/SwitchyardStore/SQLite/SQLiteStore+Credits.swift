@@ -1,4 +1,3 @@
-import SQLiteNIO
 import Synchronization
 import SwitchyardCore
 
@@ -11,7 +10,7 @@ extension SQLiteStore {
     /// Buckets of the users a transaction touches, and the entries it will append.
     struct LedgerWork {
         var buckets: [String: [BucketBalance]] = [:]
-        var entries: [[SQLiteData]] = []
+        var entries: [[SQLValue]] = []
         var changed: Set<String> = []
         let now: Int64
 
@@ -25,9 +24,12 @@ extension SQLiteStore {
             changed.insert(bucket)
         }
 
-        mutating func entry(_ user: String, bucket: String?, kind: LedgerEntry.Kind, amount: Int64, request: String?, key: String, note: String? = nil) {
+        /// Appends an entry and moves the bucket's balance by its amount. With `entryBucket` (and a nil
+        /// `bucket`) the entry names that bucket without moving its balance (the caller already did).
+        mutating func entry(_ user: String, bucket: String?, kind: LedgerEntry.Kind, amount: Int64, request: String?, key: String, note: String? = nil, entryBucket: String? = nil) {
+            let named = bucket ?? entryBucket
             entries.append([
-                .text(user), bucket.map { .text($0) } ?? .null, .text(kind.rawValue), .integer(Int(amount)),
+                .text(user), named.map { .text($0) } ?? .null, .text(kind.rawValue), .integer(Int(amount)),
                 request.map { .text($0) } ?? .null, .text(key), .integer(Int(now)), note.map { .text($0) } ?? .null,
             ])
             if let bucket { adjust(user, bucket, by: amount) }
@@ -40,11 +42,11 @@ extension SQLiteStore {
     }
 
     /// Loads every bucket with a non-zero balance of `users`.
-    static func loadBuckets(_ users: Set<String>, now: Int64, db: SQLiteConnection) async throws -> LedgerWork {
+    static func loadBuckets(_ users: Set<String>, now: Int64, db: SQLiteDB.Handle) throws -> LedgerWork {
         var work = LedgerWork(now: now)
         for user in users { work.buckets[user] = [] }
         for chunk in Array(users).chunked(500) {
-            let rows = try await db.query(
+            let rows = try db.query(
                 "SELECT id, user_id, kind, balance, expires_at, created_at FROM credit_buckets WHERE balance != 0 AND user_id IN (\(placeholders(chunk.count)))",
                 chunk.map { .text($0) })
             for row in rows {
@@ -68,11 +70,11 @@ extension SQLiteStore {
 
     /// Grants plan credits that are due: the sign-up bonus once per user and plan, and the monthly
     /// credits once per billing period (and never while an earlier grant of the plan is still live).
-    func applyGrants(_ users: Set<String>, policy: CreditGrantPolicy, work: inout LedgerWork, db: SQLiteConnection) async throws {
+    func applyGrants(_ users: Set<String>, policy: CreditGrantPolicy, work: inout LedgerWork, db: SQLiteDB.Handle) throws {
         guard policy.grantsAnything, !users.isEmpty else { return }
         var due: [(user: String, source: String, kind: BucketKind, amount: Int64, expires: Int64?, livePrefix: String?)] = []
         for chunk in Array(users).chunked(500) {
-            let rows = try await db.query(
+            let rows = try db.query(
                 "SELECT id, plan, plan_since, created_at FROM users WHERE id IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0) })
             for row in rows {
                 guard let id = row.column("id")?.string else { continue }
@@ -92,17 +94,17 @@ extension SQLiteStore {
         guard !unknown.isEmpty else { return }
         var existing = Set<String>()
         for chunk in unknown.chunked(500) {
-            for row in try await db.query(
+            for row in try db.query(
                 "SELECT source FROM credit_buckets WHERE source IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0.source) })
             {
                 if let s = row.column("source")?.string { existing.insert(s) }
             }
         }
-        var created: [[SQLiteData]] = []
+        var created: [[SQLValue]] = []
         for grant in unknown where !existing.contains(grant.source) {
             if let prefix = grant.livePrefix {
                 // A plan left and rejoined within a period keeps the grant it already had.
-                let live = try await db.query(
+                let live = try db.query(
                     "SELECT 1 FROM credit_buckets WHERE user_id = ? AND kind = 'plan' AND source LIKE ? AND expires_at > ? LIMIT 1",
                     [.text(grant.user), .text(prefix + "%"), .integer(Int(work.now))])
                 if !live.isEmpty { continue }
@@ -116,7 +118,7 @@ extension SQLiteStore {
             work.buckets[grant.user, default: []].append(BucketBalance(id: id, kind: grant.kind, balance: 0, expiresAt: grant.expires, createdAt: work.now))
             work.entry(grant.user, bucket: id, kind: grant.kind == .plan ? .grant : .bonus, amount: grant.amount, request: nil, key: "grant:\(grant.source)")
         }
-        try await Self.insertRows(
+        try Self.insertRows(
             db, "credit_buckets", ["id", "user_id", "kind", "granted", "balance", "expires_at", "created_at", "source", "note"], created)
         grantMemo.withLock { memo in
             if memo.count > 100_000 { memo.removeAll() }
@@ -125,155 +127,199 @@ extension SQLiteStore {
     }
 
     /// Appends the transaction's entries and writes the changed balances.
-    static func flush(_ work: LedgerWork, db: SQLiteConnection) async throws {
-        try await insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], work.entries)
+    static func flush(_ work: LedgerWork, db: SQLiteDB.Handle) throws {
+        try insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], work.entries)
         for bucket in work.changed {
             guard let balance = work.balance(of: bucket) else { continue }
-            _ = try await db.query("UPDATE credit_buckets SET balance = ? WHERE id = ?", [.integer(Int(balance)), .text(bucket)])
+            _ = try db.query("UPDATE credit_buckets SET balance = ? WHERE id = ?", [.integer(Int(balance)), .text(bucket)])
         }
     }
 
     static func placeholders(_ n: Int) -> String { Array(repeating: "?", count: n).joined(separator: ",") }
 
-    /// Multi-row INSERT, chunked to stay under SQLite's parameter limit.
-    static func insertRows(_ db: SQLiteConnection, _ table: String, _ columns: [String], _ rows: [[SQLiteData]], orIgnore: Bool = false) async throws {
+    /// Inserts rows with one prepared single-row statement, stepped per row (in-thread, a step is
+    /// cheaper than building and caching a multi-row statement text per batch size).
+    static func insertRows(_ db: SQLiteDB.Handle, _ table: String, _ columns: [String], _ rows: [[SQLValue]], orIgnore: Bool = false) throws {
         guard !rows.isEmpty else { return }
-        let perRow = "(" + placeholders(columns.count) + ")"
-        for chunk in rows.chunked(max(1, 900 / columns.count)) {
-            let sql = "INSERT \(orIgnore ? "OR IGNORE " : "")INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
-                + Array(repeating: perRow, count: chunk.count).joined(separator: ", ")
-            _ = try await db.query(sql, chunk.flatMap { $0 })
-        }
+        let sql = "INSERT \(orIgnore ? "OR IGNORE " : "")INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(placeholders(columns.count)))"
+        for row in rows { _ = try db.query(sql, row) }
     }
 
     // MARK: Reserve and settle
 
     public func reserve(_ requests: [ReservationRequest], policy: CreditGrantPolicy, now: Int64) async throws -> [ReservationResult] {
-        guard !requests.isEmpty else { return [] }
-        return try await transaction { db in
-            let users = Set(requests.map(\.userID))
-            var work = try await Self.loadBuckets(users, now: now, db: db)
-            try await applyGrants(users, policy: policy, work: &work, db: db)
-            Self.expire(&work)
-            var results: [ReservationResult] = []
-            var holds: [[SQLiteData]] = []
-            for r in requests {
+        try await apply(requests.map { .reserve($0) }, policy: policy, now: now).map {
+            if case .reserved(let r) = $0 { return r }
+            throw StoreError.unavailable("a reservation produced no result")
+        }
+    }
+
+    public func settle(_ settlements: [Settlement], now: Int64) async throws -> [SettlementResult] {
+        try await apply(settlements.map { .settle($0) }, policy: nil, now: now).map {
+            if case .settled(let r) = $0 { return r }
+            throw StoreError.unavailable("a settlement produced no result")
+        }
+    }
+
+    public func recordUsage(_ rows: [UsageRecord]) async throws {
+        _ = try await apply(rows.map { .usage($0) }, policy: nil, now: EpochClock.nowMilliseconds())
+    }
+
+    public func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> [LedgerOutcome] {
+        guard !operations.isEmpty else { return [] }
+        return try await transaction { db in try self.apply(operations, policy: policy, now: now, db: db) }
+    }
+
+    /// Runs a batch of reservations, settlements and usage rows in one transaction: each user's buckets
+    /// are read once, and the batch's entries, holds and rows are written together.
+    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64, db: SQLiteDB.Handle) throws -> [LedgerOutcome] {
+        var reserveUsers = Set<String>()
+        var settleUsers = Set<String>()
+        var settleIDs: [String] = []
+        for op in operations {
+            switch op {
+            case .reserve(let r): reserveUsers.insert(r.userID)
+            case .settle(let s):
+                settleIDs.append(s.usage.id)
+                if let u = s.usage.userID { settleUsers.insert(u) }
+            case .usage: break
+            }
+        }
+        var holds: [String: (user: String, allocation: [(String, Int64)])] = [:]
+        for chunk in settleIDs.chunked(500) {
+            for row in try db.query(
+                "SELECT id, user_id, allocations FROM reservations WHERE id IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0) })
+            {
+                guard let id = row.column("id")?.string, let user = row.column("user_id")?.string else { continue }
+                holds[id] = (user, Self.parseAllocation(row.column("allocations")?.string ?? ""))
+            }
+        }
+        let users = reserveUsers.union(settleUsers).union(holds.values.map(\.user))
+        var work = try Self.loadBuckets(users, now: now, db: db)
+        // Held buckets may have been emptied to zero by the hold itself: make sure they are loaded.
+        try Self.loadHeldBuckets(holds, into: &work, db: db)
+        if let policy, !reserveUsers.isEmpty { try self.applyGrants(reserveUsers, policy: policy, work: &work, db: db) }
+        Self.expire(&work)
+
+        var outcomes: [LedgerOutcome] = []
+        outcomes.reserveCapacity(operations.count)
+        var newHolds: [[SQLValue]] = []
+        var usageRows: [[SQLValue]] = []
+        var settled: [String] = []
+        for op in operations {
+            switch op {
+            case .reserve(let r):
                 guard r.amount > 0 else {
-                    results.append(.reserved(available: work.available(r.userID)))
+                    outcomes.append(.reserved(.reserved(available: work.available(r.userID))))
                     continue
                 }
                 guard let allocation = CreditAllocator.allocate(r.amount, from: work.buckets[r.userID] ?? [], now: now) else {
-                    results.append(.insufficient(available: work.available(r.userID)))
+                    outcomes.append(.reserved(.insufficient(available: work.available(r.userID))))
                     continue
                 }
                 for (bucket, amount) in allocation {
                     work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: "reservation:\(r.id):\(bucket)")
                 }
-                let allocations = JSONValue.array(allocation.map { .array([.string($0.bucket), .int(Int($0.amount))]) }).jsonString
-                holds.append([.text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(r.amount)), .text(allocations), .text(r.model), .integer(Int(now))])
-                results.append(.reserved(available: work.available(r.userID)))
-            }
-            try await Self.flush(work, db: db)
-            try await Self.insertRows(db, "reservations", ["id", "request_id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], holds)
-            return results
-        }
-    }
-
-    public func settle(_ settlements: [Settlement], now: Int64) async throws -> [SettlementResult] {
-        guard !settlements.isEmpty else { return [] }
-        return try await transaction { db in
-            var holds: [String: (user: String, allocation: [(String, Int64)])] = [:]
-            for chunk in settlements.chunked(500) {
-                for row in try await db.query(
-                    "SELECT id, user_id, allocations FROM reservations WHERE id IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0.usage.id) })
-                {
-                    guard let id = row.column("id")?.string, let user = row.column("user_id")?.string else { continue }
-                    let parsed = (try? JSONValue.parse(row.column("allocations")?.string ?? "[]"))?.arrayValue ?? []
-                    let allocation = parsed.compactMap { pair -> (String, Int64)? in
-                        guard let b = pair.arrayValue?.first?.stringValue, let a = pair.arrayValue?.last?.intValue else { return nil }
-                        return (b, Int64(a))
-                    }
-                    holds[id] = (user, allocation)
-                }
-            }
-            var users = Set(holds.values.map(\.user))
-            for s in settlements { if let u = s.usage.userID { users.insert(u) } }
-            var work = try await Self.loadBuckets(users, now: now, db: db)
-            // Held buckets may have been emptied to zero by the hold itself: make sure they are loaded.
-            try await Self.loadHeldBuckets(holds, into: &work, db: db)
-            var results: [SettlementResult] = []
-            var usageRows: [[SQLiteData]] = []
-            var settled: [String] = []
-            for s in settlements {
+                newHolds.append([
+                    .text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(r.amount)),
+                    .text(Self.encodeAllocation(allocation)), .text(r.model), .integer(Int(now)),
+                ])
+                outcomes.append(.reserved(.reserved(available: work.available(r.userID))))
+            case .usage(let row):
+                usageRows.append(Self.usageRow(row))
+                outcomes.append(.recorded)
+            case .settle(let s):
                 var usage = s.usage
                 guard let hold = holds.removeValue(forKey: usage.id) else {
-                    // Nothing held (or settled before): the usage row is written once; nothing is charged.
+                    // Nothing held: either settled before (a retry: nothing more happens) or never
+                    // reserved (the usage row is written; nothing is charged).
                     usage.credits = 0
-                    usageRows.append(Self.usageRow(usage))
-                    results.append(SettlementResult(charged: 0, available: usage.userID.map { work.available($0) } ?? 0, uncovered: 0))
+                    let id = usage.id
+                    let before = try db.query(
+                        "SELECT 1 FROM ledger_entries WHERE (idempotency_key >= ? AND idempotency_key < ?) OR (idempotency_key >= ? AND idempotency_key < ?) LIMIT 1",
+                        [.text("release:\(id):"), .text("release:\(id);"), .text("refund:\(id):"), .text("refund:\(id);")])
+                    if before.isEmpty { usageRows.append(Self.usageRow(usage)) }
+                    outcomes.append(.settled(SettlementResult(charged: 0, available: usage.userID.map { work.available($0) } ?? 0, uncovered: 0)))
                     continue
                 }
-                var charged: Int64 = 0
-                var uncovered: Int64 = 0
-                switch s.kind {
-                case .refund:
-                    for (bucket, amount) in hold.allocation {
-                        work.entry(hold.user, bucket: bucket, kind: .refund, amount: amount, request: usage.id, key: "refund:\(usage.id):\(bucket)")
-                    }
-                case .charge(let cost):
-                    for (bucket, amount) in hold.allocation {
-                        work.entry(hold.user, bucket: bucket, kind: .release, amount: amount, request: usage.id, key: "release:\(usage.id):\(bucket)")
-                    }
-                    // The held buckets pay first (even one that expired meanwhile), then the live ones.
-                    var left = max(0, cost)
-                    var takes: [(String, Int64)] = []
-                    for (bucket, amount) in hold.allocation where left > 0 {
-                        let take = min(left, amount)
-                        takes.append((bucket, take))
-                        left -= take
-                    }
-                    if left > 0 {
-                        var live = work.buckets[hold.user] ?? []
-                        for (bucket, take) in takes { if let i = live.firstIndex(where: { $0.id == bucket }) { live[i].balance -= take } }
-                        for b in CreditAllocator.spendOrder(live) where left > 0 && b.balance > 0 && (b.expiresAt.map { $0 > now } ?? true) {
-                            let take = min(left, b.balance)
-                            takes.append((b.id, take))
-                            left -= take
-                        }
-                        uncovered = left
-                    }
-                    var byBucket: [(String, Int64)] = []
-                    for (bucket, take) in takes {
-                        if let i = byBucket.firstIndex(where: { $0.0 == bucket }) { byBucket[i].1 += take } else { byBucket.append((bucket, take)) }
-                    }
-                    for (bucket, take) in byBucket where take > 0 {
-                        work.entry(hold.user, bucket: bucket, kind: .charge, amount: -take, request: usage.id, key: "charge:\(usage.id):\(bucket)")
-                        charged += take
-                    }
-                }
+                let (charged, uncovered) = Self.settle(s.kind, id: usage.id, hold: hold, work: &work, now: now)
                 usage.credits = charged
                 usageRows.append(Self.usageRow(usage))
                 settled.append(usage.id)
-                results.append(SettlementResult(charged: charged, available: work.available(hold.user), uncovered: uncovered))
+                outcomes.append(.settled(SettlementResult(charged: charged, available: work.available(hold.user), uncovered: uncovered)))
             }
-            try await Self.flush(work, db: db)
-            for chunk in settled.chunked(500) {
-                _ = try await db.query("DELETE FROM reservations WHERE id IN (\(Self.placeholders(chunk.count)))", chunk.map { .text($0) })
+        }
+        try Self.flush(work, db: db)
+        try Self.insertRows(db, "reservations", ["id", "request_id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], newHolds)
+        for id in settled { _ = try db.query("DELETE FROM reservations WHERE id = ?", [.text(id)]) }
+        try Self.insertRows(db, "usage_records", Self.usageColumns, usageRows)
+        return outcomes
+    }
+
+    /// Releases (or refunds) a hold and takes the cost: from the held buckets first (even one that
+    /// expired meanwhile), then from the live ones; what they cannot cover is returned as uncovered.
+    static func settle(_ kind: Settlement.Kind, id: String, hold: (user: String, allocation: [(String, Int64)]), work: inout LedgerWork, now: Int64) -> (charged: Int64, uncovered: Int64) {
+        switch kind {
+        case .refund:
+            for (bucket, amount) in hold.allocation {
+                work.entry(hold.user, bucket: bucket, kind: .refund, amount: amount, request: id, key: "refund:\(id):\(bucket)")
             }
-            try await Self.insertRows(db, "usage_records", Self.usageColumns, usageRows, orIgnore: true)
-            return results
+            return (0, 0)
+        case .charge(let cost):
+            for (bucket, amount) in hold.allocation {
+                work.entry(hold.user, bucket: bucket, kind: .release, amount: amount, request: id, key: "release:\(id):\(bucket)")
+            }
+            var left = max(0, cost)
+            var takes: [(String, Int64)] = []
+            for (bucket, amount) in hold.allocation where left > 0 {
+                let take = min(left, amount)
+                takes.append((bucket, take))
+                left -= take
+            }
+            for (bucket, take) in takes { work.adjust(hold.user, bucket, by: -take) }
+            if left > 0 {
+                for b in CreditAllocator.spendOrder(work.buckets[hold.user] ?? []) where left > 0 && b.balance > 0 && (b.expiresAt.map { $0 > now } ?? true) {
+                    let take = min(left, b.balance)
+                    takes.append((b.id, take))
+                    work.adjust(hold.user, b.id, by: -take)
+                    left -= take
+                }
+            }
+            // Record one charge entry per bucket (the balances were adjusted above).
+            var byBucket: [(String, Int64)] = []
+            for (bucket, take) in takes {
+                if let i = byBucket.firstIndex(where: { $0.0 == bucket }) { byBucket[i].1 += take } else { byBucket.append((bucket, take)) }
+            }
+            var charged: Int64 = 0
+            for (bucket, take) in byBucket where take > 0 {
+                work.entry(hold.user, bucket: nil, kind: .charge, amount: -take, request: id, key: "charge:\(id):\(bucket)", entryBucket: bucket)
+                charged += take
+            }
+            return (charged, left)
+        }
+    }
+
+    static func encodeAllocation(_ allocation: [(bucket: String, amount: Int64)]) -> String {
+        allocation.map { "\($0.bucket)=\($0.amount)" }.joined(separator: ",")
+    }
+
+    static func parseAllocation(_ text: String) -> [(String, Int64)] {
+        text.split(separator: ",").compactMap { part in
+            let pieces = part.split(separator: "=", maxSplits: 1)
+            guard pieces.count == 2, let amount = Int64(pieces[1]) else { return nil }
+            return (String(pieces[0]), amount)
         }
     }
 
     /// Adds held buckets that `loadBuckets` skipped because the hold brought them to zero.
-    static func loadHeldBuckets(_ holds: [String: (user: String, allocation: [(String, Int64)])], into work: inout LedgerWork, db: SQLiteConnection) async throws {
+    static func loadHeldBuckets(_ holds: [String: (user: String, allocation: [(String, Int64)])], into work: inout LedgerWork, db: SQLiteDB.Handle) throws {
         var missing: [String: String] = [:]
         for hold in holds.values {
             for (bucket, _) in hold.allocation where !(work.buckets[hold.user] ?? []).contains(where: { $0.id == bucket }) { missing[bucket] = hold.user }
         }
         guard !missing.isEmpty else { return }
         for chunk in Array(missing.keys).chunked(500) {
-            for row in try await db.query(
+            for row in try db.query(
                 "SELECT id, user_id, kind, balance, expires_at, created_at FROM credit_buckets WHERE id IN (\(placeholders(chunk.count)))",
                 chunk.map { .text($0) })
             {
@@ -290,8 +336,8 @@ extension SQLiteStore {
         "cached_tokens", "usage_estimated", "credits", "status", "outcome", "latency_ms", "stream", "error_code",
     ]
 
-    static func usageRow(_ u: UsageRecord) -> [SQLiteData] {
-        func text(_ s: String?) -> SQLiteData { s.map { .text($0) } ?? .null }
+    static func usageRow(_ u: UsageRecord) -> [SQLValue] {
+        func text(_ s: String?) -> SQLValue { s.map { .text($0) } ?? .null }
         return [
             .text(u.id), .text(u.requestID), .integer(Int(u.createdAt)), text(u.userID), text(u.keyID), .text(u.model), text(u.provider),
             text(u.upstreamModel), .integer(u.inputTokens), .integer(u.outputTokens), .integer(u.cachedTokens), .integer(u.usageEstimated ? 1 : 0),
@@ -299,7 +345,7 @@ extension SQLiteStore {
         ]
     }
 
-    static func usageRecord(_ row: SQLiteRow) -> UsageRecord {
+    static func usageRecord(_ row: SQLRow) -> UsageRecord {
         UsageRecord(
             id: row.column("id")?.string ?? "", requestID: row.column("request_id")?.string ?? "", createdAt: int64(row, "created_at") ?? 0,
             userID: row.column("user_id")?.string, keyID: row.column("key_id")?.string, model: row.column("model")?.string ?? "",
@@ -310,30 +356,23 @@ extension SQLiteStore {
             latencyMs: row.column("latency_ms")?.integer ?? 0, stream: row.column("stream")?.integer == 1, errorCode: row.column("error_code")?.string)
     }
 
-    public func recordUsage(_ rows: [UsageRecord]) async throws {
-        guard !rows.isEmpty else { return }
-        try await transaction { db in
-            try await Self.insertRows(db, "usage_records", Self.usageColumns, rows.map(Self.usageRow), orIgnore: true)
-        }
-    }
-
     // MARK: Grants, balances, history
 
     public func grant(userEmail: String, amount: Int64, kind: BucketKind, note: String?, expiresAt: Int64?, idempotencyKey: String?, now: Int64) async throws -> CreditBucket {
         guard amount > 0 else { throw StoreError.invalid("the amount must be positive") }
         let source = "manual:" + (idempotencyKey ?? APIKeys.randomBase62(20))
         let bucketID = try await transaction { db -> String in
-            let user = try await Self.ensureUser(email: userEmail, now: Int(now), db: db)
-            if let row = try await db.query("SELECT id FROM credit_buckets WHERE source = ?", [.text(source)]).first, let id = row.column("id")?.string {
+            let user = try Self.ensureUser(email: userEmail, now: Int(now), db: db)
+            if let row = try db.query("SELECT id FROM credit_buckets WHERE source = ?", [.text(source)]).first, let id = row.column("id")?.string {
                 return id  // the same grant, retried
             }
             let id = APIKeys.generateID(prefix: "cb_")
-            try await Self.insertRows(db, "credit_buckets", ["id", "user_id", "kind", "granted", "balance", "expires_at", "created_at", "source", "note"], [[
+            try Self.insertRows(db, "credit_buckets", ["id", "user_id", "kind", "granted", "balance", "expires_at", "created_at", "source", "note"], [[
                 .text(id), .text(user), .text(kind.rawValue), .integer(Int(amount)), .integer(Int(amount)),
                 expiresAt.map { .integer(Int($0)) } ?? .null, .integer(Int(now)), .text(source), note.map { .text($0) } ?? .null,
             ]])
             let entryKind: LedgerEntry.Kind = kind == .topup ? .topup : kind == .bonus ? .bonus : .grant
-            try await Self.insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], [[
+            try Self.insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], [[
                 .text(user), .text(id), .text(entryKind.rawValue), .integer(Int(amount)), .null, .text("grant:\(source)"), .integer(Int(now)),
                 note.map { .text($0) } ?? .null,
             ]])
@@ -347,7 +386,7 @@ extension SQLiteStore {
         try await writer.query("SELECT * FROM credit_buckets WHERE id = ?", [.text(id)]).first.map(Self.creditBucket)
     }
 
-    static func creditBucket(_ row: SQLiteRow) -> CreditBucket {
+    static func creditBucket(_ row: SQLRow) -> CreditBucket {
         CreditBucket(
             id: row.column("id")?.string ?? "", kind: BucketKind(rawValue: row.column("kind")?.string ?? "") ?? .topup,
             granted: int64(row, "granted") ?? 0, balance: int64(row, "balance") ?? 0, expiresAt: int64(row, "expires_at"),
@@ -356,18 +395,18 @@ extension SQLiteStore {
 
     public func creditBalance(userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> CreditBalance {
         try await transaction { db in
-            var work = try await Self.loadBuckets([userID], now: now, db: db)
-            try await applyGrants([userID], policy: policy, work: &work, db: db)
+            var work = try Self.loadBuckets([userID], now: now, db: db)
+            try self.applyGrants([userID], policy: policy, work: &work, db: db)
             Self.expire(&work)
-            try await Self.flush(work, db: db)
-            let rows = try await db.query(
+            try Self.flush(work, db: db)
+            let rows = try db.query(
                 "SELECT * FROM credit_buckets WHERE user_id = ? AND balance > 0 AND (expires_at IS NULL OR expires_at > ?)",
                 [.text(userID), .integer(Int(now))])
             let buckets = rows.map(Self.creditBucket)
             let ordered = CreditAllocator.spendOrder(buckets.map {
                 BucketBalance(id: $0.id, kind: $0.kind, balance: $0.balance, expiresAt: $0.expiresAt, createdAt: $0.createdAt)
             }).compactMap { b in buckets.first { $0.id == b.id } }
-            let reserved = try await db.query("SELECT COALESCE(SUM(amount), 0) AS s FROM reservations WHERE user_id = ?", [.text(userID)])
+            let reserved = try db.query("SELECT COALESCE(SUM(amount), 0) AS s FROM reservations WHERE user_id = ?", [.text(userID)])
             return CreditBalance(
                 available: ordered.reduce(0) { $0 + $1.balance }, reserved: Int64(reserved.first?.column("s")?.integer ?? 0), buckets: ordered)
         }
@@ -387,7 +426,7 @@ extension SQLiteStore {
 
     public func usage(_ q: UsageQuery) async throws -> [UsageRecord] {
         var conditions: [String] = []
-        var binds: [SQLiteData] = []
+        var binds: [SQLValue] = []
         if let u = q.userID {
             conditions.append("user_id = ?")
             binds.append(.text(u))
@@ -402,7 +441,9 @@ extension SQLiteStore {
         }
         let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         binds.append(.integer(max(1, min(q.limit, 1_000_000))))
-        return try await reader.query("SELECT * FROM usage_records \(filter) ORDER BY created_at DESC, id LIMIT ?", binds).map(Self.usageRecord)
+        // Per user, the (user_id, created_at) index orders; otherwise insertion (rowid) order is time order.
+        let order = q.userID != nil ? "created_at DESC, rowid DESC" : "rowid DESC"
+        return try await reader.query("SELECT * FROM usage_records \(filter) ORDER BY \(order) LIMIT ?", binds).map(Self.usageRecord)
     }
 
     public func openReservations() async throws -> [OpenReservation] {
@@ -448,7 +489,7 @@ extension SQLiteStore {
         guard (1...10_000).contains(count), credits > 0 else { throw StoreError.invalid("count must be 1–10000 and credits positive") }
         let codes = (0..<count).map { _ in CreatedCode(code: Self.generateCode(), id: APIKeys.generateID(prefix: "code_"), credits: credits, expiresAt: expiresAt) }
         try await transaction { db in
-            try await Self.insertRows(db, "redemption_codes", ["id", "hash", "hint", "credits", "created_at", "expires_at"], codes.map { c in
+            try Self.insertRows(db, "redemption_codes", ["id", "hash", "hint", "credits", "created_at", "expires_at"], codes.map { c in
                 [.text(c.id), .text(Self.codeHash(c.code)), .text(String(c.code.suffix(4))), .integer(Int(credits)), .integer(Int(now)),
                  expiresAt.map { .integer(Int($0)) } ?? .null]
             })
@@ -468,28 +509,28 @@ extension SQLiteStore {
     public func redeem(code: String, userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> RedeemResult {
         let hash = Self.codeHash(code)
         return try await transaction { db -> RedeemResult in
-            guard let row = try await db.query("SELECT * FROM redemption_codes WHERE hash = ?", [.text(hash)]).first,
+            guard let row = try db.query("SELECT * FROM redemption_codes WHERE hash = ?", [.text(hash)]).first,
                 let id = row.column("id")?.string
             else { return .unknown }
             if row.column("redeemed_at")?.integer != nil { return .alreadyRedeemed }
             if let expires = Self.int64(row, "expires_at"), expires <= now { return .expired }
             let credits = Self.int64(row, "credits") ?? 0
-            _ = try await db.query("UPDATE redemption_codes SET redeemed_by = ?, redeemed_at = ? WHERE id = ? AND redeemed_at IS NULL",
+            _ = try db.query("UPDATE redemption_codes SET redeemed_by = ?, redeemed_at = ? WHERE id = ? AND redeemed_at IS NULL",
                                    [.text(userID), .integer(Int(now)), .text(id)])
             let bucket = APIKeys.generateID(prefix: "cb_")
             let note = "redeemed code …\(row.column("hint")?.string ?? "")"
-            try await Self.insertRows(db, "credit_buckets", ["id", "user_id", "kind", "granted", "balance", "expires_at", "created_at", "source", "note"], [[
+            try Self.insertRows(db, "credit_buckets", ["id", "user_id", "kind", "granted", "balance", "expires_at", "created_at", "source", "note"], [[
                 .text(bucket), .text(userID), .text(BucketKind.topup.rawValue), .integer(Int(credits)), .integer(Int(credits)), .null,
                 .integer(Int(now)), .text("code:\(id)"), .text(note),
             ]])
-            try await Self.insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], [[
+            try Self.insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], [[
                 .text(userID), .text(bucket), .text(LedgerEntry.Kind.topup.rawValue), .integer(Int(credits)), .null, .text("grant:code:\(id)"),
                 .integer(Int(now)), .text(note),
             ]])
-            var work = try await Self.loadBuckets([userID], now: now, db: db)
-            try await applyGrants([userID], policy: policy, work: &work, db: db)
+            var work = try Self.loadBuckets([userID], now: now, db: db)
+            try self.applyGrants([userID], policy: policy, work: &work, db: db)
             Self.expire(&work)
-            try await Self.flush(work, db: db)
+            try Self.flush(work, db: db)
             return .redeemed(credits: credits, available: work.available(userID))
         }
     }
@@ -498,7 +539,7 @@ extension SQLiteStore {
 
     public func checkLedger() async throws -> LedgerCheck {
         try await transaction { db in
-            let rows = try await db.query("""
+            let rows = try db.query("""
                 SELECT b.id AS id, b.balance AS balance, COALESCE((SELECT SUM(amount) FROM ledger_entries e WHERE e.bucket_id = b.id), 0) AS total
                 FROM credit_buckets b
                 """)
@@ -510,9 +551,9 @@ extension SQLiteStore {
                 if balance != (Self.int64(row, "total") ?? 0) { mismatched.append(id) }
                 if balance < 0 { negative.append(id) }
             }
-            let charged = try await db.query("SELECT COALESCE(-SUM(amount), 0) AS s FROM ledger_entries WHERE kind = 'charge'").first?.column("s")?.integer ?? 0
-            let usage = try await db.query("SELECT COALESCE(SUM(credits), 0) AS s FROM usage_records").first?.column("s")?.integer ?? 0
-            let open = try await db.query("SELECT COUNT(*) AS n FROM reservations").first?.column("n")?.integer ?? 0
+            let charged = try db.query("SELECT COALESCE(-SUM(amount), 0) AS s FROM ledger_entries WHERE kind = 'charge'").first?.column("s")?.integer ?? 0
+            let usage = try db.query("SELECT COALESCE(SUM(credits), 0) AS s FROM usage_records").first?.column("s")?.integer ?? 0
+            let open = try db.query("SELECT COUNT(*) AS n FROM reservations").first?.column("n")?.integer ?? 0
             return LedgerCheck(
                 bucketsChecked: rows.count, mismatchedBuckets: mismatched, totalCharged: Int64(charged), totalUsageCredits: Int64(usage),
                 openReservations: open, negativeBuckets: negative)

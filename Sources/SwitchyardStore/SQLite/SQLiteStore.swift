@@ -1,23 +1,23 @@
 import Logging
 import NIOCore
 import NIOPosix
-import SQLiteNIO
 import Synchronization
 import SwitchyardCore
 
-/// The embedded store: one SQLite file in WAL mode.
+/// The embedded store: one SQLite file in WAL mode, driven through SQLite's C API.
 ///
-/// Writes go through one connection, one transaction at a time (``AsyncLock``); reads use a second
-/// connection so they never wait for a write. Other processes (the CLI) may write the same file.
+/// Writes go through one connection, each transaction as one job on that connection's thread (so
+/// transactions never interleave and a transaction of many statements costs one thread hop); reads
+/// use a second connection so they never wait for a write. Other processes (the CLI) may write the
+/// same file; SQLite serialises writers across processes.
 public final class SQLiteStore: GatewayStore {
-    let writer: SQLiteConnection
-    let reader: SQLiteConnection
-    private let writeLock = AsyncLock()
+    let writer: SQLiteDB
+    let reader: SQLiteDB
     let logger: Logger
     /// Grant sources known to exist, so due-grant checks cost no query once a period's grant is made.
     let grantMemo = Mutex(Set<String>())
 
-    private init(writer: SQLiteConnection, reader: SQLiteConnection, logger: Logger) {
+    private init(writer: SQLiteDB, reader: SQLiteDB, logger: Logger) {
         self.writer = writer
         self.reader = reader
         self.logger = logger
@@ -25,20 +25,20 @@ public final class SQLiteStore: GatewayStore {
 
     /// Opens (creating if needed) the database and applies pending migrations.
     public static func open(_ location: DatabaseLocation, logger: Logger) async throws -> SQLiteStore {
-        let writer: SQLiteConnection
-        let reader: SQLiteConnection
+        let writer: SQLiteDB
+        let reader: SQLiteDB
         switch location {
         case .sqliteMemory:
             // In-memory databases cannot be shared between connections: use one for both roles.
-            writer = try await SQLiteConnection.open(storage: .memory, logger: logger)
+            writer = try await SQLiteDB.open(path: nil)
             reader = writer
         case .sqlite(let path):
             do {
-                writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+                writer = try await SQLiteDB.open(path: path)
+                reader = try await SQLiteDB.open(path: path)
             } catch {
                 throw StoreError.unavailable("cannot open SQLite database at \(path): \(error)")
             }
-            reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
         }
         let store = SQLiteStore(writer: writer, reader: reader, logger: logger)
         do {
@@ -53,26 +53,37 @@ public final class SQLiteStore: GatewayStore {
 
     private func configure(isFile: Bool) async throws {
         for connection in isFile ? [writer, reader] : [writer] {
-            // busy_timeout replaces sqlite-nio's spinning busy handler with a sleeping one.
             _ = try await connection.query("PRAGMA busy_timeout = 10000")
             _ = try await connection.query("PRAGMA foreign_keys = ON")
         }
+        for connection in isFile ? [writer, reader] : [writer] {
+            // Keep the working set in memory: a 64 MB page cache, reads through mmap (no copies).
+            _ = try await connection.query("PRAGMA cache_size = -65536")
+            _ = try await connection.query("PRAGMA temp_store = MEMORY")
+            if isFile { _ = try await connection.query("PRAGMA mmap_size = 268435456") }
+        }
         if isFile {
+            // WAL with synchronous=NORMAL: a commit is durable against a process crash (kill -9) once
+            // it returns; only a power loss can take the last commits back.
             _ = try await writer.query("PRAGMA journal_mode = WAL")
             _ = try await writer.query("PRAGMA synchronous = NORMAL")
+            // Checkpoints (which fsync) would stall whichever commit crosses the WAL threshold; they run
+            // once a second instead (``maintain()``), and a WAL that grew is truncated back.
+            _ = try await writer.query("PRAGMA wal_autocheckpoint = 0")
+            _ = try await writer.query("PRAGMA journal_size_limit = 67108864")
         }
     }
 
-    /// Runs `body` inside one write transaction; concurrent callers queue in order.
-    func transaction<T: Sendable>(_ body: (SQLiteConnection) async throws -> T) async throws -> T {
-        try await writeLock.withLock {
-            _ = try await writer.query("BEGIN IMMEDIATE")
+    /// Runs `body` inside one write transaction, as one job on the writer's thread.
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (SQLiteDB.Handle) throws -> T) async throws -> T {
+        try await writer.run { db in
+            _ = try db.query("BEGIN IMMEDIATE")
             do {
-                let result = try await body(writer)
-                _ = try await writer.query("COMMIT")
+                let result = try body(db)
+                _ = try db.query("COMMIT")
                 return result
             } catch {
-                _ = try? await writer.query("ROLLBACK")
+                _ = try? db.query("ROLLBACK")
                 throw error
             }
         }
@@ -80,18 +91,33 @@ public final class SQLiteStore: GatewayStore {
 
     private func migrate() async throws {
         try await transaction { db in
-            _ = try await db.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            let rows = try await db.query("SELECT MAX(version) AS v FROM schema_migrations")
+            _ = try db.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            let rows = try db.query("SELECT MAX(version) AS v FROM schema_migrations")
             let current = rows.first?.column("v")?.integer ?? 0
             for migration in SQLiteMigrations.all where migration.version > current {
                 for statement in migration.statements {
-                    _ = try await db.query(statement)
+                    _ = try db.query(statement)
                 }
-                _ = try await db.query(
+                _ = try db.query(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     [.integer(migration.version), .integer(Int(EpochClock.nowMilliseconds()))])
-                logger.info("applied migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
+                self.logger.info("applied migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
             }
+        }
+    }
+
+    /// Copies committed WAL frames into the database file, so the WAL stays small. The gateway calls it
+    /// every second. The bulk of the copying (and its fsyncs) runs on the reader's thread, off the write
+    /// path; then a second checkpoint on the writer's thread, between write batches, copies the few
+    /// frames committed meanwhile, so the next commit can start the WAL over. (From the reader alone
+    /// the checkpoint never catches up with a busy writer, and the WAL only grows.)
+    public func maintain() async {
+        guard reader !== writer else { return }
+        do {
+            _ = try await reader.query("PRAGMA wal_checkpoint(PASSIVE)")
+            _ = try await writer.query("PRAGMA wal_checkpoint(PASSIVE)")
+        } catch {
+            logger.warning("WAL checkpoint failed", metadata: ["error": .string("\(error)")])
         }
     }
 
@@ -111,11 +137,11 @@ public final class SQLiteStore: GatewayStore {
         k.expires_at, k.models, k.limits, u.plan AS user_plan, u.disabled_at AS user_disabled_at, u.kind AS user_kind
         """
 
-    static func int64(_ row: SQLiteRow, _ column: String) -> Int64? {
+    static func int64(_ row: SQLRow, _ column: String) -> Int64? {
         row.column(column).flatMap { $0.isNull ? nil : $0.integer.map(Int64.init) }
     }
 
-    static func keyRecord(_ row: SQLiteRow) -> KeyRecord {
+    static func keyRecord(_ row: SQLRow) -> KeyRecord {
         var r = KeyRecord(
             id: row.column("id")?.string ?? "",
             name: row.column("name")?.string ?? "",
@@ -141,11 +167,11 @@ public final class SQLiteStore: GatewayStore {
         return r
     }
 
-    static func modelsJSON(_ models: [String]?) -> SQLiteData {
+    static func modelsJSON(_ models: [String]?) -> SQLValue {
         models.map { .text(JSONValue.array($0.map { .string($0) }).jsonString) } ?? .null
     }
 
-    static func limitsJSON(_ l: LimitValues) -> SQLiteData {
+    static func limitsJSON(_ l: LimitValues) -> SQLValue {
         guard !l.isEmpty else { return .null }
         var o = JSONObject()
         if let v = l.requestsPerMinute { o["requests_per_minute"] = .int(v) }
@@ -155,7 +181,7 @@ public final class SQLiteStore: GatewayStore {
         return .text(JSONValue.object(o).jsonString)
     }
 
-    static func optional(_ v: Int64?) -> SQLiteData { v.map { .integer(Int($0)) } ?? .null }
+    static func optional(_ v: Int64?) -> SQLValue { v.map { .integer(Int($0)) } ?? .null }
 
     public func createKey(name: String, userEmail: String?, prefix: String, options: KeyOptions) async throws -> CreatedKey {
         let secret = APIKeys.generateSecret(prefix: prefix)
@@ -165,18 +191,18 @@ public final class SQLiteStore: GatewayStore {
         try await transaction { db in
             let userID: String
             if let email = userEmail {
-                userID = try await Self.ensureUser(email: email, now: now, db: db)
+                userID = try Self.ensureUser(email: email, now: now, db: db)
             } else {
-                userID = try await Self.ensureServiceUser(now: now, db: db)
+                userID = try Self.ensureServiceUser(now: now, db: db)
             }
-            _ = try await db.query(
+            _ = try db.query(
                 "INSERT INTO api_keys (id, name, user_id, prefix, last4, created_at, expires_at, models, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [.text(id), .text(name), .text(userID), .text(prefix), .text(APIKeys.last4(secret)), .integer(now),
                  Self.optional(options.expiresAt), Self.modelsJSON(options.models), Self.limitsJSON(options.limits)])
-            _ = try await db.query(
+            _ = try db.query(
                 "INSERT INTO key_secrets (hash, key_id, created_at) VALUES (?, ?, ?)",
                 [.text(hash.hex), .text(id), .integer(now)])
-            try await Self.bumpAuthGeneration(db)
+            try Self.bumpAuthGeneration(db)
         }
         guard let record = try await key(id: id) else { throw StoreError.unavailable("the new key \(id) could not be read back") }
         return CreatedKey(record: record, secret: secret)
@@ -184,33 +210,33 @@ public final class SQLiteStore: GatewayStore {
 
     static let serviceEmail = "service@switchyard.local"
 
-    static func ensureServiceUser(now: Int, db: SQLiteConnection) async throws -> String {
-        if let row = try await db.query("SELECT id FROM users WHERE kind = 'service' ORDER BY created_at LIMIT 1").first,
+    static func ensureServiceUser(now: Int, db: SQLiteDB.Handle) throws -> String {
+        if let row = try db.query("SELECT id FROM users WHERE kind = 'service' ORDER BY created_at LIMIT 1").first,
             let id = row.column("id")?.string
         {
             return id
         }
-        _ = try await db.query(
+        _ = try db.query(
             "INSERT OR IGNORE INTO users (id, email, created_at, kind) VALUES ('usr_service', ?, ?, 'service')",
             [.text(serviceEmail), .integer(now)])
         return "usr_service"
     }
 
-    static func ensureUser(email: String, now: Int, db: SQLiteConnection) async throws -> String {
+    static func ensureUser(email: String, now: Int, db: SQLiteDB.Handle) throws -> String {
         let normalized = email.lowercased()
-        if let row = try await db.query("SELECT id FROM users WHERE email = ?", [.text(normalized)]).first,
+        if let row = try db.query("SELECT id FROM users WHERE email = ?", [.text(normalized)]).first,
             let id = row.column("id")?.string
         {
             return id
         }
         let id = APIKeys.generateID(prefix: "usr_")
-        _ = try await db.query(
+        _ = try db.query(
             "INSERT INTO users (id, email, created_at) VALUES (?, ?, ?)", [.text(id), .text(normalized), .integer(now)])
         return id
     }
 
-    static func bumpAuthGeneration(_ db: SQLiteConnection) async throws {
-        _ = try await db.query("UPDATE meta SET value = value + 1 WHERE key = 'auth_generation'")
+    static func bumpAuthGeneration(_ db: SQLiteDB.Handle) throws {
+        _ = try db.query("UPDATE meta SET value = value + 1 WHERE key = 'auth_generation'")
     }
 
     public func listKeys() async throws -> [KeyRecord] {
@@ -226,16 +252,16 @@ public final class SQLiteStore: GatewayStore {
     }
 
     /// Reads that must see this connection's own just-committed writes use the writer.
-    func writerOrReader() -> SQLiteConnection { writer }
+    func writerOrReader() -> SQLiteDB { writer }
 
     public func revokeKey(id: String) async throws -> Bool {
         try await transaction { db in
-            let rows = try await db.query("SELECT id FROM api_keys WHERE id = ?", [.text(id)])
+            let rows = try db.query("SELECT id FROM api_keys WHERE id = ?", [.text(id)])
             guard !rows.isEmpty else { return false }
-            _ = try await db.query(
+            _ = try db.query(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 [.integer(Int(EpochClock.nowMilliseconds())), .text(id)])
-            try await Self.bumpAuthGeneration(db)
+            try Self.bumpAuthGeneration(db)
             return true
         }
     }
@@ -244,17 +270,17 @@ public final class SQLiteStore: GatewayStore {
         let secret = APIKeys.generateSecret(prefix: prefix)
         let now = EpochClock.nowMilliseconds()
         let found = try await transaction { db -> Bool in
-            let rows = try await db.query("SELECT id FROM api_keys WHERE id = ? AND revoked_at IS NULL", [.text(id)])
+            let rows = try db.query("SELECT id FROM api_keys WHERE id = ? AND revoked_at IS NULL", [.text(id)])
             guard !rows.isEmpty else { return false }
             // Earlier secrets end at now + grace (or sooner, if they were already ending).
-            _ = try await db.query(
+            _ = try db.query(
                 "UPDATE key_secrets SET expires_at = MIN(COALESCE(expires_at, ?), ?) WHERE key_id = ?",
                 [.integer(Int(now + graceMs)), .integer(Int(now + graceMs)), .text(id)])
-            _ = try await db.query(
+            _ = try db.query(
                 "INSERT INTO key_secrets (hash, key_id, created_at) VALUES (?, ?, ?)",
                 [.text(APIKeys.hash(secret).hex), .text(id), .integer(Int(now))])
-            _ = try await db.query("UPDATE api_keys SET prefix = ?, last4 = ? WHERE id = ?", [.text(prefix), .text(APIKeys.last4(secret)), .text(id)])
-            try await Self.bumpAuthGeneration(db)
+            _ = try db.query("UPDATE api_keys SET prefix = ?, last4 = ? WHERE id = ?", [.text(prefix), .text(APIKeys.last4(secret)), .text(id)])
+            try Self.bumpAuthGeneration(db)
             return true
         }
         guard found, let record = try await key(id: id) else { return nil }
@@ -263,12 +289,12 @@ public final class SQLiteStore: GatewayStore {
 
     public func updateKey(id: String, _ u: KeyUpdate) async throws -> KeyRecord? {
         let found = try await transaction { db -> Bool in
-            guard !(try await db.query("SELECT id FROM api_keys WHERE id = ?", [.text(id)])).isEmpty else { return false }
-            if let name = u.name { _ = try await db.query("UPDATE api_keys SET name = ? WHERE id = ?", [.text(name), .text(id)]) }
-            if let e = u.expiresAt { _ = try await db.query("UPDATE api_keys SET expires_at = ? WHERE id = ?", [Self.optional(e), .text(id)]) }
-            if let m = u.models { _ = try await db.query("UPDATE api_keys SET models = ? WHERE id = ?", [Self.modelsJSON(m), .text(id)]) }
-            if let l = u.limits { _ = try await db.query("UPDATE api_keys SET limits = ? WHERE id = ?", [Self.limitsJSON(l), .text(id)]) }
-            try await Self.bumpAuthGeneration(db)
+            guard !(try db.query("SELECT id FROM api_keys WHERE id = ?", [.text(id)])).isEmpty else { return false }
+            if let name = u.name { _ = try db.query("UPDATE api_keys SET name = ? WHERE id = ?", [.text(name), .text(id)]) }
+            if let e = u.expiresAt { _ = try db.query("UPDATE api_keys SET expires_at = ? WHERE id = ?", [Self.optional(e), .text(id)]) }
+            if let m = u.models { _ = try db.query("UPDATE api_keys SET models = ? WHERE id = ?", [Self.modelsJSON(m), .text(id)]) }
+            if let l = u.limits { _ = try db.query("UPDATE api_keys SET limits = ? WHERE id = ?", [Self.limitsJSON(l), .text(id)]) }
+            try Self.bumpAuthGeneration(db)
             return true
         }
         return found ? try await key(id: id) : nil
@@ -294,7 +320,7 @@ public final class SQLiteStore: GatewayStore {
 
     // MARK: Users
 
-    static func userRecord(_ row: SQLiteRow) -> UserRecord {
+    static func userRecord(_ row: SQLRow) -> UserRecord {
         UserRecord(
             id: row.column("id")?.string ?? "", email: row.column("email")?.string ?? "", plan: row.column("plan")?.string,
             disabledAt: int64(row, "disabled_at"), kind: row.column("kind")?.string ?? "person", createdAt: int64(row, "created_at") ?? 0)
@@ -304,10 +330,10 @@ public final class SQLiteStore: GatewayStore {
         let normalized = email.lowercased()
         let id = APIKeys.generateID(prefix: "usr_")
         try await transaction { db in
-            guard (try await db.query("SELECT id FROM users WHERE email = ?", [.text(normalized)])).isEmpty else {
+            guard (try db.query("SELECT id FROM users WHERE email = ?", [.text(normalized)])).isEmpty else {
                 throw StoreError.invalid("a user with the email \(normalized) already exists")
             }
-            _ = try await db.query(
+            _ = try db.query(
                 "INSERT INTO users (id, email, created_at, plan) VALUES (?, ?, ?, ?)",
                 [.text(id), .text(normalized), .integer(Int(EpochClock.nowMilliseconds())), plan.map { .text($0) } ?? .null])
         }
@@ -326,12 +352,12 @@ public final class SQLiteStore: GatewayStore {
     public func setPlan(email: String, plan: String?) async throws -> UserRecord? {
         let changed = try await transaction { db -> Bool in
             // A new plan starts new billing periods (its monthly credits are granted from now on).
-            _ = try await db.query(
+            _ = try db.query(
                 "UPDATE users SET plan_since = ? WHERE email = ? AND plan IS NOT ?",
                 [.integer(Int(EpochClock.nowMilliseconds())), .text(email.lowercased()), plan.map { .text($0) } ?? .null])
-            _ = try await db.query("UPDATE users SET plan = ? WHERE email = ?", [plan.map { .text($0) } ?? .null, .text(email.lowercased())])
-            let found = !(try await db.query("SELECT id FROM users WHERE email = ?", [.text(email.lowercased())])).isEmpty
-            if found { try await Self.bumpAuthGeneration(db) }
+            _ = try db.query("UPDATE users SET plan = ? WHERE email = ?", [plan.map { .text($0) } ?? .null, .text(email.lowercased())])
+            let found = !(try db.query("SELECT id FROM users WHERE email = ?", [.text(email.lowercased())])).isEmpty
+            if found { try Self.bumpAuthGeneration(db) }
             return found
         }
         return changed ? try await user(email: email) : nil
@@ -339,12 +365,12 @@ public final class SQLiteStore: GatewayStore {
 
     public func setDisabled(email: String, _ disabled: Bool) async throws -> UserRecord? {
         let changed = try await transaction { db -> Bool in
-            let value: SQLiteData = disabled ? .integer(Int(EpochClock.nowMilliseconds())) : .null
-            _ = try await db.query(
+            let value: SQLValue = disabled ? .integer(Int(EpochClock.nowMilliseconds())) : .null
+            _ = try db.query(
                 disabled ? "UPDATE users SET disabled_at = COALESCE(disabled_at, ?) WHERE email = ?" : "UPDATE users SET disabled_at = ? WHERE email = ?",
                 [value, .text(email.lowercased())])
-            let found = !(try await db.query("SELECT id FROM users WHERE email = ?", [.text(email.lowercased())])).isEmpty
-            if found { try await Self.bumpAuthGeneration(db) }
+            let found = !(try db.query("SELECT id FROM users WHERE email = ?", [.text(email.lowercased())])).isEmpty
+            if found { try Self.bumpAuthGeneration(db) }
             return found
         }
         return changed ? try await user(email: email) : nil
@@ -364,13 +390,13 @@ public final class SQLiteStore: GatewayStore {
         guard !counts.isEmpty else { return }
         try await transaction { db in
             for c in counts {
-                _ = try await db.query(
+                _ = try db.query(
                     "INSERT INTO daily_counts (subject, day, count) VALUES (?, ?, ?) ON CONFLICT(subject, day) DO UPDATE SET count = MAX(count, excluded.count)",
                     [.text(c.subject), .integer(Int(c.day)), .integer(c.count)])
             }
             // Older days are not needed.
             if let newest = counts.map(\.day).max() {
-                _ = try await db.query("DELETE FROM daily_counts WHERE day < ?", [.integer(Int(newest - 1))])
+                _ = try db.query("DELETE FROM daily_counts WHERE day < ?", [.integer(Int(newest - 1))])
             }
         }
     }

@@ -1,0 +1,185 @@
+import NIOPosix
+import Synchronization
+import VaporCSQLite
+
+/// A value bound to or read from a statement.
+public enum SQLValue: Sendable, Equatable {
+    case null
+    case integer(Int)
+    case float(Double)
+    case text(String)
+    case blob([UInt8])
+
+    public var string: String? { if case .text(let s) = self { return s } else { return nil } }
+    public var integer: Int? { if case .integer(let i) = self { return i } else { return nil } }
+    public var isNull: Bool { self == .null }
+}
+
+/// Column names of a result, shared by its rows.
+final class SQLColumns: Sendable {
+    let index: [String: Int]
+    init(_ names: [String]) {
+        var index: [String: Int] = [:]
+        for (i, n) in names.enumerated() where index[n] == nil { index[n] = i }
+        self.index = index
+    }
+}
+
+/// One result row.
+public struct SQLRow: Sendable {
+    let columns: SQLColumns
+    let values: [SQLValue]
+
+    public func column(_ name: String) -> SQLValue? {
+        columns.index[name].map { values[$0] }
+    }
+}
+
+public struct SQLiteFailure: Error, CustomStringConvertible {
+    public var code: Int32
+    public var message: String
+    public var description: String { "SQLite error \(code): \(message)" }
+}
+
+/// One SQLite connection driven directly through the C API on a thread of its own.
+///
+/// A whole unit of work — a transaction with all its statements — runs as one job on that thread
+/// (``run(_:)``), so it costs one thread hop however many statements it has, and statements are
+/// prepared once and reused. (sqlite-nio hops to a thread pool for every statement, which made a
+/// metered request's dozen statements cost about a millisecond.)
+final class SQLiteDB: Sendable {
+    /// The handle and its statement cache; touched only on `thread`.
+    final class Handle: @unchecked Sendable {
+        let raw: OpaquePointer
+        var statements: [String: OpaquePointer] = [:]
+
+        init(_ raw: OpaquePointer) { self.raw = raw }
+
+        var lastError: String { sqlite_nio_sqlite3_errmsg(raw).map { String(cString: $0) } ?? "unknown error" }
+
+        /// Runs one statement and returns its rows.
+        func query(_ sql: String, _ binds: [SQLValue] = []) throws -> [SQLRow] {
+            let stmt = try statement(sql)
+            defer {
+                sqlite_nio_sqlite3_reset(stmt)
+                sqlite_nio_sqlite3_clear_bindings(stmt)
+            }
+            for (i, value) in binds.enumerated() {
+                let index = Int32(i + 1)
+                let rc: Int32
+                switch value {
+                case .null: rc = sqlite_nio_sqlite3_bind_null(stmt, index)
+                case .integer(let v): rc = sqlite_nio_sqlite3_bind_int64(stmt, index, Int64(v))
+                case .float(let v): rc = sqlite_nio_sqlite3_bind_double(stmt, index, v)
+                case .text(let v): rc = sqlite_nio_sqlite3_bind_text64(stmt, index, v, UInt64(v.utf8.count), SQLiteDB.transient, UInt8(SQLITE_UTF8))
+                case .blob(let v):
+                    rc = v.withUnsafeBytes { sqlite_nio_sqlite3_bind_blob64(stmt, index, $0.baseAddress, UInt64($0.count), SQLiteDB.transient) }
+                }
+                guard rc == SQLITE_OK else { throw SQLiteFailure(code: rc, message: lastError) }
+            }
+            var rows: [SQLRow] = []
+            var columns: SQLColumns?
+            while true {
+                let rc = sqlite_nio_sqlite3_step(stmt)
+                if rc == SQLITE_DONE { break }
+                guard rc == SQLITE_ROW else { throw SQLiteFailure(code: rc, message: lastError) }
+                let count = sqlite_nio_sqlite3_column_count(stmt)
+                if columns == nil {
+                    columns = SQLColumns((0..<count).map { String(cString: sqlite_nio_sqlite3_column_name(stmt, $0)) })
+                }
+                var values: [SQLValue] = []
+                values.reserveCapacity(Int(count))
+                for c in 0..<count {
+                    switch sqlite_nio_sqlite3_column_type(stmt, c) {
+                    case SQLITE_INTEGER: values.append(.integer(Int(sqlite_nio_sqlite3_column_int64(stmt, c))))
+                    case SQLITE_FLOAT: values.append(.float(sqlite_nio_sqlite3_column_double(stmt, c)))
+                    case SQLITE_TEXT:
+                        let text = sqlite_nio_sqlite3_column_text(stmt, c)
+                        let n = Int(sqlite_nio_sqlite3_column_bytes(stmt, c))
+                        values.append(.text(text.map { String(decoding: UnsafeBufferPointer(start: $0, count: n), as: UTF8.self) } ?? ""))
+                    case SQLITE_BLOB:
+                        let n = Int(sqlite_nio_sqlite3_column_bytes(stmt, c))
+                        let p = sqlite_nio_sqlite3_column_blob(stmt, c)
+                        values.append(.blob(p.map { Array(UnsafeRawBufferPointer(start: $0, count: n)) } ?? []))
+                    default: values.append(.null)
+                    }
+                }
+                rows.append(SQLRow(columns: columns!, values: values))
+            }
+            return rows
+        }
+
+        private func statement(_ sql: String) throws -> OpaquePointer {
+            if let s = statements[sql] { return s }
+            if statements.count >= 512 {
+                // Multi-row INSERTs of varying sizes make many distinct texts: start over rather than grow.
+                for s in statements.values { sqlite_nio_sqlite3_finalize(s) }
+                statements.removeAll()
+            }
+            var stmt: OpaquePointer?
+            let rc = sqlite_nio_sqlite3_prepare_v3(raw, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
+            guard rc == SQLITE_OK, let stmt else { throw SQLiteFailure(code: rc, message: lastError) }
+            statements[sql] = stmt
+            return stmt
+        }
+
+        func close() {
+            for s in statements.values { sqlite_nio_sqlite3_finalize(s) }
+            statements.removeAll()
+            sqlite_nio_sqlite3_close_v2(raw)
+        }
+    }
+
+    static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+    private let handle: Handle
+    private let thread: NIOThreadPool
+    private let closed = Atomic<Bool>(false)
+
+    private init(handle: Handle, thread: NIOThreadPool) {
+        self.handle = handle
+        self.thread = thread
+    }
+
+    /// Opens a database file (created if missing), or a private in-memory database for `nil`.
+    static func open(path: String?) async throws -> SQLiteDB {
+        let thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+        do {
+            let handle = try await thread.runIfActive { () throws -> Handle in
+                var raw: OpaquePointer?
+                let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI
+                let rc = sqlite_nio_sqlite3_open_v2(path ?? ":memory:", &raw, flags, nil)
+                guard rc == SQLITE_OK, let raw else {
+                    let message = raw.flatMap { sqlite_nio_sqlite3_errmsg($0).map { String(cString: $0) } } ?? "cannot open"
+                    if let raw { sqlite_nio_sqlite3_close_v2(raw) }
+                    throw SQLiteFailure(code: rc, message: message)
+                }
+                return Handle(raw)
+            }
+            return SQLiteDB(handle: handle, thread: thread)
+        } catch {
+            try? await thread.shutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Runs `body` on the connection's thread; the handle is valid only inside it.
+    func run<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
+        guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: SQLITE_MISUSE, message: "the database is closed") }
+        let handle = self.handle
+        return try await thread.runIfActive { try body(handle) }
+    }
+
+    /// One statement, in its own job.
+    func query(_ sql: String, _ binds: [SQLValue] = []) async throws -> [SQLRow] {
+        try await run { try $0.query(sql, binds) }
+    }
+
+    func close() async {
+        guard !closed.exchange(true, ordering: .relaxed) else { return }
+        let handle = self.handle
+        try? await thread.runIfActive { handle.close() }
+        try? await thread.shutdownGracefully()
+    }
+}
