@@ -57,8 +57,8 @@ public final class SQLiteStore: GatewayStore {
             _ = try await connection.query("PRAGMA foreign_keys = ON")
         }
         for connection in isFile ? [writer, reader] : [writer] {
-            // Keep the working set in memory: a 64 MB page cache, reads through mmap (no copies).
-            _ = try await connection.query("PRAGMA cache_size = -65536")
+            // Keep the working set in memory: a 16 MB page cache, reads through mmap (no copies).
+            _ = try await connection.query("PRAGMA cache_size = -16384")
             _ = try await connection.query("PRAGMA temp_store = MEMORY")
             if isFile { _ = try await connection.query("PRAGMA mmap_size = 268435456") }
         }
