@@ -29,6 +29,12 @@ public final class MockStats: Sendable {
         /// Bytes of stream events written so far (to observe backpressure).
         var streamBytesSent = 0
         var recent: [Recorded] = []
+        /// Requests per `x-mock-tag` header value (tests give each deployment its own tag).
+        var byTag: [String: Int] = [:]
+        /// Requests waiting out a `delay_ms` whose caller left before the answer (a cancelled request).
+        var waitsAbandoned = 0
+        /// Requests waiting out a `delay_ms` now.
+        var waiting = 0
     }
 
     private let state = Mutex(State())
@@ -39,6 +45,7 @@ public final class MockStats: Sendable {
     func record(_ r: Recorded) {
         state.withLock { s in
             s.requests += 1
+            if let tag = r.headers.first(where: { $0.0.lowercased() == "x-mock-tag" })?.1 { s.byTag[tag, default: 0] += 1 }
             s.recent.append(r)
             if s.recent.count > Self.keep { s.recent.removeFirst(s.recent.count - Self.keep) }
         }
@@ -60,6 +67,19 @@ public final class MockStats: Sendable {
 
     enum StreamOutcome { case completed, cancelled, dropped }
 
+    /// Sleeps out a first-byte delay; a caller that hangs up meanwhile ends the wait (and is counted).
+    func delay(_ ms: Int, channel: (any Channel)?) async throws {
+        guard ms > 0 else { return }
+        state.withLock { $0.waiting += 1 }
+        defer { state.withLock { $0.waiting -= 1 } }
+        do {
+            try await ConnectionCloseWatcher.cancellingOnClose(channel) { try await Task.sleep(for: .milliseconds(ms)) }
+        } catch {
+            state.withLock { $0.waitsAbandoned += 1 }
+            throw error
+        }
+    }
+
     public func reset() { state.withLock { $0 = State() } }
 
     /// The counters as JSON.
@@ -69,9 +89,16 @@ public final class MockStats: Sendable {
                 "requests": .int(s.requests), "streams_started": .int(s.streamsStarted),
                 "streams_completed": .int(s.streamsCompleted), "streams_cancelled": .int(s.streamsCancelled),
                 "streams_dropped": .int(s.streamsDropped), "active_streams": .int(s.activeStreams),
-                "stream_bytes_sent": .int(s.streamBytesSent),
+                "stream_bytes_sent": .int(s.streamBytesSent), "waits_abandoned": .int(s.waitsAbandoned),
+                "waiting": .int(s.waiting), "by_tag": .object(Self.object(s.byTag)),
             ]
         }
+    }
+
+    static func object(_ counts: [String: Int]) -> JSONObject {
+        var o = JSONObject()
+        for (k, v) in counts.sorted(by: { $0.key < $1.key }) { o[k] = .int(v) }
+        return o
     }
 
     /// The most recent requests as JSON (newest last): method, path, headers, body (parsed if JSON).
@@ -116,7 +143,7 @@ public enum MockServer {
             }
             let directives = MockDirectives.pairs(fromHeaders: headerList.map { (name: $0.0, value: $0.1) })
             let plan = engine.chatCompletion(body: body, headerDirectives: directives)
-            if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
+            try await stats.delay(plan.firstByteDelayMs, channel: context.channel)
             return respond(plan, stats: stats, channel: context.channel)
         }
         router.post("/v1/chat/completions", use: chat)
@@ -139,7 +166,7 @@ public enum MockServer {
             var request = request
             let (body, headers, failure) = try await admit(&request, context) { MockEngine.anthropicError(status: $0, message: $1) }
             let plan = failure ?? engine.messages(body: body, headers: headers, headerDirectives: MockDirectives.pairs(fromHeaders: headers.map { (name: $0.key, value: $0.value) }))
-            if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
+            try await stats.delay(plan.firstByteDelayMs, channel: context.channel)
             return respond(plan, stats: stats, channel: context.channel)
         }
         router.post("/v1/messages/count_tokens") { request, context -> Response in
@@ -166,7 +193,7 @@ public enum MockServer {
             case "countTokens": plan = engine.countTokens(gemini: body, model: model)
             default: plan = MockEngine.geminiError(status: 404, message: "unknown method")
             }
-            if plan.firstByteDelayMs > 0 { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) }
+            try await stats.delay(plan.firstByteDelayMs, channel: context.channel)
             return respond(plan, stats: stats, channel: context.channel)
         }
         router.post("/v1beta/models/{target}", use: gemini)

@@ -7,23 +7,6 @@ import SwitchyardCore
 import SwitchyardHTTP
 import SwitchyardStore
 
-/// A catalog entry resolved against its provider.
-struct ModelRoute: Sendable {
-    let config: ModelConfig
-    let provider: Provider
-
-    var name: String { config.name }
-}
-
-/// Where one request goes: the route, and the upstream id for the name the client sent.
-struct ResolvedModel: Sendable {
-    let route: ModelRoute
-    let clientModel: String
-    let upstreamModel: String
-
-    var provider: Provider { route.provider }
-}
-
 /// The running gateway: configuration, catalog, providers, key cache and store, and the routes over them.
 ///
 /// The request path reads top to bottom in the route handlers (`Routes/`): authenticate → collect body
@@ -61,13 +44,42 @@ public final class Gateway: Sendable {
         limiter = RateLimiter(clock: DayClock(identifier: config.dayTimeZone) ?? .utc)
         meter = CreditMeter(store: store, config: config, logger: logger)
         var providers: [String: Provider] = [:]
-        for p in config.providers { providers[p.name] = Provider(config: p, timeouts: config.routing.timeouts) }
+        for p in config.providers { providers[p.name] = Provider(config: p) }
         self.providers = providers
+        // Deployments first (aliases share their target's), then aliases and ensembles over them.
+        var built: [String: ModelRoute] = [:]
         var order: [ModelRoute] = []
         var patterns: [ModelRoute] = []
+        for m in config.models where m.kind == .deployments {
+            let timeouts = m.timeouts.resolved(config.routing.timeouts)
+            let deployments = m.deployments.enumerated().compactMap { i, d -> Deployment? in
+                guard let provider = providers[d.provider] else { return nil }  // validated at config load
+                let coolsDown = m.deployments.count > 1 || !m.fallbacks.isEmpty
+                return Deployment(model: m.name, index: i, config: d, provider: provider, timeouts: timeouts, coolsDown: coolsDown)
+            }
+            built[m.name] = ModelRoute(config: m, deployments: deployments, routing: config.routing)
+        }
         for m in config.models {
-            guard let provider = providers[m.provider] else { continue }  // validated at config load
-            let route = ModelRoute(config: m, provider: provider)
+            let route: ModelRoute
+            switch m.kind {
+            case .deployments:
+                route = built[m.name]!
+            case .alias(let targetName):
+                guard let target = built[targetName] else { continue }
+                var effective = target.config
+                effective.name = m.name
+                effective.kind = m.kind
+                if m.multiplier != nil || m.price != nil {
+                    effective.multiplier = m.multiplier
+                    effective.price = m.price
+                }
+                if let t = m.thinking { effective.thinking = t }
+                if let mt = m.maxTokens { effective.maxTokens = mt }
+                if !m.fallbacks.isEmpty { effective.fallbacks = m.fallbacks }
+                route = ModelRoute(config: effective, deployments: target.deployments, routing: config.routing)
+            case .ensemble:
+                route = ModelRoute(config: m, deployments: [], routing: config.routing)
+            }
             if m.isPattern { patterns.append(route) } else { order.append(route) }
         }
         modelOrder = order
@@ -79,13 +91,15 @@ public final class Gateway: Sendable {
 
     /// The catalog entry serving `model` (exact name first, then wildcard patterns in order).
     func resolve(_ model: String) throws(GatewayError) -> ResolvedModel {
-        if let route = models[model] {
-            return ResolvedModel(route: route, clientModel: model, upstreamModel: route.config.upstream ?? model)
-        }
-        if let route = patterns.first(where: { $0.config.matches(model) }) {
-            return ResolvedModel(route: route, clientModel: model, upstreamModel: route.config.upstream ?? model)
-        }
+        if let route = models[model] { return ResolvedModel(route: route, clientModel: model) }
+        if let route = patterns.first(where: { $0.config.matches(model) }) { return ResolvedModel(route: route, clientModel: model) }
         throw GatewayError.modelNotFound(model)
+    }
+
+    /// Every deployment, for the admin API.
+    var allDeployments: [Deployment] {
+        var seen = Set<String>()
+        return (modelOrder + patterns).flatMap(\.deployments).filter { seen.insert($0.id).inserted }
     }
 
     /// Whether SIGTERM has started draining (readiness then fails so load balancers stop sending).

@@ -197,4 +197,70 @@ struct ConfigTests {
         let wrongType = error(plans.replacingOccurrences(of: "requests_per_day: 5000", with: "requests_per_day: many"))
         #expect(wrongType?.line == 12)
     }
+
+    @Test func decodesDeploymentsAliasesEnsemblesAndRouting() throws {
+        let c = try load("""
+            providers:
+              - {name: anthropic-a, type: anthropic, base_url: "https://a.example", api_key: ka}
+              - {name: anthropic-b, type: anthropic, base_url: "https://b.example", api_key: kb, requests_per_minute: 50}
+              - {name: openai, type: openai, base_url: "https://api.openai.com/v1"}
+            models:
+              - name: claude-sonnet-4.6
+                deployments:
+                  - {provider: anthropic-a, upstream: claude-sonnet-4-6, weight: 3}
+                  - {provider: anthropic-b, upstream: claude-sonnet-4-6, weight: 1, api_key: own, requests_per_minute: 20}
+                strategy: least_busy
+                fallbacks: [gpt-5.1]
+                timeouts: {first_byte: 90s}
+                retries: 4
+              - {name: gpt-5.1, provider: openai}
+              - {name: sonnet, alias_of: claude-sonnet-4.6}
+              - name: omni
+                type: ensemble
+                proposers: [claude-sonnet-4.6, gpt-5.1]
+                aggregator: claude-sonnet-4.6
+            routing:
+              retries: 1
+              timeouts: {connect: 5s, first_byte: 60s, idle: 120s}
+              cooldown: {failures: 5, for: 1m}
+              heartbeat: 10s
+              max_retry_wait: 3s
+            """)
+        let m = c.models[0]
+        #expect(m.deployments.count == 2 && m.deployments[0].weight == 3 && m.deployments[1].apiKey == "own")
+        #expect(m.deployments[1].requestsPerMinute == 20 && c.providers[1].requestsPerMinute == 50)
+        #expect(m.strategy == .leastBusy && m.fallbacks == ["gpt-5.1"] && m.retries == 4)
+        #expect(m.timeouts.resolved(c.routing.timeouts).firstByte.milliseconds == 90_000)
+        #expect(m.timeouts.resolved(c.routing.timeouts).idle.milliseconds == 120_000)
+        #expect(c.models[2].kind == .alias("claude-sonnet-4.6"))
+        #expect(c.models[3].kind == .ensemble(proposers: ["claude-sonnet-4.6", "gpt-5.1"], aggregator: "claude-sonnet-4.6"))
+        #expect(c.routing.retries == 1 && c.routing.cooldown.failures == 5 && c.routing.cooldown.duration.milliseconds == 60_000)
+        #expect(c.routing.heartbeat.milliseconds == 10_000 && c.routing.maxRetryWait.milliseconds == 3000)
+    }
+
+    @Test func routingMistakesAreNamed() throws {
+        let providers = "providers:\n  - {name: p, type: openai, base_url: \"http://x\"}\nmodels:\n"
+        let cases: [(String, String)] = [
+            ("  - name: m\n    deployments: [{provider: nope}]\n", "provider"),
+            ("  - name: m\n    deployments: [{provider: p, weight: 0}]\n", "weight"),
+            ("  - name: m\n    deployments: []\n", "at least one"),
+            ("  - name: m\n    provider: p\n    deployments: [{provider: p}]\n", "not both"),
+            ("  - name: m\n    provider: p\n    strategy: random\n", "strategy"),
+            ("  - name: m\n    provider: p\n    fallbacks: [ghost]\n", "ghost"),
+            ("  - name: m\n    provider: p\n    fallbacks: [m]\n", "its own"),
+            ("  - name: m\n    alias_of: ghost\n", "ghost"),
+            ("  - name: m\n    alias_of: m2\n    provider: p\n  - {name: m2, provider: p}\n", "alias"),
+            ("  - name: m\n    type: ensemble\n    proposers: [p1]\n", "aggregator"),
+            ("  - name: m\n    type: ensemble\n    proposers: [ghost]\n    aggregator: m2\n  - {name: m2, provider: p}\n", "ghost"),
+            ("  - name: m\n    provider: p\n    timeouts: {idle: 0s}\n", "idle"),
+            ("  - name: m\n    provider: p\n    retries: 11\n", "retries"),
+        ]
+        for (models, expected) in cases {
+            let e = error(providers + models)
+            #expect(e?.message.contains(expected) == true, "\(models): \(e?.description ?? "no error")")
+            #expect(e?.line != nil, "\(models): no line")
+        }
+        #expect(error("routing:\n  cooldown: {failures: 0}\n") != nil)
+        #expect(error("routing:\n  heartbeat: fast\n")?.message.contains("duration") == true)
+    }
 }

@@ -88,8 +88,17 @@ def start_mock(workdir: Path, *extra: str, name: str = "mock") -> Proc:
     return proc
 
 
+# One retry, and no waiting out a provider's retry-after: the error-format tests see the provider's
+# own error promptly (tests/compat/test_routing.py and the Swift routing tests cover retries).
+ROUTING = """routing:
+  timeouts: {connect: 2s, first_byte: 2s, idle: 10s}
+  retries: 1
+  max_retry_wait: 1s
+"""
+
+
 def write_config(workdir: Path, mock_url: str, name: str = "switchyard.yaml", extra: str = "", listen: str = "127.0.0.1:0",
-                 server: str = "") -> Path:
+                 server: str = "", routing: str = ROUTING) -> Path:
     path = workdir / name
     path.write_text(
         f"""
@@ -137,8 +146,7 @@ models:
     provider: ant
 media:
   allow_private_networks: true
-routing:
-  timeouts: {{connect: 2s, first_byte: 2s, idle: 10s}}
+{routing}
 limits:
   max_body_size: 64KB
 server:

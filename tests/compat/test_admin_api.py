@@ -161,6 +161,11 @@ def test_every_documented_operation_behaves_as_documented(spec, accounts):
     call("GET", "/counters", query=f"?key={created['id']}", expect=200)
     call("GET", "/counters", query="?user=nobody@example.com", expect=404)
     call("POST", "/cache/invalidate", expect=200)
+    deployments = call("GET", "/deployments", expect=200)
+    assert {"gpt-5.1#0", "claude-up#0"} <= {d["id"] for d in deployments["data"]}
+    one = call("GET", "/deployments", query="?model=gpt-5.1", expect=200)
+    assert [d["id"] for d in one["data"]] == ["gpt-5.1#0"] and one["data"][0]["state"] == "healthy"
+    call("GET", "/deployments", query="?model=nope", expect=404)
 
     # Authentication is required everywhere.
     for method, template in [("GET", "/users"), ("POST", "/keys"), ("GET", "/plans"), ("POST", "/cache/invalidate")]:

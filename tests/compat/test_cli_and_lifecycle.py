@@ -230,7 +230,7 @@ def test_the_documented_full_example_config_loads(tmp_path):
     block = text.split("## Full example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
     config = tmp_path / "full.yaml"
     config.write_text(block)
-    env = {**os.environ, "SWITCHYARD_ADMIN_KEY": "admin-key-of-sixteen-chars", "OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "GEMINI_API_KEY": "x"}
+    env = {**os.environ, "SWITCHYARD_ADMIN_KEY": "admin-key-of-sixteen-chars", "OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "ANTHROPIC_API_KEY_B": "x", "GEMINI_API_KEY": "x"}
     result = subprocess.run([binary(), "plans", "list", "--json", "--config", str(config)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

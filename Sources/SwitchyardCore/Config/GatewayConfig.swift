@@ -158,11 +158,42 @@ public struct GatewayConfig: Decodable, Sendable {
             guard modelNames.insert(model.name).inserted else {
                 throw ConfigValueError("duplicate model name `\(model.name)`", at: [.key("models"), .index(i), .key("name")])
             }
-            guard providerNames.contains(model.provider) else {
+            for (j, deployment) in model.deployments.enumerated() where !providerNames.contains(deployment.provider) {
                 let known = providers.map(\.name).joined(separator: ", ")
+                let at: [ConfigValueError.Component] = model.deployments.count == 1
+                    ? [.key("models"), .index(i), .key("provider")] : [.key("models"), .index(i), .key("deployments"), .index(j), .key("provider")]
                 throw ConfigValueError(
-                    "model `\(model.name)` names provider `\(model.provider)`, which is not defined (providers: \(known.isEmpty ? "none" : known))",
-                    at: [.key("models"), .index(i), .key("provider")])
+                    "model `\(model.name)` names provider `\(deployment.provider)`, which is not defined (providers: \(known.isEmpty ? "none" : known))", at: at)
+            }
+        }
+        // References between models: fallbacks, aliases and ensembles name real, non-virtual models.
+        let byName = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        func servable(_ name: String, by model: ModelConfig, at path: [ConfigValueError.Component], role: String) throws {
+            guard let target = byName[name], !target.isPattern else {
+                throw ConfigValueError("model `\(model.name)` names `\(name)` as its \(role), which is not a model in the catalog", at: path)
+            }
+            guard name != model.name else { throw ConfigValueError("model `\(model.name)` cannot be its own \(role)", at: path) }
+            switch target.kind {
+            case .deployments: break
+            case .alias: throw ConfigValueError("`\(name)` is an alias; name the model it stands for as the \(role) of `\(model.name)`", at: path)
+            case .ensemble: throw ConfigValueError("`\(name)` is an ensemble, which cannot be the \(role) of `\(model.name)`", at: path)
+            }
+        }
+        for (i, model) in models.enumerated() {
+            if model.isPattern, model.kind != .deployments {
+                throw ConfigValueError("a wildcard entry is served by deployments, not as an alias or ensemble", at: [.key("models"), .index(i), .key("name")])
+            }
+            for (j, f) in model.fallbacks.enumerated() {
+                try servable(f, by: model, at: [.key("models"), .index(i), .key("fallbacks"), .index(j)], role: "fallback")
+            }
+            switch model.kind {
+            case .deployments: break
+            case .alias(let target): try servable(target, by: model, at: [.key("models"), .index(i), .key("alias_of")], role: "alias target")
+            case .ensemble(let proposers, let aggregator):
+                for (j, p) in proposers.enumerated() {
+                    try servable(p, by: model, at: [.key("models"), .index(i), .key("proposers"), .index(j)], role: "proposer")
+                }
+                try servable(aggregator, by: model, at: [.key("models"), .index(i), .key("aggregator")], role: "aggregator")
             }
         }
     }
@@ -257,9 +288,12 @@ public struct ProviderConfig: Decodable, Sendable {
     /// API takes only `max_completion_tokens` for newer models; many compatible servers only `max_tokens`.
     /// Defaults to `max_completion_tokens` for api.openai.com and `max_tokens` elsewhere.
     public var maxTokensField: OpenAIChat.MaxTokensField
+    /// Requests per minute this provider (this account) may receive, across all its deployments.
+    public var requestsPerMinute: Int?
 
     enum CodingKeys: String, CodingKey {
         case name, type, headers
+        case requestsPerMinute = "requests_per_minute"
         case baseURL = "base_url"
         case apiKey = "api_key"
         case maxConnections = "max_connections"
@@ -296,6 +330,8 @@ public struct ProviderConfig: Decodable, Sendable {
         apiKey = try c.decodeIfPresent(String.self, forKey: .apiKey).flatMap { $0.isEmpty ? nil : $0 }
         headers = try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
         maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? 512
+        requestsPerMinute = try c.decodeIfPresent(Int.self, forKey: .requestsPerMinute)
+        if let r = requestsPerMinute, r < 1 { throw ConfigValueError("requests_per_minute must be at least 1", key: "requests_per_minute") }
         guard !name.isEmpty else { throw ConfigValueError("provider name must not be empty", key: "name") }
         guard maxConnections > 0 else { throw ConfigValueError("max_connections must be positive", key: "max_connections") }
         if type != .mock {
@@ -323,85 +359,7 @@ public struct ProviderConfig: Decodable, Sendable {
     }
 }
 
-/// A model in the catalog: the name clients send, and where it is served.
-public struct ModelConfig: Decodable, Sendable {
-    /// The id clients send. May contain `*` wildcards (`claude-haiku-*`), matched after exact names, so
-    /// model ids a tool picks on its own (Claude Code's background calls) still route.
-    public var name: String
-    public var provider: String
-    /// The id sent upstream; defaults to `name` (for a wildcard entry: the name the client sent).
-    public var upstream: String?
-    /// Thinking applied upstream when the client did not ask for any (e.g. `{budget_tokens: 8000}` makes
-    /// a `claude-sonnet-4-6-thinking` catalog name think).
-    public var thinking: Reasoning?
-    /// Output cap used when the client gives none (Anthropic requires one). Default 8192.
-    public var maxTokens: Int?
-    /// Tier pricing: credits = the input tier's credits × multiplier.
-    public var multiplier: Credits?
-    /// Per-token pricing instead of tiers.
-    public var price: TokenPrice?
-
-    enum CodingKeys: String, CodingKey {
-        case name, provider, upstream, thinking, multiplier, price
-        case maxTokens = "max_tokens"
-    }
-
-    enum ThinkingKeys: String, CodingKey {
-        case type, effort
-        case budgetTokens = "budget_tokens"
-    }
-
-    public init(
-        name: String, provider: String, upstream: String? = nil, thinking: Reasoning? = nil, maxTokens: Int? = nil,
-        multiplier: Credits? = nil, price: TokenPrice? = nil
-    ) {
-        self.name = name
-        self.provider = provider
-        self.upstream = upstream
-        self.thinking = thinking
-        self.maxTokens = maxTokens
-        self.multiplier = multiplier
-        self.price = price
-    }
-
-    /// How requests to this model are charged.
-    public var pricing: ModelPrice {
-        if let price { return .perToken(price) }
-        if let multiplier { return .tiers(multiplier: multiplier) }
-        return .free
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        name = try c.decode(String.self, forKey: .name)
-        provider = try c.decode(String.self, forKey: .provider)
-        upstream = try c.decodeIfPresent(String.self, forKey: .upstream)
-        maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
-        multiplier = try c.decodeIfPresent(Credits.self, forKey: .multiplier)
-        price = try c.decodeIfPresent(TokenPrice.self, forKey: .price)
-        if multiplier != nil, price != nil {
-            throw ConfigValueError("a model is priced either by `multiplier` (input tiers) or by `price` (per token), not both", key: "price")
-        }
-        guard !name.isEmpty, name.utf8.count <= 256 else { throw ConfigValueError("model name must be 1–256 characters", key: "name") }
-        if let m = maxTokens, m < 1 { throw ConfigValueError("max_tokens must be positive", key: "max_tokens") }
-        if c.contains(.thinking) {
-            let t = try c.nestedContainer(keyedBy: ThinkingKeys.self, forKey: .thinking)
-            let type = try t.decodeIfPresent(String.self, forKey: .type)
-            if let budget = try t.decodeIfPresent(Int.self, forKey: .budgetTokens) {
-                guard budget >= 1024 else { throw ConfigValueError("thinking.budget_tokens must be at least 1024", at: [.key("thinking"), .key("budget_tokens")]) }
-                thinking = .budget(budget)
-            } else if let effort = try t.decodeIfPresent(String.self, forKey: .effort) {
-                thinking = .effort(effort)
-            } else if type == "disabled" {
-                thinking = .disabled
-            } else if type == "enabled" || type == "adaptive" {
-                thinking = .effort("medium")
-            } else {
-                throw ConfigValueError("thinking needs budget_tokens, effort, or type: disabled", key: "thinking")
-            }
-        }
-    }
-
+extension ModelConfig {
     /// Whether `name` is a wildcard pattern.
     public var isPattern: Bool { name.contains("*") }
 
@@ -502,14 +460,66 @@ public struct LimitsConfig: Decodable, Sendable {
 /// How upstream requests are made.
 public struct RoutingConfig: Decodable, Sendable {
     public var timeouts: TimeoutsConfig
+    /// Further attempts (on other deployments where there are any) after a retryable failure.
+    public var retries: Int
+    public var cooldown: CooldownConfig
+    /// How often a stream still waiting for its provider's first byte gets a keep-alive (`: ping`,
+    /// Anthropic's `event: ping`); 0 turns heartbeats off.
+    public var heartbeat: ConfigDuration
+    /// The longest the gateway waits before a retry (for an upstream's `retry-after`, or for a
+    /// deployment to come out of cooldown); beyond it the client gets the error and its own Retry-After.
+    public var maxRetryWait: ConfigDuration
 
-    enum CodingKeys: String, CodingKey { case timeouts }
+    enum CodingKeys: String, CodingKey {
+        case timeouts, retries, cooldown, heartbeat
+        case maxRetryWait = "max_retry_wait"
+    }
 
-    public init(timeouts: TimeoutsConfig = .init()) { self.timeouts = timeouts }
+    public init(
+        timeouts: TimeoutsConfig = .init(), retries: Int = 2, cooldown: CooldownConfig = .init(), heartbeat: ConfigDuration = .seconds(15),
+        maxRetryWait: ConfigDuration = .seconds(10)
+    ) {
+        self.timeouts = timeouts
+        self.retries = retries
+        self.cooldown = cooldown
+        self.heartbeat = heartbeat
+        self.maxRetryWait = maxRetryWait
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        timeouts = try c.decodeIfPresent(TimeoutsConfig.self, forKey: .timeouts) ?? .init()
+        let d = RoutingConfig()
+        timeouts = try c.decodeIfPresent(TimeoutsConfig.self, forKey: .timeouts) ?? d.timeouts
+        retries = try c.decodeIfPresent(Int.self, forKey: .retries) ?? d.retries
+        cooldown = try c.decodeIfPresent(CooldownConfig.self, forKey: .cooldown) ?? d.cooldown
+        heartbeat = try c.decodeIfPresent(ConfigDuration.self, forKey: .heartbeat) ?? d.heartbeat
+        maxRetryWait = try c.decodeIfPresent(ConfigDuration.self, forKey: .maxRetryWait) ?? d.maxRetryWait
+        guard (0...10).contains(retries) else { throw ConfigValueError("retries must be 0–10", key: "retries") }
+    }
+}
+
+/// Taking a failing deployment out of rotation for a while.
+public struct CooldownConfig: Decodable, Sendable {
+    /// Consecutive failures that start a cooldown.
+    public var failures: Int
+    /// How long the deployment is skipped.
+    public var duration: ConfigDuration
+
+    enum CodingKeys: String, CodingKey {
+        case failures
+        case duration = "for"
+    }
+
+    public init(failures: Int = 3, duration: ConfigDuration = .seconds(30)) {
+        self.failures = failures
+        self.duration = duration
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        failures = try c.decodeIfPresent(Int.self, forKey: .failures) ?? 3
+        duration = try c.decodeIfPresent(ConfigDuration.self, forKey: .duration) ?? .seconds(30)
+        guard failures >= 1 else { throw ConfigValueError("failures must be at least 1", key: "failures") }
     }
 }
 

@@ -107,7 +107,7 @@ public struct LimitRejection: Sendable, Equatable {
     }
 
     /// `850ms`, `12s`, `3m 20s`, `5h 2m`.
-    static func describe(milliseconds ms: Int64) -> String {
+    public static func describe(milliseconds ms: Int64) -> String {
         if ms < 1000 { return "\(max(ms, 1))ms" }
         let s = (ms + 999) / 1000
         if s < 60 { return "\(s)s" }

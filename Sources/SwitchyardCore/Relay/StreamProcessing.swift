@@ -54,6 +54,9 @@ public struct TranslatingStream: StreamProcessor {
     /// The whole answer, rebuilt (usage, finish reason, content).
     public private(set) var accumulator = StreamAccumulator()
     private var ended = false
+    /// Added to the usage the provider reports, in the client's stream and the bill (an ensemble's
+    /// proposers, whose calls the client does not see).
+    public var usageExtra: TokenUsage?
 
     public init(from provider: WireFormat, to client: WireFormat, request: ChatRequest, clientModel: String, created: Int) {
         decoder = AnyStreamDecoder(provider, request: request)
@@ -65,7 +68,8 @@ public struct TranslatingStream: StreamProcessor {
     public var completed: Bool { accumulator.finish != nil && accumulator.failed == nil }
 
     private mutating func emit(_ events: [StreamEvent], into out: inout ByteBuffer) {
-        for e in events where !ended {
+        for var e in events where !ended {
+            if let extra = usageExtra, case .usage(let u) = e { e = .usage(u + extra) }
             accumulator.add(e)
             encoder.encode(e, into: &out)
             if case .error = e { ended = true }

@@ -43,3 +43,13 @@ public struct TokenUsage: Sendable, Equatable {
         return .object(obj)
     }
 }
+
+extension TokenUsage {
+    /// Usage of two calls together (an ensemble's proposers and aggregator).
+    public static func + (a: TokenUsage, b: TokenUsage) -> TokenUsage {
+        TokenUsage(
+            inputTokens: a.inputTokens + b.inputTokens, outputTokens: a.outputTokens + b.outputTokens,
+            cachedInputTokens: a.cachedInputTokens + b.cachedInputTokens, cacheCreationTokens: a.cacheCreationTokens + b.cacheCreationTokens,
+            reasoningTokens: a.reasoningTokens + b.reasoningTokens)
+    }
+}

@@ -22,17 +22,28 @@ extension Gateway {
     /// Reserves the most this request can cost, durably, before `body` goes upstream: input bounded by
     /// the body's size (plus media allowances), output by the cap in the body. 402
     /// `insufficient_credits` when the balance cannot cover it. Nil for models that cost nothing.
-    func reserveCredits(_ call: ClientCall, target: ResolvedModel, upstreamBody body: ByteBuffer, context: GatewayContext) async throws -> CreditTicket? {
-        let price = target.route.config.pricing
+    func reserveCredits(_ call: ClientCall, attempt: Attempt, upstreamBody body: ByteBuffer, context: GatewayContext) async throws -> CreditTicket? {
+        // One hold per request, taken on the first attempt; retries and fallbacks use it.
+        if let held = context.log.ticket { return held }
+        let target = attempt.target
+        // Billed as the model the client asked for, even when a fallback serves it.
+        let price = ((try? resolve(call.model))?.route ?? target.route).config.pricing
         guard !price.isFree else { return nil }
         let input = UsageBounds.inputTokens(body)
         var output = 0
         if case .perToken = price {
-            let (cap, thinking) = UsageBounds.outputCap(body, format: target.provider.format)
+            let (cap, thinking) = UsageBounds.outputCap(body, format: attempt.provider.format)
             output = (cap ?? (target.route.config.maxTokens ?? 8192)) + thinking
         }
         let amount = CostCalculator.maxCost(price, inputTokens: input, outputTokens: output, pricing: config.pricing)
         guard amount > 0 else { return nil }
+        return try await holdCredits(call, amount: amount, price: price, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, context: context)
+    }
+
+    /// Reserves `amount` for the call, durably; 402 `insufficient_credits` when the balance cannot cover it.
+    func holdCredits(
+        _ call: ClientCall, amount: Int64, price: ModelPrice, provider: String, upstreamModel: String, context: GatewayContext
+    ) async throws -> CreditTicket {
         let principal = call.principal
         let userID = principal.key.userID ?? "usr_service"
         let result: ReservationResult
@@ -53,7 +64,7 @@ extension Gateway {
         case .reserved(let available):
             let ticket = CreditTicket(
                 meter: meter, id: context.log.uniqueID, requestID: context.requestID, userID: userID, keyID: principal.key.id,
-                model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: call.stream, price: price,
+                model: call.model, provider: provider, upstreamModel: upstreamModel, stream: call.stream, price: price,
                 reserved: amount, inputEstimate: call.body.readableBytes / 4)
             context.log.set(ticket: ticket, reserved: amount, remaining: available)
             return ticket

@@ -42,6 +42,8 @@ public final class RequestLog: Sendable {
         var modelCall: String?
         var meter: CreditMeter?
         var clientGone = false
+        /// The deployment serving the request (in flight until the response ends).
+        var deployment: DeploymentLease?
     }
 
     private let fields = Mutex(Fields())
@@ -78,6 +80,10 @@ public final class RequestLog: Sendable {
         }
     }
     var ticket: CreditTicket? { fields.withLock { $0.ticket } }
+
+    func set(deploymentLease: DeploymentLease) { fields.withLock { $0.deployment = deploymentLease } }
+    /// The provider's stream broke after a successful head: a failure for the deployment's health.
+    func deploymentFailed() { fields.withLock { $0.deployment }?.failed() }
 
     /// The client left while the request goes on (to learn what it cost): its concurrency slot is free now.
     func clientLeft() {
@@ -146,10 +152,12 @@ public final class RequestLog: Sendable {
             let copy = f
             f.lease = nil
             f.principal = nil
+            f.deployment = nil
             return copy
         }
         guard let f else { return }
         f.lease?.release(actualTokens: f.usage.map { $0.inputTokens + $0.outputTokens })
+        f.deployment?.release()
         if let ticket = f.ticket, !ticket.isSettled {
             // The request path did not settle (a failure nobody caught): a client that left is charged
             // per policy, anything else is a platform failure before content, so refunded.

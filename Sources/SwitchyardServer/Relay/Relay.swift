@@ -25,28 +25,33 @@ struct ClientCall: Sendable {
 }
 
 extension Gateway {
-    /// The request path after parsing: route the model, then either pass the bytes through (same
-    /// format) or translate through the canonical model (different formats).
+    /// The request path after parsing: route the model (with retries, fallbacks and, for streams that
+    /// wait long, heartbeats), then either pass the bytes through (same format) or translate through the
+    /// canonical model (different formats).
     func relay(_ call: ClientCall, context: GatewayContext) async throws -> Response {
         context.log.markModelCall(model: call.model)
         let target = try resolve(call.model)
-        context.log.set(model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: call.stream)
+        context.log.set(model: call.model, provider: target.route.deployments.first?.provider.name ?? "", upstreamModel: "", stream: call.stream)
         try admit(call, context: context)
-        let work = { () async throws -> Response in
-            if target.provider.format == call.format {
-                return try await self.passthrough(call, target: target, context: context)
+        let work = { @Sendable () async throws -> Response in
+            if target.route.ensemble != nil { return try await self.ensemble(call, target: target, context: context) }
+            return try await self.dispatch(call, target: target, context: context)
+        }
+        let watched = { @Sendable () async throws -> Response in
+            if self.drainsOnLeave(target) {
+                // Billed in full even if the client leaves: the request goes on so its exact cost is
+                // known; only the client's concurrency slot is freed at once.
+                let log = context.log
+                return try await ConnectionCloseWatcher.watching(context.channel, onClose: { log.clientLeft() }, work)
             }
-            return try await self.translate(call, target: target, context: context)
+            // A client that leaves while the provider works cancels the upstream request at once (and
+            // so frees its concurrency slot); streams are watched again while their body is written.
+            return try await ConnectionCloseWatcher.cancellingOnClose(context.channel, work)
         }
-        if drainsOnLeave(target) {
-            // Billed in full even if the client leaves: the request goes on so its exact cost is known;
-            // only the client's concurrency slot is freed at once.
-            let log = context.log
-            return try await ConnectionCloseWatcher.watching(context.channel, onClose: { log.clientLeft() }, work)
+        if call.stream, config.routing.heartbeat.milliseconds > 0 {
+            return try await withHeartbeats(call, target: target, context: context, watched)
         }
-        // A client that leaves while the provider works cancels the upstream request at once (and so
-        // frees its concurrency slot); streams are watched again while their body is written.
-        return try await ConnectionCloseWatcher.cancellingOnClose(context.channel, work)
+        return try await watched()
     }
 
     /// Whether a departed client's request keeps running to learn its cost (`cancelled_streams: charge`
@@ -55,32 +60,52 @@ extension Gateway {
         meter.cancelledStreams == .charge && !target.route.config.pricing.isFree
     }
 
-    func upstreamRequest(_ target: ResolvedModel, body: ByteBuffer, stream: Bool, context: GatewayContext, headers: [(String, String)] = []) -> UpstreamRequest {
+    func upstreamRequest(_ attempt: Attempt, body: ByteBuffer, stream: Bool, context: GatewayContext, headers: [(String, String)] = []) -> UpstreamRequest {
+        upstreamRequest(attempt, body: body, stream: stream, requestID: context.requestID, headers: headers)
+    }
+
+    func upstreamRequest(_ attempt: Attempt, body: ByteBuffer, stream: Bool, requestID: String, headers: [(String, String)] = []) -> UpstreamRequest {
         UpstreamRequest(
-            model: target.upstreamModel, body: body, stream: stream, requestID: context.requestID,
-            firstByteTimeout: config.routing.timeouts.firstByte.duration, headers: headers)
+            model: attempt.upstreamModel, body: body, stream: stream, requestID: requestID,
+            firstByteTimeout: attempt.route.timeouts.firstByte.duration, headers: headers, timeouts: attempt.route.timeouts,
+            apiKey: attempt.deployment.apiKey)
+    }
+
+    /// One attempt at a deployment, in the right direction for its provider's format.
+    func attempt(_ call: ClientCall, _ attempt: Attempt, context: GatewayContext) async throws -> AttemptResult {
+        context.log.set(model: call.model, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, stream: call.stream)
+        if attempt.provider.format == call.format {
+            return try await passthrough(call, attempt: attempt, context: context)
+        }
+        return try await translate(call, attempt: attempt, context: context)
     }
 
     // MARK: Same format
 
-    func passthrough(_ call: ClientCall, target: ResolvedModel, context: GatewayContext) async throws -> Response {
-        let (body, injectedUsage) = try passthroughBody(call, target: target)
-        let ticket = try await reserveCredits(call, target: target, upstreamBody: body, context: context)
-        let upstream = try await target.provider.send(
-            upstreamRequest(target, body: body, stream: call.stream, context: context, headers: call.forwardHeaders), logger: logger)
-        context.log.set(upstreamStatus: upstream.status)
-        guard (200..<300).contains(upstream.status) else {
-            return try await upstreamErrorResponse(upstream, provider: target.provider, client: call.format, context: context)
+    func passthrough(_ call: ClientCall, attempt: Attempt, context: GatewayContext) async throws -> AttemptResult {
+        let (body, injectedUsage) = try passthroughBody(call, attempt: attempt)
+        let ticket = try await reserveCredits(call, attempt: attempt, upstreamBody: body, context: context)
+        let upstream: UpstreamResponse
+        do {
+            upstream = try await attempt.provider.send(
+                upstreamRequest(attempt, body: body, stream: call.stream, context: context, headers: call.forwardHeaders), logger: logger)
+        } catch {
+            if error.code == "client_closed" { throw CancellationError() }
+            return .transportError(error)
         }
+        context.log.set(upstreamStatus: upstream.status)
+        guard (200..<300).contains(upstream.status) else { return await failedAttempt(upstream, provider: attempt.provider) }
+        attempt.lease.succeeded()
+        context.log.set(deploymentLease: attempt.lease)
         if call.stream, upstream.isEventStream {
             let relay = PassthroughStreamRelay(
                 format: call.format, clientModel: call.model, maxDepth: config.limits.maxJSONDepth, dropUsageChunk: injectedUsage)
-            return streamResponse(upstream, processor: relay, call: call, provider: target.provider, context: context) { _ in }
+            return .success(streamResponse(upstream, processor: relay, call: call, provider: attempt.provider, context: context) { _ in })
         }
-        let full = try await collect(upstream, provider: target.provider)
+        let full = try await collect(upstream, provider: attempt.provider)
         guard let answer = try? ScannedObject(full, maxDepth: config.limits.maxJSONDepth) else {
             throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                               message: "the provider `\(target.provider.name)` returned a body that is not a JSON object")
+                               message: "the provider `\(attempt.provider.name)` returned a body that is not a JSON object")
         }
         let literal = JSONString.literal(call.model)
         var bytes = full
@@ -103,19 +128,20 @@ extension Gateway {
         context.log.set(usage: usage)
         await settleCompleted(ticket, usage: usage, answerBytes: full.readableBytes, context: context)
         context.log.markFirstByte()
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
+        return .success(Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes)))
     }
 
     /// The client's bytes with the upstream model spliced in and the model's defaults applied where the
     /// client said nothing; every other byte is kept. Returns whether OpenAI usage was requested on the
     /// client's behalf (its chunk is then dropped from the client's stream).
-    func passthroughBody(_ call: ClientCall, target: ResolvedModel) throws -> (ByteBuffer, Bool) {
+    func passthroughBody(_ call: ClientCall, attempt: Attempt) throws -> (ByteBuffer, Bool) {
         let doc = call.doc
+        let target = attempt.target
         let thinking = target.route.config.thinking
         switch call.format {
         case .openAI:
             var editor = doc.editor()
-            if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(target.upstreamModel)) }
+            if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(attempt.upstreamModel)) }
             var injected = false
             if call.stream {
                 // The gateway always needs usage; the client's stream only gets the chunk if it asked.
@@ -135,12 +161,12 @@ extension Gateway {
                 editor.append(key: "reasoning_effort", rawJSON: JSONString.literal(effort))
             }
             if let cap = injectedOutputCap(target), doc.member("max_tokens") == nil, doc.member("max_completion_tokens") == nil {
-                editor.append(key: target.provider.maxTokensField.rawValue, rawJSON: String(cap))
+                editor.append(key: attempt.provider.maxTokensField.rawValue, rawJSON: String(cap))
             }
             return (editor.result(), injected)
         case .anthropic:
             var editor = doc.editor()
-            if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(target.upstreamModel)) }
+            if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(attempt.upstreamModel)) }
             let defaultMax = target.route.config.maxTokens ?? 8192
             var maxTokens = doc.member("max_tokens").flatMap { Int(String(buffer: doc.rawValue($0))) }
             if doc.member("thinking") == nil, let budget = thinking?.budgetTokens {
@@ -181,50 +207,73 @@ extension Gateway {
 
     // MARK: Different formats
 
-    func translate(_ call: ClientCall, target: ResolvedModel, context: GatewayContext) async throws -> Response {
-        let provider = target.provider
+    func translate(_ call: ClientCall, attempt: Attempt, context: GatewayContext) async throws -> AttemptResult {
         guard let object = (try? JSONValue.parse(call.body, maxDepth: config.limits.maxJSONDepth))?.objectValue else {
             throw GatewayError.invalidRequest("the request body must be a JSON object")
         }
-        var request = try Translator.decodeRequest(call.format, object, model: call.model, stream: call.stream)
-        if request.reasoning == nil { request.reasoning = target.route.config.thinking }
-        if request.maxTokens == nil, let cap = injectedOutputCap(target) { request.maxTokens = cap }
-        if call.format == .openAI { reasoningCache.restore(&request) }
+        let request = try Translator.decodeRequest(call.format, object, model: call.model, stream: call.stream)
+        return try await translate(call, request: request, attempt: attempt, context: context)
+    }
+
+    /// `request` in the attempt's provider format: the model's default thinking applied, media the
+    /// provider cannot fetch itself inlined, the upstream model id and output cap set.
+    func encodeUpstream(_ request: inout ChatRequest, attempt: Attempt) async throws -> ByteBuffer {
+        let provider = attempt.provider
+        if request.reasoning == nil { request.reasoning = attempt.route.config.thinking }
         switch provider.format {
         case .gemini: try await mediaFetcher.inline(&request, images: true, documents: true)
         case .openAI: try await mediaFetcher.inline(&request, images: false, documents: true)
         case .anthropic: break
         }
         let encoded = try Translator.encodeRequest(
-            provider.format, request, upstreamModel: target.upstreamModel,
-            options: .init(maxTokensField: provider.maxTokensField, defaultMaxTokens: target.route.config.maxTokens ?? 8192))
-        let body = JSONValue.object(encoded).jsonBuffer
-        let ticket = try await reserveCredits(call, target: target, upstreamBody: body, context: context)
-        let upstream = try await provider.send(upstreamRequest(target, body: body, stream: call.stream, context: context), logger: logger)
-        context.log.set(upstreamStatus: upstream.status)
-        guard (200..<300).contains(upstream.status) else {
-            return try await upstreamErrorResponse(upstream, provider: provider, client: call.format, context: context)
+            provider.format, request, upstreamModel: attempt.upstreamModel,
+            options: .init(maxTokensField: provider.maxTokensField, defaultMaxTokens: attempt.route.config.maxTokens ?? 8192))
+        return JSONValue.object(encoded).jsonBuffer
+    }
+
+    /// Sends a canonical request to `attempt`'s provider and answers in the client's format.
+    /// `usageExtra` is added to the usage reported and billed (an ensemble's proposers).
+    func translate(_ call: ClientCall, request: ChatRequest, attempt: Attempt, context: GatewayContext, usageExtra: TokenUsage? = nil) async throws -> AttemptResult {
+        let provider = attempt.provider
+        let target = attempt.target
+        var request = request
+        if request.maxTokens == nil, let cap = injectedOutputCap(target) { request.maxTokens = cap }
+        if call.format == .openAI { reasoningCache.restore(&request) }
+        let body = try await encodeUpstream(&request, attempt: attempt)
+        let ticket = try await reserveCredits(call, attempt: attempt, upstreamBody: body, context: context)
+        let upstream: UpstreamResponse
+        do {
+            upstream = try await provider.send(upstreamRequest(attempt, body: body, stream: call.stream, context: context), logger: logger)
+        } catch {
+            if error.code == "client_closed" { throw CancellationError() }
+            return .transportError(error)
         }
+        context.log.set(upstreamStatus: upstream.status)
+        guard (200..<300).contains(upstream.status) else { return await failedAttempt(upstream, provider: provider) }
+        attempt.lease.succeeded()
+        context.log.set(deploymentLease: attempt.lease)
         let created = Int(EpochClock.nowMilliseconds() / 1000)
         if call.stream, upstream.isEventStream {
-            let stream = TranslatingStream(from: provider.format, to: call.format, request: request, clientModel: call.model, created: created)
+            var stream = TranslatingStream(from: provider.format, to: call.format, request: request, clientModel: call.model, created: created)
+            stream.usageExtra = usageExtra
             let cache = call.format == .openAI ? reasoningCache : nil
-            return streamResponse(upstream, processor: stream, call: call, provider: provider, context: context) { finished in
+            return .success(streamResponse(upstream, processor: stream, call: call, provider: provider, context: context) { finished in
                 cache?.store(finished.accumulator.content)
-            }
+            })
         }
         let full = try await collect(upstream, provider: provider)
         guard let answerObject = (try? JSONValue.parse(full, maxDepth: config.limits.maxJSONDepth))?.objectValue else {
             throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
                                message: "the provider `\(provider.name)` returned a body that is not a JSON object")
         }
-        let answer = try Translator.decodeResponse(provider.format, answerObject, request: request)
+        var answer = try Translator.decodeResponse(provider.format, answerObject, request: request)
+        if let extra = usageExtra { answer.usage = (answer.usage ?? TokenUsage()) + extra }
         context.log.set(usage: answer.usage)
         await settleCompleted(ticket, usage: answer.usage, answerBytes: full.readableBytes, context: context)
         if call.format == .openAI { reasoningCache.store(answer.content) }
         let out = Translator.encodeResponse(call.format, answer, model: call.model, created: created)
         context.log.markFirstByte()
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: JSONValue.object(out).jsonBuffer))
+        return .success(Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: JSONValue.object(out).jsonBuffer)))
     }
 
     // MARK: Shared pieces
@@ -295,6 +344,7 @@ extension Gateway {
                             }
                             let failure = UpstreamFailure.streamBroken(error, provider: providerName)
                             log.set(errorCode: failure.code)
+                            log.deploymentFailed()
                             let before = processor.outputChars == 0
                             try await write(processor.fail(failure))
                             result = await settle(processor, gone.value ? .clientLeft : before ? .failedBeforeContent : .failedAfterContent, errorCode: failure.code)
@@ -342,20 +392,19 @@ extension Gateway {
         })
     }
 
+    /// Reads a provider's error answer (bounded) for the retry decision, and for the client if it is the last.
+    func failedAttempt(_ upstream: UpstreamResponse, provider: Provider) async -> AttemptResult {
+        let raw = (try? await upstream.body.collect(upTo: 256 << 10)) ?? ByteBuffer()
+        return .upstreamError(status: upstream.status, headers: upstream.headers, body: raw, provider: provider)
+    }
+
     /// Answers an upstream error in the client's format. Same-format error bodies pass through with
     /// their status; others are re-rendered keeping status and message. A provider rejecting the
     /// gateway's own credentials becomes 502, so the client is not told its key is bad when the
     /// operator's is.
-    func upstreamErrorResponse(_ upstream: UpstreamResponse, provider: Provider, client: WireFormat, context: GatewayContext) async throws -> Response {
-        let raw = (try? await upstream.body.collect(upTo: 256 << 10)) ?? ByteBuffer()
-        let status = upstream.status
+    func renderUpstreamError(status: Int, headers upstreamHeaders: HTTPHeaders, raw: ByteBuffer, provider: Provider, client: WireFormat, context: GatewayContext) throws -> Response {
+        context.log.set(upstreamStatus: status)
         context.log.set(errorCode: "upstream_\(status)")
-        // The provider answered with an error: nothing was delivered, nothing is charged.
-        if let ticket = context.log.ticket,
-            let result = await ticket.settle(.failedBeforeContent, reported: nil, status: status, errorCode: "upstream_\(status)")
-        {
-            context.log.set(creditsCharged: result.charged, remaining: result.available)
-        }
         if UpstreamErrors.isCredentialFailure(raw, status: status, format: provider.format) {
             logger.warning("provider rejected the gateway's credentials", metadata: [
                 "request_id": .string(context.requestID), "provider": .string(provider.name), "upstream_status": .stringConvertible(status),
@@ -368,8 +417,8 @@ extension Gateway {
                                message: "the provider `\(provider.name)` answered with unexpected HTTP status \(status)")
         }
         var headers: HTTPFields = [.contentType: "application/json"]
-        if let retry = upstream.headers.first(name: "retry-after") { headers[.retryAfter] = retry }
-        if let retryMs = upstream.headers.first(name: "retry-after-ms") { headers[.retryAfterMs] = retryMs }
+        if let retry = upstreamHeaders.first(name: "retry-after") { headers[.retryAfter] = retry }
+        if let retryMs = upstreamHeaders.first(name: "retry-after-ms") { headers[.retryAfterMs] = retryMs }
         if provider.format == client, Self.isWellFormedError(raw, format: client) {
             return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: raw))
         }

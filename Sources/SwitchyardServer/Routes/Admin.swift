@@ -19,6 +19,7 @@ extension Gateway {
         "/admin/v1/usage": ["GET"],
         "/admin/v1/codes": ["GET", "POST"],
         "/admin/v1/ledger/check": ["GET"],
+        "/admin/v1/deployments": ["GET"],
     ]
 
     func addAdminRoutes(to router: Router<GatewayContext>) {
@@ -197,6 +198,19 @@ extension Gateway {
         admin.get("/counters") { request, _ in
             try self.authenticateAdmin(request)
             return Self.json(try await self.countersJSON(request))
+        }
+        admin.get("/deployments") { request, _ in
+            try self.authenticateAdmin(request)
+            let now = EpochClock.nowMilliseconds()
+            var deployments = self.allDeployments
+            if let model = request.uri.queryParameters.get("model") {
+                guard let route = self.models[String(model)] ?? self.patterns.first(where: { $0.name == String(model) }) else {
+                    throw GatewayError.modelNotFound(String(model))
+                }
+                let ids = Set(route.deployments.map(\.id))
+                deployments = deployments.filter { ids.contains($0.id) }
+            }
+            return Self.json(["object": "list", "data": .array(deployments.map { $0.json(now: now) })])
         }
         admin.post("/cache/invalidate") { request, _ in
             try self.authenticateAdmin(request)

@@ -38,19 +38,17 @@ extension Gateway {
     func countTokens(_ request: Request, context: GatewayContext) async throws -> Response {
         let call = try await anthropicCall(request, context: context)
         let target = try resolve(call.model)
-        context.log.set(model: call.model, provider: target.provider.name, upstreamModel: target.upstreamModel, stream: false)
         try authorize(call)
-        if target.provider.format == .anthropic {
+        // Counted by the first ready deployment when it is an Anthropic one; estimated locally otherwise.
+        if let deployment = target.route.pick(excluding: [], now: EpochClock.nowMilliseconds()) ?? target.route.deployments.first,
+            deployment.provider.format == .anthropic
+        {
+            let upstreamModel = target.upstreamModel(deployment)
+            context.log.set(model: call.model, provider: deployment.provider.name, upstreamModel: upstreamModel, stream: false)
             var editor = call.doc.editor()
-            if let m = call.doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(target.upstreamModel)) }
-            var upstreamCall = upstreamRequest(target, body: editor.result(), stream: false, context: context, headers: call.forwardHeaders)
-            upstreamCall.operation = .countTokens
-            let upstream = try await target.provider.send(upstreamCall, logger: logger)
-            context.log.set(upstreamStatus: upstream.status)
-            guard (200..<300).contains(upstream.status) else {
-                return try await upstreamErrorResponse(upstream, provider: target.provider, client: .anthropic, context: context)
-            }
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: try await collect(upstream, provider: target.provider)))
+            if let m = call.doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(upstreamModel)) }
+            let upstream = try await countUpstream(call, target: target, deployment: deployment, body: editor.result(), context: context)
+            return upstream
         }
         guard let object = (try? JSONValue.parse(call.body, maxDepth: config.limits.maxJSONDepth))?.objectValue else {
             throw GatewayError.invalidRequest("the request body must be a JSON object")

@@ -11,7 +11,7 @@ extension Gateway {
         switch format ?? WireFormat.of(request) {
         case .openAI:
             let data: [JSONValue] = modelOrder.map { route in
-                ["id": .string(route.name), "object": "model", "created": .int(catalogCreated), "owned_by": .string(route.provider.name)]
+                ["id": .string(route.name), "object": "model", "created": .int(catalogCreated), "owned_by": .string((route.deployments.first?.provider.name ?? "switchyard"))]
             }
             return Self.json(["object": "list", "data": .array(data)])
         case .anthropic:
@@ -27,7 +27,7 @@ extension Gateway {
             let models: [JSONValue] = modelOrder.map { route in
                 [
                     "name": .string("models/\(route.name)"), "displayName": .string(route.name), "version": "001",
-                    "description": .string("\(route.name) served by \(route.provider.name)"),
+                    "description": .string("\(route.name) served by \((route.deployments.first?.provider.name ?? "switchyard"))"),
                     "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
                 ]
             }

@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import SwitchyardCore
 import SwitchyardMock
+import Synchronization
 
 /// One request to a provider, already in the provider's wire format.
 struct UpstreamRequest: Sendable {
@@ -19,6 +20,10 @@ struct UpstreamRequest: Sendable {
     var firstByteTimeout: Duration
     /// Headers forwarded from the client (`anthropic-version`, `anthropic-beta`).
     var headers: [(String, String)] = []
+    /// Connecting and idle-gap timeouts (a client pool exists per distinct pair).
+    var timeouts: TimeoutsConfig = .init()
+    /// A deployment's own key, sent instead of the provider's.
+    var apiKey: String?
 }
 
 /// A provider's answer: status, headers, and a body that may still be streaming.
@@ -34,39 +39,39 @@ struct UpstreamResponse: Sendable {
 /// A configured provider and the transport that reaches it.
 final class Provider: Sendable {
     enum Transport: Sendable {
-        /// A real HTTP upstream, through this provider's own connection pool.
-        case http(HTTPClient, baseURL: String, headers: HTTPHeaders)
+        /// A real HTTP upstream, through this provider's own connection pools (one per timeout pair).
+        case http(baseURL: String, headers: HTTPHeaders)
         /// The built-in fake provider, in-process.
         case mock(MockEngine)
+    }
+
+    struct PoolKey: Hashable {
+        var connectMs: Int64
+        var idleMs: Int64
     }
 
     let name: String
     let type: ProviderType
     let transport: Transport
     let maxTokensField: OpenAIChat.MaxTokensField
+    let maxConnections: Int
+    private let clients = Mutex<[PoolKey: HTTPClient]>([:])
+    /// The provider's own requests per minute, across its deployments.
+    private let minute: Mutex<RequestWindow?>
 
     /// The wire format this provider speaks.
     var format: WireFormat { type.wireFormat }
 
-    init(config: ProviderConfig, timeouts: TimeoutsConfig) {
+    init(config: ProviderConfig) {
         name = config.name
         type = config.type
         maxTokensField = config.maxTokensField
+        maxConnections = config.maxConnections
+        minute = Mutex(config.requestsPerMinute.map { RequestWindow(limit: $0) })
         switch config.type {
         case .mock:
             transport = .mock(MockEngine(settings: .init()))
         case .openai, .anthropic, .gemini:
-            var c = HTTPClient.Configuration()
-            c.redirectConfiguration = .disallow
-            c.decompression = .disabled
-            c.timeout = .init(connect: .milliseconds(timeouts.connect.milliseconds), read: .milliseconds(timeouts.idle.milliseconds))
-            var pool = HTTPClient.Configuration.ConnectionPool(
-                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: config.maxConnections)
-            // Fail fast on a refused connection (502) instead of retrying until the deadline.
-            pool.retryConnectionEstablishment = false
-            c.connectionPool = pool
-            c.httpVersion = .automatic
-            let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: c)
             var headers = HTTPHeaders()
             headers.add(name: "user-agent", value: "switchyard/\(SwitchyardVersion.current)")
             if let key = config.apiKey {
@@ -77,7 +82,47 @@ final class Provider: Sendable {
                 }
             }
             for (name, value) in config.headers.sorted(by: { $0.key < $1.key }) { headers.replaceOrAdd(name: name, value: value) }
-            transport = .http(client, baseURL: config.baseURL, headers: headers)
+            transport = .http(baseURL: config.baseURL, headers: headers)
+        }
+    }
+
+    /// Counts a request against the provider's requests per minute; false when there is no room.
+    func admit(_ now: Int64) -> Bool {
+        minute.withLock { w in
+            guard w != nil else { return true }
+            guard w!.check(now: now).allowed else { return false }
+            w!.record(now: now)
+            return true
+        }
+    }
+
+    /// When the provider's requests-per-minute window has room again (epoch ms).
+    func availableAt(_ now: Int64) -> Int64 {
+        minute.withLock { w in
+            guard w != nil else { return now }
+            let c = w!.check(now: now)
+            return c.allowed ? now : c.resetAtMs
+        }
+    }
+
+    /// The connection pool for a timeout pair (created on first use). Connect and idle timeouts are a
+    /// pool's settings in AsyncHTTPClient, so models with their own timeouts get pools of their own.
+    func client(_ timeouts: TimeoutsConfig) -> HTTPClient {
+        let key = PoolKey(connectMs: timeouts.connect.milliseconds, idleMs: timeouts.idle.milliseconds)
+        return clients.withLock { clients in
+            if let c = clients[key] { return c }
+            var c = HTTPClient.Configuration()
+            c.redirectConfiguration = .disallow
+            c.decompression = .disabled
+            c.timeout = .init(connect: .milliseconds(key.connectMs), read: .milliseconds(key.idleMs))
+            var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConnections)
+            // Fail fast on a refused connection (retried elsewhere, or 502) instead of retrying until the deadline.
+            pool.retryConnectionEstablishment = false
+            c.connectionPool = pool
+            c.httpVersion = .automatic
+            let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: c)
+            clients[key] = client
+            return client
         }
     }
 
@@ -105,10 +150,18 @@ final class Provider: Sendable {
                 return UpstreamResponse(status: plan.status, headers: headers, body: .mock(MockEventBody(events: events, delayMs: delay, dropAfter: dropAfter)))
             }
 
-        case .http(let client, let baseURL, let baseHeaders):
+        case .http(let baseURL, let baseHeaders):
+            let client = self.client(request.timeouts)
             var r = HTTPClientRequest(url: try url(baseURL, request))
             r.method = .POST
             r.headers = baseHeaders
+            if let key = request.apiKey {
+                switch type {
+                case .anthropic: r.headers.replaceOrAdd(name: "x-api-key", value: key)
+                case .gemini: r.headers.replaceOrAdd(name: "x-goog-api-key", value: key)
+                default: r.headers.replaceOrAdd(name: "authorization", value: "Bearer \(key)")
+                }
+            }
             r.headers.add(name: "content-type", value: "application/json")
             r.headers.add(name: "accept", value: request.stream ? "text/event-stream" : "application/json")
             r.headers.add(name: "x-request-id", value: request.requestID)
@@ -146,9 +199,11 @@ final class Provider: Sendable {
     }
 
     func shutdown() async {
-        if case .http(let client, _, _) = transport {
-            try? await client.shutdown()
+        let all = clients.withLock { c -> [HTTPClient] in
+            defer { c.removeAll() }
+            return Array(c.values)
         }
+        for client in all { try? await client.shutdown() }
     }
 }
 
