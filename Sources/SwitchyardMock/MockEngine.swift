@@ -47,7 +47,7 @@ public final class MockEngine: Sendable {
     private let cache = Mutex<[ByteBuffer: MockPlan]>([:])
     private static let cacheLimit = 4096
     /// Fixed `created` timestamp base, so replies are reproducible within a process.
-    private let created: Int
+    let created: Int
 
     public init(settings: MockSettings = .init(), now: Int = Int(Date().timeIntervalSince1970)) {
         self.settings = settings

@@ -126,7 +126,8 @@ public struct MockRequestContext: RequestContext {
 
 /// `switchyard mock-upstream`: the fake provider over HTTP, speaking the providers' wire formats.
 public enum MockServer {
-    /// Builds the mock's router. Routes: OpenAI `POST /v1/chat/completions` (also without `/v1`), Anthropic
+    /// Builds the mock's router. Routes: OpenAI `POST /v1/chat/completions` and `POST /v1/responses` (+ `/compact`)
+    /// (also without `/v1`), Anthropic
     /// `POST /v1/messages` and `/v1/messages/count_tokens`, Gemini `POST /{v1,v1beta}/models/{model}:{generateContent,
     /// streamGenerateContent,countTokens}`, `GET /v1/models`, `GET /mock/stats`, `GET /mock/requests?limit=N`,
     /// `POST /mock/reset`.
@@ -148,6 +149,25 @@ public enum MockServer {
         }
         router.post("/v1/chat/completions", use: chat)
         router.post("/chat/completions", use: chat)
+
+        @Sendable func responses(_ request: Request, _ context: MockRequestContext) async throws -> Response {
+            var request = request
+            let body = try await request.collectBody(upTo: context.maxUploadSize)
+            let headerList = request.headers.map { ($0.name.canonicalName, $0.value) }
+            stats.record(.init(method: request.method.rawValue, path: request.uri.path, headers: headerList, body: body))
+            if let required = engine.settings.requiredKey, !Self.authorized(request.headers, key: required) {
+                return respond(MockEngine.openAIError(status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key"), stats: stats, channel: context.channel)
+            }
+            let plan = request.uri.path.hasSuffix("/compact")
+                ? engine.compact(body: body)
+                : engine.responses(body: body, headerDirectives: MockDirectives.pairs(fromHeaders: headerList.map { (name: $0.0, value: $0.1) }))
+            try await stats.delay(plan.firstByteDelayMs, channel: context.channel)
+            return respond(plan, stats: stats, channel: context.channel)
+        }
+        router.post("/v1/responses", use: responses)
+        router.post("/responses", use: responses)
+        router.post("/v1/responses/compact", use: responses)
+        router.post("/responses/compact", use: responses)
 
         /// Records the request and checks the key; returns the body, or an error plan.
         @Sendable func admit(_ request: inout Request, _ context: MockRequestContext, error: (Int, String) -> MockPlan) async throws -> (ByteBuffer, [String: String], MockPlan?) {

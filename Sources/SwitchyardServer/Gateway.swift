@@ -28,6 +28,8 @@ public final class Gateway: Sendable {
     let modelOrder: [ModelRoute]
     /// Reasoning kept for OpenAI-format clients, which cannot carry thinking signatures between turns.
     let reasoningCache = ReasoningCache()
+    /// Responses API conversations kept for `previous_response_id`.
+    let responseArchive: ResponseArchive
     /// Fetches image and document URLs for providers that need inline data.
     let mediaFetcher: MediaFetcher
     let logger: Logger
@@ -43,6 +45,7 @@ public final class Gateway: Sendable {
         authenticator = Authenticator(cache: keyCache)
         limiter = RateLimiter(clock: DayClock(identifier: config.dayTimeZone) ?? .utc)
         meter = CreditMeter(store: store, config: config, logger: logger)
+        responseArchive = ResponseArchive(store: store, retention: config.responses.retention, logger: logger)
         var providers: [String: Provider] = [:]
         for p in config.providers { providers[p.name] = Provider(config: p) }
         self.providers = providers
@@ -121,6 +124,8 @@ public final class Gateway: Sendable {
         var methods: [String: [String]] = [:]
         for prefix in clientPrefixes {
             methods["\(prefix)/v1/chat/completions"] = ["POST"]
+            methods["\(prefix)/v1/responses"] = ["POST"]
+            methods["\(prefix)/v1/responses/compact"] = ["POST"]
             methods["\(prefix)/v1/messages"] = ["POST"]
             methods["\(prefix)/v1/messages/count_tokens"] = ["POST"]
             methods["\(prefix)/v1/models"] = ["GET"]
@@ -136,6 +141,12 @@ public final class Gateway: Sendable {
             }
             router.get("\(prefix)/v1/models") { request, context in
                 try await self.listModels(request, context: context)
+            }
+            router.post("\(prefix)/v1/responses") { request, context in
+                try await self.responses(request, context: context)
+            }
+            router.post("\(prefix)/v1/responses/compact") { request, context in
+                try await self.compactResponse(request, context: context)
             }
             router.post("\(prefix)/v1/messages") { request, context in
                 try await self.messages(request, context: context)

@@ -150,8 +150,19 @@ public protocol CounterStore: Sendable {
     func saveDailyCounts(_ counts: [(subject: String, day: Int64, count: Int)]) async throws
 }
 
+/// Responses API conversations kept for `previous_response_id`.
+public protocol ResponseStore: Sendable {
+    /// Saves a response: `items` is the JSON array of the conversation's input items followed by the
+    /// response's output items.
+    func saveResponse(id: String, keyID: String, model: String, items: String, createdAt: Int64, expiresAt: Int64) async throws
+    /// The items of a response `keyID` stored and that has not expired; nil otherwise.
+    func loadResponse(id: String, keyID: String, now: Int64) async throws -> String?
+    /// Deletes expired responses; returns how many.
+    func purgeResponses(now: Int64) async throws -> Int
+}
+
 /// The gateway's whole persistent state.
-public protocol GatewayStore: KeyStore, UserStore, CounterStore, CreditStore {
+public protocol GatewayStore: KeyStore, UserStore, CounterStore, CreditStore, ResponseStore {
     /// Housekeeping the gateway runs every second (SQLite: a WAL checkpoint off the write path).
     func maintain() async
     /// Checks the database answers (for readiness probes).

@@ -247,3 +247,54 @@ struct BillingServerTests {
         }
     }
 }
+
+@Suite("Responses API end to end")
+struct ResponsesServerTests {
+    @Test func aResponsesRequestIsBilledAndLoggedLikeAnyOther() async throws {
+        try await Harness.run(configure: { c, port in
+            billing()(&c, port)
+            c.providers.append(ProviderConfig(name: "resp", type: .openaiResponses, baseURL: "http://127.0.0.1:\(port)/v1", apiKey: "upstream-secret"))
+            c.models.append(ModelConfig(name: "codex", provider: "resp", upstream: "gpt-5.3-codex", multiplier: .credits(2)))
+        }) { h in
+            let (key, user) = try await h.funded(10)
+            let r = try await h.request("/v1/responses", key: key, body: #"{"model":"codex","input":"hi"}"#)
+            #expect(r.status == 200 && r.headers.first(name: "X-Credits-Charged") == "2")
+            #expect(h.lastUpstreamRequest()?["path"]?.stringValue == "/v1/responses")
+            let streamed = try await h.request("/api/v1/responses", key: key, body: #"{"model":"tiered","input":"hi","stream":true}"#)
+            #expect(streamed.body.contains("event: response.completed") && streamed.body.hasSuffix(": credits charged=1 remaining=7\n\n"))
+            let rows = try await h.usageRows(user, count: 2)
+            #expect(rows.allSatisfy { $0.inputTokens > 0 && $0.outputTokens > 0 && $0.status == 200 })
+            #expect(try await h.balance(user) == 7 * Credits.scale)
+            #expect(try await h.store.checkLedger().isConsistent)
+        }
+    }
+}
+
+@Suite("Responses API: stored conversations")
+struct StoredResponsesTests {
+    @Test func previousResponseIDNeedsRetentionAndExpires() async throws {
+        try await Harness.run(configure: { c, _ in c.responses = ResponsesConfig(retention: .init(milliseconds: 0)) }) { h in
+            let key = try await h.key()
+            let first = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"hi"}"#)
+            let id = first.json?["id"]?.stringValue ?? ""
+            let next = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"again","previous_response_id":"\#(id)"}"#)
+            #expect(next.status == 400 && next.errorCode == "previous_response_not_supported")
+        }
+        try await Harness.run(configure: { c, _ in c.responses = ResponsesConfig(retention: .init(milliseconds: 400)) }) { h in
+            let key = try await h.key()
+            let first = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"hi"}"#)
+            let id = first.json?["id"]?.stringValue ?? ""
+            let soon = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"again","previous_response_id":"\#(id)"}"#)
+            #expect(soon.status == 200)
+            let sent = h.lastUpstreamRequest()?["body"]?["messages"]?.arrayValue?.count
+            #expect(sent == 3)  // hi, the answer, again
+            try await Task.sleep(for: .milliseconds(600))
+            let late = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"again","previous_response_id":"\#(id)"}"#)
+            #expect(late.status == 404 && late.errorCode == "previous_response_not_found")
+            let unstored = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"hi","store":false}"#)
+            let other = unstored.json?["id"]?.stringValue ?? ""
+            let missing = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"x","previous_response_id":"\#(other)"}"#)
+            #expect(missing.status == 404)
+        }
+    }
+}

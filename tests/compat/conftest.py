@@ -124,6 +124,10 @@ providers:
     type: gemini
     base_url: "{mock_url}"
     api_key: "upstream-secret"
+  - name: oai-responses
+    type: openai-responses
+    base_url: "{mock_url}/v1"
+    api_key: "upstream-secret"
 models:
   - name: gpt-5.1
     provider: upstream
@@ -138,6 +142,9 @@ models:
   - name: gemini-up
     provider: gem
     upstream: gemini-3.1-pro
+  - name: gpt-5.3-codex
+    provider: oai-responses
+    upstream: gpt-5.3-codex-2026
   - name: claude-up-thinking
     provider: ant
     upstream: claude-sonnet-4-6

@@ -102,7 +102,7 @@ def test_provider_specific_parameters_pass_through(client: OpenAI, stack):
 
 def test_models_list(client: OpenAI):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["gpt-5.1", "dead-model", "demo-mock", "claude-up", "gemini-up", "claude-up-thinking"]  # not the wildcard
+    assert ids == ["gpt-5.1", "dead-model", "demo-mock", "claude-up", "gemini-up", "gpt-5.3-codex", "claude-up-thinking"]  # not the wildcard
 
 
 def test_builtin_mock_provider(client: OpenAI):

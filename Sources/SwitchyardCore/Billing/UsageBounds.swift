@@ -78,6 +78,8 @@ public enum UsageBounds {
             return (int(doc.member("max_completion_tokens")) ?? int(doc.member("max_tokens")), 0)
         case .anthropic:
             return (int(doc.member("max_tokens")), 0)
+        case .responses:
+            return (int(doc.member("max_output_tokens")), 0)
         case .gemini:
             guard let g = doc.member("generationConfig") ?? doc.member("generation_config"), g.kind == .object,
                 let config = (try? JSONValue.parse(doc.rawValue(g)))?.objectValue

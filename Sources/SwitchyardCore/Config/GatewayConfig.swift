@@ -21,12 +21,14 @@ public struct GatewayConfig: Decodable, Sendable {
     /// Input-token tiers for models priced by `multiplier`.
     public var pricing: PricingConfig
     public var billing: BillingConfig
+    /// Responses API conversations the gateway keeps for `previous_response_id`.
+    public var responses: ResponsesConfig
 
     /// The plan used when none are configured: every model, no limits.
     public static let unlimitedPlan = PlanConfig(name: "unlimited")
 
     enum CodingKeys: String, CodingKey {
-        case listen, database, providers, models, limits, routing, server, log, media, plans, pricing, billing
+        case listen, database, providers, models, limits, routing, server, log, media, plans, pricing, billing, responses
         case defaultPlan = "default_plan"
         case dayTimeZone = "day_time_zone"
         case adminKey = "admin_key"
@@ -51,7 +53,8 @@ public struct GatewayConfig: Decodable, Sendable {
         defaultPlan: String? = nil,
         dayTimeZone: String = "UTC",
         pricing: PricingConfig = .init(),
-        billing: BillingConfig = .init()
+        billing: BillingConfig = .init(),
+        responses: ResponsesConfig = .init()
     ) {
         self.listen = listen
         self.database = database
@@ -70,6 +73,7 @@ public struct GatewayConfig: Decodable, Sendable {
         self.dayTimeZone = dayTimeZone
         self.pricing = pricing
         self.billing = billing
+        self.responses = responses
     }
 
     public init(from decoder: any Decoder) throws {
@@ -97,6 +101,7 @@ public struct GatewayConfig: Decodable, Sendable {
         dayTimeZone = try c.decodeIfPresent(String.self, forKey: .dayTimeZone) ?? "UTC"
         pricing = try c.decodeIfPresent(PricingConfig.self, forKey: .pricing) ?? .init()
         billing = try c.decodeIfPresent(BillingConfig.self, forKey: .billing) ?? .init()
+        responses = try c.decodeIfPresent(ResponsesConfig.self, forKey: .responses) ?? .init()
         try validate()
     }
 
@@ -254,6 +259,8 @@ public enum ProviderType: String, Decodable, Sendable, CaseIterable {
     case gemini
     /// Replies generated in-process by the built-in fake provider (demos and load tests), OpenAI format.
     case mock
+    /// OpenAI Responses (`POST {base_url}/responses`), for models OpenAI serves only there (codex models).
+    case openaiResponses = "openai-responses"
 
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
@@ -269,6 +276,7 @@ public enum ProviderType: String, Decodable, Sendable, CaseIterable {
         case .openai, .mock: return .openAI
         case .anthropic: return .anthropic
         case .gemini: return .gemini
+        case .openaiResponses: return .responses
         }
     }
 }
@@ -662,5 +670,21 @@ public struct UpstreamURL: Sendable, Equatable {
     public var normalized: String {
         let h = host.contains(":") ? "[\(host)]" : host
         return "\(scheme)://\(h)\(port.map { ":\($0)" } ?? "")\(path)"
+    }
+}
+
+/// `responses:` — how long the gateway keeps Responses API conversations (`store` not false) for
+/// `previous_response_id`; `0s` keeps none (such requests then get a clear 400).
+public struct ResponsesConfig: Decodable, Sendable, Equatable {
+    public var retention: ConfigDuration
+
+    enum CodingKeys: String, CodingKey { case retention }
+
+    public init(retention: ConfigDuration = .seconds(30 * 86_400)) { self.retention = retention }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        retention = try c.decodeIfPresent(ConfigDuration.self, forKey: .retention) ?? .seconds(30 * 86_400)
+        guard retention.milliseconds >= 0 else { throw ConfigValueError("retention must not be negative", key: "retention") }
     }
 }

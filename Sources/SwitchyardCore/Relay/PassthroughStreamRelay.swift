@@ -23,6 +23,8 @@ public struct PassthroughStreamRelay: Sendable {
     /// Bytes of content-carrying members relayed (an over-estimate of the output's characters: it
     /// includes their JSON framing).
     public private(set) var outputChars = 0
+    /// Responses streams: the final `response` object (from `response.completed`/`incomplete`), raw.
+    public private(set) var finalResponse: ByteBuffer?
 
     public init(format: WireFormat, clientModel: String, maxDepth: Int = 64, dropUsageChunk: Bool = false) {
         self.scanner = SSEScanner()
@@ -105,6 +107,26 @@ public struct PassthroughStreamRelay: Sendable {
                 if let d = doc.member("delta") { outputChars += max(1, d.valueRange.count - 30) }
             case "message_stop":
                 sawEnd = true
+            default: break
+            }
+        case .responses:
+            let type = doc.string("type") ?? ""
+            switch type {
+            case "response.output_text.delta", "response.function_call_arguments.delta", "response.reasoning_summary_text.delta", "response.refusal.delta":
+                if let d = doc.member("delta") { outputChars += max(1, d.valueRange.count - 2) }
+            case "response.created", "response.in_progress", "response.completed", "response.incomplete", "response.failed":
+                guard let m = doc.member("response"), m.kind == .object, let inner = try? ScannedObject(doc.rawValue(m), maxDepth: maxDepth) else { break }
+                let newInner = inner.replacingModel(with: clientModelLiteral)
+                if let newInner {
+                    var editor = doc.editor()
+                    editor.replaceValue(of: m, with: String(buffer: newInner))
+                    rewritten = editor.result()
+                }
+                if type == "response.completed" || type == "response.incomplete" || type == "response.failed" {
+                    sawEnd = type != "response.failed"
+                    if let u = inner.member("usage"), u.kind == .object { usage = OpenAIResponses.usage(try? JSONValue.parse(inner.rawValue(u))) }
+                    if type != "response.failed" { finalResponse = newInner ?? inner.buffer }
+                }
             default: break
             }
         case .gemini:

@@ -32,6 +32,8 @@ public enum StreamErrors {
             out.writeStaticString("data: ")
             out.writeImmutableBuffer(Gemini.errorBody(e))
             out.writeStaticString("\n\n")
+        case .responses:
+            out = OpenAIResponses.errorEvent(e, sequence: 0)
         }
         return out
     }
@@ -65,6 +67,8 @@ public struct TranslatingStream: StreamProcessor {
 
     public var usage: TokenUsage? { accumulator.usage }
     public var outputChars: Int { accumulator.outputChars }
+    /// The final `response` object, for a Responses client.
+    public var finalResponse: JSONValue? { encoder.finalResponse }
     public var completed: Bool { accumulator.finish != nil && accumulator.failed == nil }
 
     private mutating func emit(_ events: [StreamEvent], into out: inout ByteBuffer) {

@@ -354,9 +354,11 @@ extension AnthropicMessages {
 /// which ones to send back and which to drop.
 public enum ThinkingSignature {
     public static let geminiPrefix = "gemini:"
+    /// OpenAI Responses reasoning items: `openai:<item id>:<encrypted_content>`.
+    public static let openAIPrefix = "openai:"
 
     /// Whether the signature was issued by a provider other than Anthropic.
-    public static func isForeign(_ signature: String) -> Bool { signature.hasPrefix(geminiPrefix) }
+    public static func isForeign(_ signature: String) -> Bool { signature.hasPrefix(geminiPrefix) || signature.hasPrefix(openAIPrefix) }
 
     /// The Gemini `thoughtSignature` carried in a tagged signature, if it is one.
     public static func gemini(_ signature: String) -> String? {

@@ -8,6 +8,8 @@ public enum WireFormat: String, Sendable, Equatable, CaseIterable {
     case anthropic
     /// Google Gemini `generateContent`.
     case gemini
+    /// OpenAI Responses (`POST /v1/responses`).
+    case responses
 }
 
 /// One entry point over the per-format translators.
@@ -18,6 +20,7 @@ public enum Translator {
         case .openAI: return try OpenAIChat.decodeRequest(body)
         case .anthropic: return try AnthropicMessages.decodeRequest(body)
         case .gemini: return try Gemini.decodeRequest(body, model: model, stream: stream)
+        case .responses: return try OpenAIResponses.decodeRequest(body)
         }
     }
 
@@ -37,6 +40,7 @@ public enum Translator {
         case .openAI: return OpenAIChat.encodeRequest(r, model: upstreamModel, maxTokensField: options.maxTokensField)
         case .anthropic: return try AnthropicMessages.encodeRequest(r, model: upstreamModel, options: .init(defaultMaxTokens: options.defaultMaxTokens))
         case .gemini: return try Gemini.encodeRequest(r)
+        case .responses: return OpenAIResponses.encodeRequest(r, model: upstreamModel)
         }
     }
 
@@ -46,6 +50,7 @@ public enum Translator {
         case .openAI: return try OpenAIChat.decodeResponse(body)
         case .anthropic: return try AnthropicMessages.decodeResponse(body, structuredOutput: request.usesStructuredOutputTool)
         case .gemini: return try Gemini.decodeResponse(body)
+        case .responses: return try OpenAIResponses.decodeResponse(body)
         }
     }
 
@@ -55,13 +60,14 @@ public enum Translator {
         case .openAI: return OpenAIChat.encodeResponse(r, model: model, created: created)
         case .anthropic: return AnthropicMessages.encodeResponse(r, model: model)
         case .gemini: return Gemini.encodeResponse(r, model: model)
+        case .responses: return OpenAIResponses.encodeResponse(r, model: model, created: created)
         }
     }
 
     /// An error body in a client's format.
     public static func errorBody(_ format: WireFormat, _ e: GatewayError, requestID: String? = nil) -> ByteBuffer {
         switch format {
-        case .openAI: return e.openAIBody()
+        case .openAI, .responses: return e.openAIBody()
         case .anthropic: return AnthropicMessages.errorBody(e, requestID: requestID)
         case .gemini: return Gemini.errorBody(e)
         }
@@ -81,9 +87,11 @@ public enum AnyStreamDecoder: Sendable {
     case openAI(OpenAIStreamDecoder)
     case anthropic(AnthropicStreamDecoder)
     case gemini(GeminiStreamDecoder)
+    case responses(ResponsesStreamDecoder)
 
     public init(_ format: WireFormat, request: ChatRequest) {
         switch format {
+        case .responses: self = .responses(ResponsesStreamDecoder())
         case .openAI: self = .openAI(OpenAIStreamDecoder())
         case .anthropic: self = .anthropic(AnthropicStreamDecoder(structuredOutput: request.usesStructuredOutputTool))
         case .gemini: self = .gemini(GeminiStreamDecoder())
@@ -95,6 +103,7 @@ public enum AnyStreamDecoder: Sendable {
         case .openAI(var d): defer { self = .openAI(d) }; return try d.feed(chunk)
         case .anthropic(var d): defer { self = .anthropic(d) }; return try d.feed(chunk)
         case .gemini(var d): defer { self = .gemini(d) }; return try d.feed(chunk)
+        case .responses(var d): defer { self = .responses(d) }; return try d.feed(chunk)
         }
     }
 
@@ -103,6 +112,7 @@ public enum AnyStreamDecoder: Sendable {
         case .openAI(var d): defer { self = .openAI(d) }; return d.finish()
         case .anthropic(var d): defer { self = .anthropic(d) }; return d.finish()
         case .gemini(var d): defer { self = .gemini(d) }; return d.finish()
+        case .responses(var d): defer { self = .responses(d) }; return d.finish()
         }
     }
 }
@@ -112,9 +122,11 @@ public enum AnyStreamEncoder: Sendable {
     case openAI(OpenAIStreamEncoder)
     case anthropic(AnthropicStreamEncoder)
     case gemini(GeminiStreamEncoder)
+    case responses(ResponsesStreamEncoder)
 
     public init(_ format: WireFormat, model: String, created: Int, includeUsage: Bool) {
         switch format {
+        case .responses: self = .responses(ResponsesStreamEncoder(model: model, created: created))
         case .openAI: self = .openAI(OpenAIStreamEncoder(model: model, created: created, includeUsage: includeUsage))
         case .anthropic: self = .anthropic(AnthropicStreamEncoder(model: model))
         case .gemini: self = .gemini(GeminiStreamEncoder(model: model))
@@ -126,6 +138,7 @@ public enum AnyStreamEncoder: Sendable {
         case .openAI(var e): e.encode(event, into: &out); self = .openAI(e)
         case .anthropic(var e): e.encode(event, into: &out); self = .anthropic(e)
         case .gemini(var e): e.encode(event, into: &out); self = .gemini(e)
+        case .responses(var e): e.encode(event, into: &out); self = .responses(e)
         }
     }
 
@@ -134,7 +147,14 @@ public enum AnyStreamEncoder: Sendable {
         case .openAI(var e): e.finish(into: &out); self = .openAI(e)
         case .anthropic(var e): e.finish(into: &out); self = .anthropic(e)
         case .gemini(var e): e.finish(into: &out); self = .gemini(e)
+        case .responses(var e): e.finish(into: &out); self = .responses(e)
         }
+    }
+
+    /// The final `response` object of a Responses stream (for storing it).
+    public var finalResponse: JSONValue? {
+        if case .responses(let e) = self { return e.finalResponse }
+        return nil
     }
 }
 

@@ -8,7 +8,7 @@ public enum UpstreamErrors {
         var message: String?
         var code: String?
         switch format {
-        case .openAI:
+        case .openAI, .responses:
             let e = parsed?["error"]
             message = e?["message"]?.stringValue ?? e?.stringValue
             code = e?["code"]?.stringValue ?? e?["type"]?.stringValue

@@ -85,6 +85,7 @@ struct LimiterService: Service {
             await gateway.store.maintain()
             ticks += 1
             if ticks % 30 == 0 { gateway.limiter.sweep() }
+            if ticks % 60 == 1 { await gateway.responseArchive.purge() }
         }
     }
 }
@@ -115,7 +116,7 @@ enum RateLimitHeaders {
             headers[.xRateLimitRemaining] = String(q.remaining)
             headers[.xRateLimitReset] = String((q.resetAtMs + 999) / 1000)
             switch format {
-            case .openAI:
+            case .openAI, .responses:
                 headers[.openAILimitRequests] = String(q.limit)
                 headers[.openAIRemainingRequests] = String(q.remaining)
                 headers[.openAIResetRequests] = goDuration(q.resetAtMs - now)
@@ -129,7 +130,7 @@ enum RateLimitHeaders {
         }
         if let t = snapshot.tokens {
             switch format {
-            case .openAI:
+            case .openAI, .responses:
                 headers[.openAILimitTokens] = String(t.limit)
                 headers[.openAIRemainingTokens] = String(t.remaining)
                 headers[.openAIResetTokens] = goDuration(t.resetAtMs - now)

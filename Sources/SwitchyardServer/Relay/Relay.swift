@@ -22,6 +22,8 @@ struct ClientCall: Sendable {
     let stream: Bool
     /// Client headers a same-format provider should receive (`anthropic-version`, `anthropic-beta`).
     let forwardHeaders: [(String, String)]
+    /// Responses clients: where the finished response is kept for `previous_response_id`.
+    var recorder: ResponseRecorder? = nil
 }
 
 extension Gateway {
@@ -100,7 +102,10 @@ extension Gateway {
         if call.stream, upstream.isEventStream {
             let relay = PassthroughStreamRelay(
                 format: call.format, clientModel: call.model, maxDepth: config.limits.maxJSONDepth, dropUsageChunk: injectedUsage)
-            return .success(streamResponse(upstream, processor: relay, call: call, provider: attempt.provider, context: context) { _ in })
+            let recorder = call.recorder
+            return .success(streamResponse(upstream, processor: relay, call: call, provider: attempt.provider, context: context) { finished in
+                recorder?.record(finished.finalResponse)
+            })
         }
         let full = try await collect(upstream, provider: attempt.provider)
         guard let answer = try? ScannedObject(full, maxDepth: config.limits.maxJSONDepth) else {
@@ -114,6 +119,10 @@ extension Gateway {
         case .openAI:
             if let u = answer.member("usage"), u.kind == .object { usage = TokenUsage(openAI: try? JSONValue.parse(answer.rawValue(u))) }
             bytes = answer.replacingModel(with: literal) ?? full
+        case .responses:
+            if let u = answer.member("usage"), u.kind == .object { usage = OpenAIResponses.usage(try? JSONValue.parse(answer.rawValue(u))) }
+            bytes = answer.replacingModel(with: literal) ?? full
+            call.recorder?.record(bytes)
         case .anthropic:
             if let u = answer.member("usage") { usage = AnthropicMessages.usage(try? JSONValue.parse(answer.rawValue(u))) }
             bytes = answer.replacingModel(with: literal) ?? full
@@ -164,6 +173,16 @@ extension Gateway {
                 editor.append(key: attempt.provider.maxTokensField.rawValue, rawJSON: String(cap))
             }
             return (editor.result(), injected)
+        case .responses:
+            var editor = doc.editor()
+            if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(attempt.upstreamModel)) }
+            if let thinking, doc.member("reasoning") == nil, let effort = thinking.effort {
+                editor.append(key: "reasoning", rawJSON: #"{"effort":\#(JSONString.literal(effort)),"summary":"auto"}"#)
+            }
+            if let cap = injectedOutputCap(target), doc.member("max_output_tokens") == nil {
+                editor.append(key: "max_output_tokens", rawJSON: String(cap))
+            }
+            return (editor.result(), false)
         case .anthropic:
             var editor = doc.editor()
             if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(attempt.upstreamModel)) }
@@ -223,7 +242,7 @@ extension Gateway {
         switch provider.format {
         case .gemini: try await mediaFetcher.inline(&request, images: true, documents: true)
         case .openAI: try await mediaFetcher.inline(&request, images: false, documents: true)
-        case .anthropic: break
+        case .anthropic, .responses: break
         }
         let encoded = try Translator.encodeRequest(
             provider.format, request, upstreamModel: attempt.upstreamModel,
@@ -257,8 +276,10 @@ extension Gateway {
             var stream = TranslatingStream(from: provider.format, to: call.format, request: request, clientModel: call.model, created: created)
             stream.usageExtra = usageExtra
             let cache = call.format == .openAI ? reasoningCache : nil
+            let recorder = call.recorder
             return .success(streamResponse(upstream, processor: stream, call: call, provider: provider, context: context) { finished in
                 cache?.store(finished.accumulator.content)
+                recorder?.record(finished.finalResponse)
             })
         }
         let full = try await collect(upstream, provider: provider)
@@ -272,6 +293,7 @@ extension Gateway {
         await settleCompleted(ticket, usage: answer.usage, answerBytes: full.readableBytes, context: context)
         if call.format == .openAI { reasoningCache.store(answer.content) }
         let out = Translator.encodeResponse(call.format, answer, model: call.model, created: created)
+        call.recorder?.record(JSONValue.object(out))
         context.log.markFirstByte()
         return .success(Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: JSONValue.object(out).jsonBuffer)))
     }
@@ -431,7 +453,7 @@ extension Gateway {
     static func isWellFormedError(_ raw: ByteBuffer, format: WireFormat) -> Bool {
         guard let v = try? JSONValue.parse(raw) else { return false }
         switch format {
-        case .openAI: return v["error"]?["message"]?.stringValue?.isEmpty == false
+        case .openAI, .responses: return v["error"]?["message"]?.stringValue?.isEmpty == false
         case .anthropic: return v["type"]?.stringValue == "error" && v["error"]?["message"]?.stringValue != nil
         case .gemini: return v["error"]?["message"]?.stringValue != nil
         }

@@ -9,7 +9,7 @@ extension Gateway {
         let principal = try await authenticate(request, context: context)
         let modelOrder = self.modelOrder.filter { principal.allows($0.name) }
         switch format ?? WireFormat.of(request) {
-        case .openAI:
+        case .openAI, .responses:
             let data: [JSONValue] = modelOrder.map { route in
                 ["id": .string(route.name), "object": "model", "created": .int(catalogCreated), "owned_by": .string((route.deployments.first?.provider.name ?? "switchyard"))]
             }

@@ -74,7 +74,7 @@ extension Gateway {
     static func ping(_ format: WireFormat) -> ByteBuffer {
         switch format {
         case .anthropic: ByteBuffer(string: "event: ping\ndata: {\"type\": \"ping\"}\n\n")
-        case .openAI: ByteBuffer(string: ": ping\n\n")
+        case .openAI, .responses: ByteBuffer(string: ": ping\n\n")
         case .gemini: ByteBuffer(string: "\n")
         }
     }

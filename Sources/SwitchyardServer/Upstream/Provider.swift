@@ -9,7 +9,7 @@ import Synchronization
 
 /// One request to a provider, already in the provider's wire format.
 struct UpstreamRequest: Sendable {
-    enum Operation: Sendable { case generate, countTokens }
+    enum Operation: Sendable { case generate, countTokens, compact }
     var operation: Operation = .generate
     /// The upstream model id (Gemini puts it in the URL).
     var model: String
@@ -71,7 +71,7 @@ final class Provider: Sendable {
         switch config.type {
         case .mock:
             transport = .mock(MockEngine(settings: .init()))
-        case .openai, .anthropic, .gemini:
+        case .openai, .anthropic, .gemini, .openaiResponses:
             var headers = HTTPHeaders()
             headers.add(name: "user-agent", value: "switchyard/\(SwitchyardVersion.current)")
             if let key = config.apiKey {
@@ -191,7 +191,14 @@ final class Provider: Sendable {
             switch r.operation {
             case .countTokens: return "\(versioned)/models/\(escaped):countTokens"
             case .generate: return r.stream ? "\(versioned)/models/\(escaped):streamGenerateContent?alt=sse" : "\(versioned)/models/\(escaped):generateContent"
+            case .compact: throw GatewayError(status: 400, category: .invalidRequest, code: "unsupported_operation",
+                                              message: "`/responses/compact` needs a model served through the OpenAI Responses API; the provider `\(name)` is not")
             }
+        case (.openaiResponses, .generate): return base + "/responses"
+        case (.openaiResponses, .compact): return base + "/responses/compact"
+        case (_, .compact):
+            throw GatewayError(status: 400, category: .invalidRequest, code: "unsupported_operation",
+                               message: "`/responses/compact` needs a model served through the OpenAI Responses API; the provider `\(name)` is not")
         case (_, .countTokens):
             throw GatewayError(status: 400, category: .invalidRequest, code: "unsupported_operation", message: "the provider `\(name)` cannot count tokens")
         default: return base + "/chat/completions"

@@ -154,5 +154,20 @@ enum SQLiteMigrations {
             )
             """,
         ]),
+        Migration(version: 4, name: "stored Responses API responses", statements: [
+            // A response and the conversation that led to it, as Responses input items, so a later
+            // request can continue it with `previous_response_id`. Only the key that created it may.
+            """
+            CREATE TABLE stored_responses (
+                id TEXT PRIMARY KEY,
+                key_id TEXT NOT NULL,
+                model TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                items TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX stored_responses_expiry ON stored_responses(expires_at)",
+        ]),
     ]
 }
