@@ -28,6 +28,8 @@ public final class Gateway: Sendable {
     let modelOrder: [ModelRoute]
     /// Reasoning kept for OpenAI-format clients, which cannot carry thinking signatures between turns.
     let reasoningCache = ReasoningCache()
+    /// Client connections the process can carry with its descriptor limit (`server.max_connections` caps it).
+    public let connectionBudget: ConnectionBudget
     /// Responses API conversations kept for `previous_response_id`.
     let responseArchive: ResponseArchive
     /// Fetches image and document URLs for providers that need inline data.
@@ -46,6 +48,8 @@ public final class Gateway: Sendable {
         limiter = RateLimiter(clock: DayClock(identifier: config.dayTimeZone) ?? .utc)
         meter = CreditMeter(store: store, config: config, logger: logger)
         responseArchive = ResponseArchive(store: store, retention: config.responses.retention, logger: logger)
+        let fitted = ConnectionBudget.fromDescriptorLimit()
+        connectionBudget = config.server.maxConnections.map { ConnectionBudget(limit: min($0, fitted.budget.limit)) } ?? fitted.budget
         var providers: [String: Provider] = [:]
         for p in config.providers { providers[p.name] = Provider(config: p) }
         self.providers = providers
@@ -208,7 +212,7 @@ public final class Gateway: Sendable {
         Application(
             router: buildRouter(),
             server: .http1(configuration: .init(
-                additionalChannelHandlers: [ConnectionCloseWatcher()],
+                additionalChannelHandlers: [ConnectionLimiter(budget: self.connectionBudget), ConnectionCloseWatcher()],
                 idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds),
                 httpDecoderConfiguration: .init(
                     maxHeaderFieldSize: config.limits.maxHeaderBytes, maxHeaderListSize: config.limits.maxHeaderBytes,

@@ -11,6 +11,7 @@ import NIOCore
 import ServiceLifecycle
 import UnixSignals
 import SwitchyardCore
+import SwitchyardHTTP
 import SwitchyardStore
 
 /// Loads configuration files.
@@ -60,6 +61,8 @@ public enum GatewayRunner {
         }
 
         let gateway = Gateway(config: config, store: store, logger: logger)
+
+        logger.info("client connection limit", metadata: ["max_connections": .stringConvertible(gateway.connectionBudget.limit)])
         await gateway.prepare()
         let finalConfig = config
         let shownDemoKey = demoKey

@@ -236,3 +236,66 @@ def test_the_documented_full_example_config_loads(tmp_path):
     assert result.returncode == 0, result.stderr
     plans = json.loads(result.stdout)
     assert [p["name"] for p in plans] == ["free", "pro"] and plans[0]["default"] is True
+
+
+def test_more_connections_than_descriptors_are_refused_not_fatal(tmp_path):
+    """With a low descriptor limit, connections beyond what it can carry (two descriptors each: client and
+    upstream) are closed at once; the gateway stays up, serves again, and leaks no descriptor. Without the
+    budget the process runs out of descriptors and libdispatch traps (SIGILL)."""
+    import os
+    import resource
+
+    from conftest import binary
+
+    mock = start_mock(tmp_path)
+    config = write_config(tmp_path, mock.url)
+    key = create_key(tmp_path, config)["key"]
+    limit = 400
+    out, err = tmp_path / "gw.out", tmp_path / "gw.err"
+    popen = subprocess.Popen([binary(), "serve", "--config", str(config)], cwd=tmp_path, stdout=out.open("w"), stderr=err.open("w"),
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+    try:
+        deadline = time.time() + 30
+        while not re.search(r"listening on (http://\S+)", out.read_text()) and time.time() < deadline:
+            assert popen.poll() is None, err.read_text()
+            time.sleep(0.05)
+        url = re.search(r"listening on (http://\S+)", out.read_text()).group(1)
+        budget = int(re.search(r'"max_connections":(\d+)', err.read_text()).group(1))
+        assert budget == (limit - 256) // 2
+        fds_before = len(os.listdir(f"/proc/{popen.pid}/fd"))
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps({"model": "gpt-5.1", "stream": True, "messages": [{"role": "user", "content": "[[mock chunks=4 chunk_delay_ms=1000]] hi"}]})
+        request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+        sockets = []
+        for _ in range(3 * budget):  # far more streams than descriptors allow
+            s = socket.create_connection((host, int(port)))
+            try:
+                s.sendall(request)
+            except OSError:
+                pass
+            sockets.append(s)
+        time.sleep(1.5)
+        served = 0
+        for s in sockets:
+            s.settimeout(0.05)
+            try:
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    served += 1
+            except OSError:
+                pass
+        assert popen.poll() is None, f"the gateway died:\n{err.read_text()[-2000:]}"
+        assert 0 < served <= budget
+        for s in sockets:
+            s.close()
+        with OpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as client:
+            ok = client.chat.completions.create(model="gpt-5.1", messages=[{"role": "user", "content": "hi"}])
+        assert ok.choices[0].message.content
+        deadline = time.time() + 15
+        while len(os.listdir(f"/proc/{popen.pid}/fd")) > fds_before + 4 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(os.listdir(f"/proc/{popen.pid}/fd")) <= fds_before + 4, "descriptors leaked"
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        popen.wait(30)
+        mock.stop()

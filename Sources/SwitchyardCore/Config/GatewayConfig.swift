@@ -569,11 +569,15 @@ public struct ServerConfig: Decodable, Sendable {
     /// How often the database is asked whether keys, users or plans changed in another process (the
     /// CLI notifies a running gateway directly; this is the fallback).
     public var authPollInterval: ConfigDuration
+    /// Most client connections open at once (beyond it new ones are closed); default and ceiling: what
+    /// the process's file-descriptor limit can carry, two descriptors per connection.
+    public var maxConnections: Int?
 
     enum CodingKeys: String, CodingKey {
         case drainTimeout = "drain_timeout"
         case idleTimeout = "idle_timeout"
         case authPollInterval = "auth_poll_interval"
+        case maxConnections = "max_connections"
     }
 
     public init(drainTimeout: ConfigDuration = .seconds(30), idleTimeout: ConfigDuration = .seconds(300), authPollInterval: ConfigDuration = .init(milliseconds: 100)) {
@@ -588,6 +592,8 @@ public struct ServerConfig: Decodable, Sendable {
         drainTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .drainTimeout) ?? d.drainTimeout
         idleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout) ?? d.idleTimeout
         authPollInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .authPollInterval) ?? d.authPollInterval
+        maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections)
+        if let m = maxConnections, m < 1 { throw ConfigValueError("max_connections must be at least 1", key: "max_connections") }
         guard authPollInterval.milliseconds >= 10 else {
             throw ConfigValueError("auth_poll_interval must be at least 10ms", key: "auth_poll_interval")
         }

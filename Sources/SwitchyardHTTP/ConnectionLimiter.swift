@@ -1,0 +1,74 @@
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How many client connections the server keeps open at once, shared by every connection's
+/// ``ConnectionLimiter``.
+///
+/// A process that runs out of file descriptors fails in places that cannot recover — libdispatch,
+/// which Swift concurrency runs on, traps when it cannot open `/proc` files — so the gateway refuses
+/// connections beyond what its descriptor limit can carry (each client may need an upstream socket too)
+/// instead of accepting them into a crash.
+public final class ConnectionBudget: Sendable {
+    public let limit: Int
+    private let open = Atomic<Int>(0)
+
+    public init(limit: Int) { self.limit = max(1, limit) }
+
+    public var current: Int { open.load(ordering: .relaxed) }
+
+    func acquire() -> Bool {
+        let now = open.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
+        if now > limit {
+            open.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+            return false
+        }
+        return true
+    }
+
+    func release() { open.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
+
+    /// Raises the soft descriptor limit to the hard one and returns the connection budget that fits it:
+    /// two descriptors per client connection (its socket and an upstream one), with `reserve` kept for
+    /// the database, logs and the runtime.
+    public static func fromDescriptorLimit(reserve: Int = 256) -> (budget: ConnectionBudget, descriptors: Int) {
+        var descriptors = 1024
+        #if canImport(Glibc)
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            if limit.rlim_cur < limit.rlim_max {
+                var raised = limit
+                raised.rlim_cur = limit.rlim_max
+                if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+            }
+            descriptors = Int(min(limit.rlim_cur, 1 << 20))  // RLIM_INFINITY is the largest value
+        }
+        #endif
+        return (ConnectionBudget(limit: max(16, (descriptors - reserve) / 2)), descriptors)
+    }
+}
+
+/// Closes a new client connection at once when the ``ConnectionBudget`` is spent.
+public final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    public typealias InboundIn = NIOAny
+
+    private let budget: ConnectionBudget
+    private let counted = Atomic<Bool>(false)
+
+    public init(budget: ConnectionBudget) { self.budget = budget }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if budget.acquire() {
+            counted.store(true, ordering: .releasing)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        if counted.exchange(false, ordering: .acquiringAndReleasing) { budget.release() }
+    }
+}
