@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        // Microbenchmarks only (Benchmarks/); the malloc interposer gives allocation counts.
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         // Pure value code: wire formats, JSON/SSE scanning, config, errors, keys. No sockets, no database.
@@ -95,6 +97,17 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
+        ),
+        // `swift package --disable-sandbox benchmark`: hot-path functions on their own (built in CI, run by hand).
+        .executableTarget(
+            name: "SwitchyardBenchmarks",
+            dependencies: [
+                "SwitchyardCore",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Benchmarks/SwitchyardBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         .testTarget(
             name: "SwitchyardCoreTests",

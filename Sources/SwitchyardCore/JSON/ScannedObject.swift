@@ -77,3 +77,27 @@ public struct ScannedObject: Sendable {
         return editor.result()
     }
 }
+
+extension ScannedObject {
+    /// Whether `needle` occurs in the raw bytes of `member`'s value (a byte search, no String made).
+    public func valueContains(_ member: JSONScanner.Member, _ needle: StaticString) -> Bool {
+        buffer.withUnsafeReadableBytes { bytes in
+            let range = member.valueRange
+            let n = needle.utf8CodeUnitCount
+            guard range.upperBound <= bytes.count, n > 0, range.count >= n else { return n == 0 }
+            let pattern = UnsafeBufferPointer(start: needle.utf8Start, count: n)
+            let first = pattern[0]
+            var i = range.lowerBound
+            let last = range.upperBound - n
+            while i <= last {
+                if bytes[i] == first {
+                    var j = 1
+                    while j < n, bytes[i + j] == pattern[j] { j += 1 }
+                    if j == n { return true }
+                }
+                i += 1
+            }
+            return false
+        }
+    }
+}

@@ -76,12 +76,14 @@ public struct PassthroughStreamRelay: Sendable {
         case .openAI:
             if let c = doc.member("choices"), c.valueRange.count > 2 {
                 // Only deltas that carry content count (not the role-only first chunk or the finish chunk).
-                let text = String(buffer: doc.rawValue(c))
-                if text.contains("\"tool_calls\"") || text.contains("\"reasoning") || (text.contains("\"content\":\"") && !text.contains("\"content\":\"\"")) {
+                // Byte searches: this runs for every event of every stream.
+                if doc.valueContains(c, "\"tool_calls\"") || doc.valueContains(c, "\"reasoning")
+                    || (doc.valueContains(c, "\"content\":\"") && !doc.valueContains(c, "\"content\":\"\""))
+                {
                     outputChars += max(1, c.valueRange.count - 80)
                 }
                 // Some OpenAI-compatible servers never send [DONE]: a finish reason ends the answer too.
-                if text.contains("\"finish_reason\":\"") { sawEnd = true }
+                if doc.valueContains(c, "\"finish_reason\":\"") { sawEnd = true }
             }
             if let u = doc.member("usage"), u.kind == .object {
                 usage = TokenUsage(openAI: try? JSONValue.parse(doc.rawValue(u)))
@@ -131,13 +133,12 @@ public struct PassthroughStreamRelay: Sendable {
             }
         case .gemini:
             if let c = doc.member("candidates"), c.valueRange.count > 2 {
-                let text = String(buffer: doc.rawValue(c))
-                if text.contains("\"text\"") || text.contains("\"functionCall\"") { outputChars += max(1, c.valueRange.count - 120) }
+                if doc.valueContains(c, "\"text\"") || doc.valueContains(c, "\"functionCall\"") { outputChars += max(1, c.valueRange.count - 120) }
             }
             if let u = doc.member("usageMetadata"), u.kind == .object {
                 usage = Gemini.usage(try? JSONValue.parse(doc.rawValue(u)))
             }
-            if let c = doc.member("candidates"), String(buffer: doc.rawValue(c)).contains("\"finishReason\"") {
+            if let c = doc.member("candidates"), doc.valueContains(c, "\"finishReason\"") {
                 sawEnd = true
             }
             if let m = doc.member("modelVersion"), m.kind == .string {
