@@ -175,10 +175,8 @@ extension MockEngine {
         }
         var tail: [ByteBuffer] = []
         var pieces = MockPieces(count: 0) { _ in "" }
-        var render: (@Sendable (Int, Int) -> ByteBuffer)?
-        var textIndex = -1
+        var render: (@Sendable (Int) -> ByteBuffer)?
         if let text {
-            textIndex = index
             let ids: JSONObject = ["item_id": .string(messageID), "output_index": .int(index)]
             head.append(event("response.output_item.added", ["output_index": .int(index), "item": [
                 "id": .string(messageID), "type": "message", "status": "in_progress", "role": "assistant", "content": [],
@@ -193,7 +191,7 @@ extension MockEngine {
             let contentPieces = pieces
             let itemID = messageID
             let outputIndex = index
-            render = { i, _ in
+            render = { i in
                 Self.sse(["type": "response.output_text.delta", "sequence_number": .int(first + i), "item_id": .string(itemID),
                           "output_index": .int(outputIndex), "content_index": 0, "delta": .string(contentPieces.piece(i)), "logprobs": []],
                          event: "response.output_text.delta")
@@ -210,7 +208,6 @@ extension MockEngine {
             tail.append(event("response.output_item.done", ["output_index": .int(index), "item": output[reply.thinking == nil ? 0 : 1]]))
             index += 1
         }
-        _ = textIndex
         var callEvents: [ByteBuffer] = []
         for (k, call) in reply.toolCalls.enumerated() {
             let itemID = "fc_" + call.id.dropFirst(5)
@@ -230,7 +227,7 @@ extension MockEngine {
         if render == nil { head += callEvents } else { tail += callEvents }
         tail.append(event(status == "incomplete" ? "response.incomplete" : "response.completed", ["response": response(status, output, usage: finalUsage)]))
         let draw = render
-        let script = MockEventScript(head: head, pieceCount: pieces.count, tail: tail) { i in draw?(i, 0) ?? ByteBuffer() }
+        let script = MockEventScript(head: head, pieceCount: pieces.count, tail: tail) { i in draw?(i) ?? ByteBuffer() }
         return MockPlan(status: 200, headers: [("content-type", "text/event-stream")], firstByteDelayMs: delay,
                         body: .events(script, chunkDelayMs: directives.chunkDelayMs ?? settings.chunkDelayMs, dropAfter: directives.dropAfter))
     }

@@ -150,24 +150,6 @@ public enum MockServer {
         router.post("/v1/chat/completions", use: chat)
         router.post("/chat/completions", use: chat)
 
-        @Sendable func responses(_ request: Request, _ context: MockRequestContext) async throws -> Response {
-            var request = request
-            let body = try await request.collectBody(upTo: context.maxUploadSize)
-            let headerList = request.headers.map { ($0.name.canonicalName, $0.value) }
-            stats.record(.init(method: request.method.rawValue, path: request.uri.path, headers: headerList, body: body))
-            if let required = engine.settings.requiredKey, !Self.authorized(request.headers, key: required) {
-                return respond(MockEngine.openAIError(status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key"), stats: stats, channel: context.channel)
-            }
-            let plan = request.uri.path.hasSuffix("/compact")
-                ? engine.compact(body: body)
-                : engine.responses(body: body, headerDirectives: MockDirectives.pairs(fromHeaders: headerList.map { (name: $0.0, value: $0.1) }))
-            try await stats.delay(plan.firstByteDelayMs, channel: context.channel)
-            return respond(plan, stats: stats, channel: context.channel)
-        }
-        router.post("/v1/responses", use: responses)
-        router.post("/responses", use: responses)
-        router.post("/v1/responses/compact", use: responses)
-        router.post("/responses/compact", use: responses)
 
         /// Records the request and checks the key; returns the body, or an error plan.
         @Sendable func admit(_ request: inout Request, _ context: MockRequestContext, error: (Int, String) -> MockPlan) async throws -> (ByteBuffer, [String: String], MockPlan?) {
@@ -181,6 +163,22 @@ public enum MockServer {
             }
             return (body, headers, nil)
         }
+
+        @Sendable func responses(_ request: Request, _ context: MockRequestContext) async throws -> Response {
+            var request = request
+            let (body, headers, failure) = try await admit(&request, context) { status, _ in
+                MockEngine.openAIError(status: status, message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key")
+            }
+            let plan = failure ?? (request.uri.path.hasSuffix("/compact")
+                ? engine.compact(body: body)
+                : engine.responses(body: body, headerDirectives: MockDirectives.pairs(fromHeaders: headers.map { (name: $0.key, value: $0.value) })))
+            try await stats.delay(plan.firstByteDelayMs, channel: context.channel)
+            return respond(plan, stats: stats, channel: context.channel)
+        }
+        router.post("/v1/responses", use: responses)
+        router.post("/responses", use: responses)
+        router.post("/v1/responses/compact", use: responses)
+        router.post("/responses/compact", use: responses)
 
         router.post("/v1/messages") { request, context -> Response in
             var request = request

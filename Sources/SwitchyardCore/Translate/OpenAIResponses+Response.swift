@@ -312,7 +312,7 @@ public struct ResponsesStreamEncoder: Sendable {
         emit("response.in_progress", ["response": response(status: "in_progress")], into: &out)
     }
 
-    private mutating func addItem(_ index: Int, _ kind: Kind, prefix: String, item: (String) -> JSONValue, into out: inout ByteBuffer) -> Open {
+    private mutating func addItem(_ kind: Kind, prefix: String, item: (String) -> JSONValue, into out: inout ByteBuffer) -> Open {
         let o = Open(kind: kind, outputIndex: nextOutput, itemID: TranslateSupport.randomID(prefix))
         nextOutput += 1
         emit("response.output_item.added", ["output_index": .int(o.outputIndex), "item": item(o.itemID)], into: &out)
@@ -325,7 +325,7 @@ public struct ResponsesStreamEncoder: Sendable {
         switch event {
         case .start: break
         case .textStart(let i):
-            let o = addItem(i, .text, prefix: "msg_", item: { OpenAIResponses.messageItem(id: $0, text: nil, status: "in_progress") }, into: &out)
+            let o = addItem(.text, prefix: "msg_", item: { OpenAIResponses.messageItem(id: $0, text: nil, status: "in_progress") }, into: &out)
             emit("response.content_part.added", [
                 "item_id": .string(o.itemID), "output_index": .int(o.outputIndex), "content_index": 0,
                 "part": ["type": "output_text", "text": "", "annotations": []],
@@ -339,7 +339,7 @@ public struct ResponsesStreamEncoder: Sendable {
                 "item_id": .string(o.itemID), "output_index": .int(o.outputIndex), "content_index": 0, "delta": .string(t), "logprobs": [],
             ], into: &out)
         case .thinkingStart(let i):
-            open[i] = addItem(i, .thinking, prefix: "rs_", item: { OpenAIResponses.reasoningItem(id: $0, summary: "", encrypted: nil) }, into: &out)
+            open[i] = addItem(.thinking, prefix: "rs_", item: { OpenAIResponses.reasoningItem(id: $0, summary: "", encrypted: nil) }, into: &out)
         case .thinkingDelta(let i, let t):
             guard var o = open[i] else { return }
             if !o.summaryStarted {
@@ -358,13 +358,12 @@ public struct ResponsesStreamEncoder: Sendable {
             o.signature = (o.signature ?? "") + s
             open[i] = o
         case .redactedThinking(let i, let data):
-            var o = addItem(i, .thinking, prefix: "rs_", item: { OpenAIResponses.reasoningItem(id: $0, summary: "", encrypted: nil) }, into: &out)
-            o.signature = nil
+            let o = addItem(.thinking, prefix: "rs_", item: { OpenAIResponses.reasoningItem(id: $0, summary: "", encrypted: nil) }, into: &out)
             let item = OpenAIResponses.reasoningItem(id: o.itemID, summary: "", encrypted: OpenAIResponses.wrappedRedacted + data)
             output[o.outputIndex] = item
             emit("response.output_item.done", ["output_index": .int(o.outputIndex), "item": item], into: &out)
         case .toolCallStart(let i, let id, let name):
-            var o = addItem(i, .tool, prefix: "fc_", item: { OpenAIResponses.functionCallItem(id: $0, callID: id, name: name, arguments: "", status: "in_progress") }, into: &out)
+            var o = addItem(.tool, prefix: "fc_", item: { OpenAIResponses.functionCallItem(id: $0, callID: id, name: name, arguments: "", status: "in_progress") }, into: &out)
             o.callID = id
             o.name = name
             open[i] = o

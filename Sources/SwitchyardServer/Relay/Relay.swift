@@ -24,6 +24,8 @@ struct ClientCall: Sendable {
     let forwardHeaders: [(String, String)]
     /// Responses clients: where the finished response is kept for `previous_response_id`.
     var recorder: ResponseRecorder? = nil
+    /// What the provider is asked to do (`/responses/compact` is a non-generating call).
+    var operation: UpstreamRequest.Operation = .generate
 }
 
 extension Gateway {
@@ -79,6 +81,11 @@ extension Gateway {
         if attempt.provider.format == call.format {
             return try await passthrough(call, attempt: attempt, context: context)
         }
+        guard call.operation == .generate else {
+            throw GatewayError.invalidRequest(
+                "`/responses/compact` needs a model served through the OpenAI Responses API; the provider `\(attempt.provider.name)` is not",
+                code: "unsupported_operation", param: "model")
+        }
         return try await translate(call, attempt: attempt, context: context)
     }
 
@@ -89,8 +96,9 @@ extension Gateway {
         let ticket = try await reserveCredits(call, attempt: attempt, upstreamBody: body, context: context)
         let upstream: UpstreamResponse
         do {
-            upstream = try await attempt.provider.send(
-                upstreamRequest(attempt, body: body, stream: call.stream, context: context, headers: call.forwardHeaders), logger: logger)
+            var request = upstreamRequest(attempt, body: body, stream: call.stream, context: context, headers: call.forwardHeaders)
+            request.operation = call.operation
+            upstream = try await attempt.provider.send(request, logger: logger)
         } catch {
             if error.code == "client_closed" { throw CancellationError() }
             return .transportError(error)
@@ -176,6 +184,7 @@ extension Gateway {
         case .responses:
             var editor = doc.editor()
             if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(attempt.upstreamModel)) }
+            guard call.operation == .generate else { return (editor.result(), false) }
             if let thinking, doc.member("reasoning") == nil, let effort = thinking.effort {
                 editor.append(key: "reasoning", rawJSON: #"{"effort":\#(JSONString.literal(effort)),"summary":"auto"}"#)
             }

@@ -22,10 +22,12 @@ extension Gateway {
         guard input.kind == .string || input.kind == .array else {
             throw GatewayError.invalidField("input", "`input` must be a string or an array of input items")
         }
-        let items = try await expandPreviousResponse(&body, &doc, input: input, keyID: principal.key.id)
+        let history = try await expandPreviousResponse(&body, &doc, input: input, keyID: principal.key.id)
         var call = ClientCall(
             format: .responses, principal: principal, request: request, body: body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: [])
         if doc.member("store")?.kind != .false, responseArchive.enabled {
+            // The conversation is only parsed when it is kept.
+            let items = history ?? Self.inputItems(doc, input)
             call.recorder = ResponseRecorder(archive: responseArchive, keyID: principal.key.id, model: model, input: items)
         }
         return try await relay(call, context: context)
@@ -49,46 +51,16 @@ extension Gateway {
                 code: "unsupported_operation", param: "model")
         }
         if let input = doc.member("input") { _ = try await expandPreviousResponse(&body, &doc, input: input, keyID: principal.key.id) }
-        let call = ClientCall(format: .responses, principal: principal, request: request, body: body, doc: doc, model: model, stream: false, forwardHeaders: [])
-        context.log.markModelCall(model: model)
-        try admit(call, context: context)
-        let result = try await route(target, requestID: context.requestID) { attempt -> AttemptResult in
-            context.log.set(model: model, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, stream: false)
-            var editor = doc.editor()
-            if let m = doc.member("model") { editor.replaceValue(of: m, with: JSONString.literal(attempt.upstreamModel)) }
-            let upstreamBody = editor.result()
-            let ticket = try await self.reserveCredits(call, attempt: attempt, upstreamBody: upstreamBody, context: context)
-            var r = self.upstreamRequest(attempt, body: upstreamBody, stream: false, context: context)
-            r.operation = .compact
-            let upstream: UpstreamResponse
-            do {
-                upstream = try await attempt.provider.send(r, logger: self.logger)
-            } catch let error as GatewayError {
-                if error.code == "client_closed" { throw CancellationError() }
-                return .transportError(error)
-            }
-            context.log.set(upstreamStatus: upstream.status)
-            guard (200..<300).contains(upstream.status) else { return await self.failedAttempt(upstream, provider: attempt.provider) }
-            attempt.lease.succeeded()
-            context.log.set(deploymentLease: attempt.lease)
-            let full = try await self.collect(upstream, provider: attempt.provider)
-            let usage = OpenAIResponses.usage((try? JSONValue.parse(full))?["usage"])
-            context.log.set(usage: usage)
-            await self.settleCompleted(ticket, usage: usage, answerBytes: full.readableBytes, context: context)
-            context.log.markFirstByte()
-            return .success(Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: full)))
-        }
-        switch result {
-        case .success(let response): return response
-        case .failure(let failure): return try await respond(to: failure, call: call, context: context)
-        }
+        // Routed, limited and billed like any call; the provider's own endpoint does the work.
+        var call = ClientCall(format: .responses, principal: principal, request: request, body: body, doc: doc, model: model, stream: false, forwardHeaders: [])
+        call.operation = .compact
+        return try await relay(call, context: context)
     }
 
     /// Resolves `previous_response_id`: the stored conversation goes in front of `input` and the field
-    /// is removed. Returns the request's whole conversation as items.
-    func expandPreviousResponse(_ body: inout ByteBuffer, _ doc: inout ScannedObject, input: JSONScanner.Member, keyID: String) async throws -> [JSONValue] {
-        let items = Self.inputItems(doc, input)
-        guard let previous = doc.member("previous_response_id"), previous.kind != .null else { return items }
+    /// is removed. Returns the request's whole conversation as items, or nil when there was none to resolve.
+    func expandPreviousResponse(_ body: inout ByteBuffer, _ doc: inout ScannedObject, input: JSONScanner.Member, keyID: String) async throws -> [JSONValue]? {
+        guard let previous = doc.member("previous_response_id"), previous.kind != .null else { return nil }
         guard previous.kind == .string else { throw GatewayError.invalidField("previous_response_id", "`previous_response_id` must be a string") }
         let id = doc.stringValue(previous)
         guard responseArchive.enabled else {
@@ -101,12 +73,13 @@ extension Gateway {
             e.status = 404
             throw e
         }
+        let items = history + Self.inputItems(doc, input)
         var editor = doc.editor()
-        editor.replaceValue(of: input, with: JSONValue.array(history + items).jsonString)
+        editor.replaceValue(of: input, with: JSONValue.array(items).jsonString)
         editor.remove(previous)
         body = editor.result()
         doc = try scan(body)
-        return history + items
+        return items
     }
 
     /// The request's input as items (a string is one user message).
