@@ -124,18 +124,23 @@ def start_nginx(work: Path, mock_url: str) -> tuple[subprocess.Popen, str] | Non
     conf = work / "nginx.conf"
     conf.write_text(NGINX_CONF.format(work=work, mock_port=mock_url.rsplit(":", 1)[1], port=port))
     popen = subprocess.Popen([nginx, "-p", str(work), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=(work / "nginx.start.err").open("w"))
-    deadline = time.time() + 10
     import socket
 
+    return wait_ready(popen, "nginx", port, 10, lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close(), work / "nginx.start.err")
+
+
+def wait_ready(popen: subprocess.Popen, name: str, port: int, seconds: float, probe, log: Path) -> tuple[subprocess.Popen, str]:
+    """Polls `probe` (raises OSError until the server answers) until it passes, the process exits or time runs out."""
+    deadline = time.time() + seconds
     while time.time() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            probe()
             return popen, f"http://127.0.0.1:{port}"
         except OSError:
             if popen.poll() is not None:
-                sys.exit(f"nginx exited: {(work / 'nginx.start.err').read_text()}")
-            time.sleep(0.05)
-    sys.exit("nginx did not start")
+                sys.exit(f"{name} exited: {log.read_text()[-3000:]}")
+            time.sleep(0.1)
+    sys.exit(f"{name} did not start")
 
 
 def tree_stat(pid: int) -> tuple[float, int]:
@@ -151,15 +156,102 @@ def tree_stat(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+
+class PIN:
+    """CPU placement with --pin: the relay under test gets CPU 1 to itself; wrk and the mock share CPU 0."""
+    relay = 1
+    load = 0
+
+
+def pin_process(pid: int, cpu: int, tree: bool = False) -> None:
+    pids = [pid]
+    if tree:
+        pids += [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    for p in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(p)], capture_output=True, check=False)
+
+
+LITELLM_KEY = "sk-bench-" + "0123456789abcdef" * 2
+
+LITELLM_CONF = """
+model_list:
+  - model_name: gpt-5.1
+    litellm_params: {{model: openai/gpt-5.1, api_base: "{mock}/v1", api_key: bench}}
+  - model_name: claude-up
+    litellm_params: {{model: anthropic/claude-up, api_base: "{mock}", api_key: bench}}
+litellm_settings: {{drop_params: true}}
+"""
+
+
+def start_litellm(work: Path, mock_url: str, exe: str) -> tuple[subprocess.Popen, str]:
+    """LiteLLM's proxy (PyPI `litellm[proxy]`) for the same two models, one worker, master-key auth, no database."""
+    port = free_port()
+    conf = work / "litellm.yaml"
+    conf.write_text(LITELLM_CONF.format(mock=mock_url))
+    env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    popen = subprocess.Popen([exe, "--config", str(conf), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+                             cwd=work, env=env, stdout=(work / "litellm.out").open("w"), stderr=subprocess.STDOUT)
+    import urllib.request
+
+    probe = lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).read()
+    return wait_ready(popen, "LiteLLM", port, 120, probe, work / "litellm.out")
+
+
+STAMPED_EVENTS = 20
+STAMPED_GAP_MS = 2
+
+
+def stream_latency(base_url: str, key: str, streams: int = 150) -> dict:
+    """Streams one at a time; per stream the time from sending the request to the first event, and per
+    event how long after the mock wrote it (its `mock_sent_us` stamp, same clock) it reached the client."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base_url)
+    body = json.dumps({"model": "gpt-5.1", "stream": True,
+                       "mock": {"chunks": STAMPED_EVENTS, "chunk_delay_ms": STAMPED_GAP_MS, "stamp_events": True},
+                       "messages": [{"role": "user", "content": "Hello!"}]}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n" + (f"Authorization: Bearer {key}\r\n" if key else "") + "Connection: close\r\n\r\n").encode()
+    stamp = re.compile(rb'"mock_sent_us":(\d+),')
+    ttfb, held = [], []
+    for i in range(streams + 5):
+        sock = socket.create_connection((u.hostname, u.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = time.time_ns()
+        sock.sendall(head + body)
+        first, buf, pos, got = None, b"", 0, []
+        while True:
+            chunk = sock.recv(65536)
+            now = time.time_ns()
+            if not chunk:
+                break
+            buf += chunk
+            for m in stamp.finditer(buf, pos):
+                got.append(now // 1000 - int(m.group(1)))
+                pos = m.end()
+                if first is None:
+                    first = (now - sent) / 1000
+        sock.close()
+        if i < 5:
+            continue  # warm-up
+        if first is not None:
+            ttfb.append(first)
+        held.extend(got)
+    pct = lambda xs, q: sorted(xs)[min(len(xs) - 1, int(len(xs) * q))] if xs else float("nan")
+    return {"streams": streams, "ttfb_p50": pct(ttfb, 0.5), "ttfb_p99": pct(ttfb, 0.99), "event_p50": pct(held, 0.5),
+            "event_p99": pct(held, 0.99), "event_max": max(held) if held else float("nan"), "events": len(held)}
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def wrk(url: str, body: str, key: str, connections: int, duration: int, script: Path, timeout: int = 10) -> dict:
+def wrk(url: str, body: str, key: str, connections: int, duration: int, script: Path, timeout: int = 10, pin=None) -> dict:
     threads = min(2, connections)
     env = {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key}
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", f"{timeout}s", "-s", str(script), url],
+        (["taskset", "-c", str(pin.load)] if pin else []) + ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", f"{timeout}s", "-s", str(script), url],
         capture_output=True, text=True, env=env, check=True,
     ).stdout
     m = re.search(r"BENCH_RESULT (\{.*\})", out)
@@ -174,7 +266,7 @@ SLOW_STREAM = json.dumps({"model": "gpt-5.1", "stream": True, "mock": {"chunks":
                           "messages": [{"role": "user", "content": "Hello!"}]})
 
 
-def many_streams(gateway: subprocess.Popen, url: str, key: str, script: Path, streams: int) -> dict:
+def many_streams(gateway: subprocess.Popen, url: str, key: str, script: Path, streams: int, pin=None) -> dict:
     """Holds `streams` slow streams open at once (ten events a second apart) and watches memory and fds."""
     import threading
 
@@ -194,7 +286,7 @@ def many_streams(gateway: subprocess.Popen, url: str, key: str, script: Path, st
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        r = wrk(url + "/v1/chat/completions", SLOW_STREAM, key, streams, 25, script, timeout=60)
+        r = wrk(url + "/v1/chat/completions", SLOW_STREAM, key, streams, 25, script, timeout=60, pin=pin)
     finally:
         stop.set()
         watcher.join()
@@ -226,6 +318,10 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     ap.add_argument("--streams", type=int, default=10_000, help="concurrent slow streams for the memory scenario")
     ap.add_argument("--skip-many", action="store_true", help="skip the many-slow-streams scenario")
+    ap.add_argument("--only", metavar="TEXT", help="run only the load scenarios whose name contains TEXT")
+    ap.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy (scripts/bench installs it into .venv-litellm)")
+    ap.add_argument("--litellm-exe", default=str(ROOT / ".venv-litellm" / "bin" / "litellm"), help="LiteLLM's `litellm` command")
+    ap.add_argument("--pin", action="store_true", help="pin the relay under test to CPU 1, wrk and the mock to CPU 0")
     args = ap.parse_args()
     # Thousands of sockets on each of three processes: raise the descriptor limit (inherited).
     # A gateway holds two descriptors per stream (client and upstream): root may raise the hard limit.
@@ -235,6 +331,7 @@ def main() -> None:
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     duration = 3 if args.quick else 10
+    pin = PIN if args.pin and (os.cpu_count() or 1) >= 2 else None
 
     with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp:
         work = Path(tmp)
@@ -264,59 +361,107 @@ pricing:
         subprocess.run([args.bin, "credits", "grant", "bench@example.com", "1000000000", "--config", str(config)], capture_output=True, check=True)
         gateway, gateway_url = start([args.bin, "serve", "--config", str(config)], work, "gateway")
         nginx = start_nginx(work, mock_url)
+        litellm = start_litellm(work, mock_url, args.litellm_exe) if args.litellm else None
+        if pin:
+            pin_process(mock.pid, pin.load)
+            for p in [gateway] + [x[0] for x in (nginx, litellm) if x]:
+                pin_process(p.pid, pin.relay, tree=True)
+        # Relays under test: (label, process, URL, key, uses the gateway's path and body).
+        relays = []
+        if nginx:
+            relays.append(("nginx reverse proxy", nginx[0], nginx[1], "", False))
+        relays.append(("through Switchyard", gateway, gateway_url, key, True))
+        if litellm:
+            relays.append(("LiteLLM proxy", litellm[0], litellm[1], LITELLM_KEY, True))
         many = None
+        latency = []
         try:
             # Warm up every path (connection pools, caches).
-            wrk(mock_url + "/v1/chat/completions", SMALL, "", 16, 2, script)
-            wrk(gateway_url + "/v1/chat/completions", SMALL, key, 16, 2, script)
-            if nginx:
-                wrk(nginx[1] + "/v1/chat/completions", SMALL, "", 16, 2, script)
+            wrk(mock_url + "/v1/chat/completions", SMALL, "", 16, 2, script, pin=pin)
+            for _, _, url, k, _ in relays:
+                wrk(url + "/v1/chat/completions", SMALL, k, 16, 2, script, pin=pin)
             rows = []
             for name, direct_path, direct_body, path, body, conns in SCENARIOS:
-                direct = wrk(mock_url + direct_path, direct_body, "", conns, duration, script)
-                proxied = None
-                if nginx:
-                    n0, _ = tree_stat(nginx[0].pid)
-                    proxied = wrk(nginx[1] + direct_path, direct_body, "", conns, duration, script)
-                    n1, nrss = tree_stat(nginx[0].pid)
-                    proxied["cpu"] = (n1 - n0) / max(1, proxied["requests"]) * 1000
-                    proxied["rss"] = nrss
-                cpu0, _, _ = proc_stat(gateway.pid)
-                through = wrk(gateway_url + path, body, key, conns, duration, script)
-                cpu1, rss, hwm = proc_stat(gateway.pid)
-                rows.append((name, direct, proxied, through, (cpu1 - cpu0) / max(1, through["requests"]) * 1000, rss, hwm))
-                print(f"  {name}: direct {direct['rps']:.0f}/s, nginx {proxied['rps'] if proxied else 0:.0f}/s, "
-                      f"through gateway {through['rps']:.0f}/s", file=sys.stderr)
+                if args.only and args.only not in name:
+                    continue
+                direct = wrk(mock_url + direct_path, direct_body, "", conns, duration, script, pin=pin)
+                measured = []
+                for label, popen, url, k, gateway_request in relays:
+                    cpu0, _ = tree_stat(popen.pid)
+                    r = wrk(url + (path if gateway_request else direct_path), body if gateway_request else direct_body, k, conns, duration, script, pin=pin)
+                    cpu1, rss = tree_stat(popen.pid)
+                    r["cpu"] = (cpu1 - cpu0) / max(1, r["requests"]) * 1000
+                    r["rss"] = rss
+                    r["hwm"] = proc_stat(popen.pid)[2]
+                    measured.append((label, r))
+                rows.append((name, direct, measured))
+                print(f"  {name}: direct {direct['rps']:.0f}/s, " + ", ".join(f"{label} {r['rps']:.0f}/s" for label, r in measured), file=sys.stderr)
+            if not args.only or args.only in "stream latency":
+                latency.append(("direct to mock", stream_latency(mock_url, "")))
+                for label, _, url, k, _ in relays:
+                    latency.append((label, stream_latency(url, k)))
+                print("  stream latency: " + ", ".join(f"{label} TTFB p99 {r['ttfb_p99']:.0f} µs, event p99 {r['event_p99']:.0f} µs" for label, r in latency), file=sys.stderr)
             if not args.skip_many:
-                many = many_streams(gateway, gateway_url, key, script, args.streams)
+                many = many_streams(gateway, gateway_url, key, script, args.streams, pin)
         finally:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait(60)
             if nginx:
                 nginx[0].send_signal(signal.SIGQUIT)
                 nginx[0].wait(30)
+            if litellm:
+                litellm[0].send_signal(signal.SIGTERM)
+                try:
+                    litellm[0].wait(30)
+                except subprocess.TimeoutExpired:
+                    litellm[0].kill()
             mock.send_signal(signal.SIGTERM)
             mock.wait(60)
 
+    placement = ("pinned: the relay under test on CPU 1, wrk and the mock upstream on CPU 0" if pin
+                 else "mock upstream, relays and wrk on the same machine, not pinned")
     lines = [
         f"Machine: {machine()}.",
-        f"wrk, {duration} s per run, 2 threads; mock upstream, nginx (1 worker) and gateway on the same machine, not pinned.",
+        f"wrk, {duration} s per run, 2 threads; nginx with 1 worker{', LiteLLM with 1 worker' if litellm else ''}; {placement}.",
         "",
         "| scenario | target | requests/s | p50 | p99 | p99.9 | errors | relay CPU s / 1k req | relay RSS (peak) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ms = lambda us: f"{us / 1000:.2f} ms"
     errors = lambda r: r["socket_errors"] + r["status_errors"]
-    for name, d, n, t, cpu, rss, hwm in rows:
+    for name, d, measured in rows:
         lines.append(f"| {name} | direct to mock | {d['rps']:,.0f} | {ms(d['p50'])} | {ms(d['p99'])} | {ms(d['p999'])} | {errors(d)} | | |")
-        if n:
-            lines.append(f"| {name} | nginx reverse proxy | {n['rps']:,.0f} | {ms(n['p50'])} | {ms(n['p99'])} | {ms(n['p999'])} | {errors(n)} | {n['cpu']:.3f} | {n['rss'] / 2**20:.0f} MB |")
-        lines.append(f"| {name} | through Switchyard | {t['rps']:,.0f} | {ms(t['p50'])} | {ms(t['p99'])} | {ms(t['p999'])} | {errors(t)} | {cpu:.3f} | {rss / 2**20:.0f} MB ({hwm / 2**20:.0f} MB) |")
+        for label, r in measured:
+            peak = f" ({r['hwm'] / 2**20:.0f} MB)" if label == "through Switchyard" else ""
+            lines.append(f"| {name} | {label} | {r['rps']:,.0f} | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['p999'])} | {errors(r)} | {r['cpu']:.3f} | {r['rss'] / 2**20:.0f} MB{peak} |")
     lines.append("")
-    for name, d, n, t, *_ in rows:
-        vs_nginx = f", {t['rps'] / n['rps']:.2f} × nginx (nginx adds p50 {n['p50'] - d['p50']} µs, p99 {n['p99'] - d['p99']} µs)" if n else ""
-        lines.append(f"- {name}: throughput {t['rps'] / d['rps']:.2f} × direct{vs_nginx}; Switchyard adds p50 {(t['p50'] - d['p50'])} µs, p99 {(t['p99'] - d['p99'])} µs.")
+    for name, d, measured in rows:
+        by = dict(measured)
+        t = by["through Switchyard"]
+        parts = [f"throughput {t['rps'] / d['rps']:.2f} × direct"]
+        if "nginx reverse proxy" in by:
+            n = by["nginx reverse proxy"]
+            parts.append(f"{t['rps'] / n['rps']:.2f} × nginx (nginx adds p50 {n['p50'] - d['p50']} µs, p99 {n['p99'] - d['p99']} µs)")
+        if "LiteLLM proxy" in by:
+            lt = by["LiteLLM proxy"]
+            parts.append(f"{t['rps'] / max(lt['rps'], 0.001):.0f} × LiteLLM ({lt['rps']:.0f}/s, {errors(lt)} errors)")
+        lines.append(f"- {name}: {', '.join(parts)}; Switchyard adds p50 {(t['p50'] - d['p50'])} µs, p99 {(t['p99'] - d['p99'])} µs.")
+    if latency:
+        base = latency[0][1]
+        lines += [
+            "",
+            f"Stream latency, one stream at a time ({base['streams']} streams of {STAMPED_EVENTS} events {STAMPED_GAP_MS} ms apart, "
+            "the mock stamps each event with the time it wrote it):",
+            "",
+            "| target | time to first event p50 | p99 | added p99 | event held p50 | p99 | max | added p99 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for label, r in latency:
+            added = lambda k: "" if r is base else f"{r[k] - base[k]:.0f} µs"
+            lines.append(f"| {label} | {r['ttfb_p50']:.0f} µs | {r['ttfb_p99']:.0f} µs | {added('ttfb_p99')} | "
+                         f"{r['event_p50']:.0f} µs | {r['event_p99']:.0f} µs | {r['event_max']:.0f} µs | {added('event_p99')} |")
     if many:
+        lines.append("")
         lines.append(f"- {many['streams']:,} concurrent slow streams (one event a second) through Switchyard: {many['completed']:,} completed, "
                      f"{many['errors']} errors; gateway RSS {many['rss_before'] / 2**20:.0f} MB before, peak {many['hwm'] / 2**20:.0f} MB; "
                      f"open descriptors {many['fds_before']} before, {many['fds_peak']} at peak, {many['fds_after']} after.")

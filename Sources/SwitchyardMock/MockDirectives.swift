@@ -30,11 +30,14 @@ public struct MockDirectives: Sendable, Equatable {
     public var omitUsage = false
     /// Report this many cached prompt tokens.
     public var cachedTokens: Int?
+    /// Stamp each streamed Chat Completions chunk with the wall-clock time the mock wrote it
+    /// (`"mock_sent_us"`, microseconds since the epoch), so a benchmark can tell how long a relay held it.
+    public var stampEvents = false
 
     public init() {}
 
     /// Recognised keys: status, message, retry_after, delay_ms, chunk_delay_ms, chunks, drop_after,
-    /// words, tool_calls, usage (`none` omits it), cached_tokens.
+    /// words, tool_calls, usage (`none` omits it), cached_tokens, stamp_events.
     public mutating func apply(_ pairs: [String: String]) {
         func int(_ k: String) -> Int? { pairs[k].flatMap { Int($0) } }
         if let v = int("status") { status = v }
@@ -48,6 +51,7 @@ public struct MockDirectives: Sendable, Equatable {
         if let v = int("tool_calls") { toolCalls = max(0, v) }
         if let v = pairs["usage"] { omitUsage = (v == "none" || v == "false") }
         if let v = int("cached_tokens") { cachedTokens = max(0, v) }
+        if let v = pairs["stamp_events"] { stampEvents = (v == "true" || v == "1") }
     }
 
     /// Pairs from `x-mock-*` headers (`x-mock-delay-ms` → `delay_ms`).

@@ -35,6 +35,8 @@ public struct MockPlan: Sendable {
     public var headers: [(String, String)]
     public var firstByteDelayMs: Int
     public var body: Body
+    /// Splice `"mock_sent_us":<now>,` into each `data: {` event as it is written.
+    public var stampEvents = false
 
     public var isStream: Bool { if case .events = body { return true } else { return false } }
 }
@@ -204,7 +206,8 @@ public final class MockEngine: Sendable {
             status: 200,
             headers: [("content-type", "text/event-stream"), ("cache-control", "no-cache")],
             firstByteDelayMs: delay,
-            body: .events(script, chunkDelayMs: directives.chunkDelayMs ?? settings.chunkDelayMs, dropAfter: directives.dropAfter))
+            body: .events(script, chunkDelayMs: directives.chunkDelayMs ?? settings.chunkDelayMs, dropAfter: directives.dropAfter),
+            stampEvents: directives.stampEvents)
     }
 
     static func sse(_ value: JSONValue, event: String? = nil) -> ByteBuffer {

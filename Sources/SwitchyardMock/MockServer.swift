@@ -263,6 +263,7 @@ public enum MockServer {
         case .full(let buffer):
             return Response(status: .init(code: plan.status), headers: headers, body: .init(byteBuffer: buffer))
         case .events(let events, let delay, let dropAfter):
+            let stamp = plan.stampEvents
             let body = ResponseBody { writer in
                 stats.streamStarted()
                 do {
@@ -270,7 +271,7 @@ public enum MockServer {
                         for i in 0..<events.count {
                             if let dropAfter, i >= dropAfter { throw MockDropped() }
                             if i > 0, delay > 0 { try await Task.sleep(for: .milliseconds(delay)) }
-                            let event = events[i]
+                            let event = stamp ? stamped(events[i]) : events[i]
                             try await writer.write(event)
                             stats.sent(event.readableBytes)
                         }
@@ -287,6 +288,20 @@ public enum MockServer {
             }
             return Response(status: .init(code: plan.status), headers: headers, body: body)
         }
+    }
+
+    /// `data: {"mock_sent_us":<wall clock µs>,...` for a `data: {` event; other events unchanged.
+    static func stamped(_ event: ByteBuffer) -> ByteBuffer {
+        let prefix = Array("data: {".utf8)
+        guard event.readableBytes > prefix.count + 1,
+              event.readableBytesView.starts(with: prefix),
+              event.readableBytesView.dropFirst(prefix.count).first != UInt8(ascii: "}") else { return event }
+        var out = ByteBuffer()
+        out.reserveCapacity(event.readableBytes + 32)
+        out.writeBytes(prefix)
+        out.writeString("\"mock_sent_us\":\(EpochClock.nowMicroseconds()),")
+        out.writeBytes(event.readableBytesView.dropFirst(prefix.count))
+        return out
     }
 
     /// Runs the mock on `host:port` until the task is cancelled or the process is signalled.

@@ -25,6 +25,22 @@ struct MockEngineTests {
         #expect(MockDirectives.pairs(fromText: "no markers").isEmpty)
     }
 
+    @Test func streamEventsCanCarryTheTimeTheMockWroteThem() throws {
+        var d = MockDirectives()
+        d.apply(MockDirectives.pairs(fromJSON: ["stamp_events": true]))
+        #expect(d.stampEvents)
+        let plan = engine.chatCompletion(body: ByteBuffer(string: #"{"model":"m","stream":true,"mock":{"stamp_events":true},"messages":[{"role":"user","content":"x"}]}"#))
+        #expect(plan.stampEvents)
+        let before = EpochClock.nowMicroseconds()
+        let stamped = MockServer.stamped(ByteBuffer(string: "data: {\"id\":\"c1\"}\n\n"))
+        let event = try JSONValue.parse(String(String(buffer: stamped).dropFirst("data: ".count)))
+        #expect(event["id"]?.stringValue == "c1")
+        let sent = event["mock_sent_us"]?.intValue ?? 0
+        #expect(sent >= Int(before) && sent <= Int(EpochClock.nowMicroseconds()))
+        #expect(String(buffer: MockServer.stamped(ByteBuffer(string: "data: [DONE]\n\n"))) == "data: [DONE]\n\n")
+        #expect(String(buffer: MockServer.stamped(ByteBuffer(string: "data: {}\n\n"))) == "data: {}\n\n")
+    }
+
     @Test func repliesAreDeterministicAndCarryUsage() throws {
         let request = ByteBuffer(string: #"{"model":"m","messages":[{"role":"user","content":"Hi there"}]}"#)
         let a = body(engine.chatCompletion(body: request))

@@ -12,6 +12,13 @@ public enum EpochClock {
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
+    /// Wall-clock epoch microseconds (for latency stamps compared across processes).
+    public static func nowMicroseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000
+    }
+
     /// Formats epoch milliseconds as ISO 8601 UTC (`2026-11-21T18:43:00Z`).
     public static func iso8601(_ ms: Int64) -> String {
         var t = time_t(ms / 1000)
