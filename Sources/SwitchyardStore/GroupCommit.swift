@@ -27,6 +27,14 @@ public final class GroupCommit<Operation: Sendable, Result: Sendable>: Sendable 
             waiter?.resume(with: r)
         }
 
+        /// The result if it is already in, without suspending.
+        var settled: Swift.Result<Result, any Error>? {
+            slot.withLock { s in
+                if case .done(let r) = s { return r }
+                return nil
+            }
+        }
+
         var value: Result {
             get async throws {
                 try await withCheckedThrowingContinuation { (c: CheckedContinuation<Result, any Error>) in
@@ -65,7 +73,11 @@ public final class GroupCommit<Operation: Sendable, Result: Sendable>: Sendable 
             s.running = true
             return true
         }
-        if lead { await drain(handingOff: true) }
+        if lead {
+            await drain(handingOff: true)
+            // The leader's own batch is written by now: no suspension to collect the result.
+            if let settled = ticket.settled { return try settled.get() }
+        }
         return try await ticket.value
     }
 

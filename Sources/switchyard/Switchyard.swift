@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import SwitchyardCore
 import SwitchyardMock
 import SwitchyardServer
@@ -62,6 +64,7 @@ struct Serve: AsyncParsableCommand {
             config.listen = address
         }
         let logger = bootstrapLogging(config.log)
+        runTasksOnEventLoops()
         try await GatewayRunner.serve(config: config, demo: demo, logger: logger)
     }
 }
@@ -95,12 +98,25 @@ struct MockUpstream: AsyncParsableCommand {
         let config = try global.load()
         var logger = bootstrapLogging(config.log, level: .warning)
         logger[metadataKey: "component"] = "mock-upstream"
+        runTasksOnEventLoops()
         let settings = MockSettings(latencyMs: latencyMs, chunkDelayMs: chunkDelayMs, chunks: chunks, requiredKey: requireKey)
         let host = self.host
         try await MockServer.run(host: host, port: port, settings: settings, logger: logger) { port in
             writeStdout("mock-upstream listening on http://\(host):\(port)\n")
         }
     }
+}
+
+/// Makes SwiftNIO's event loops Swift Concurrency's global executor, so request handlers and the
+/// network I/O they await run on the same threads instead of hopping between the cooperative pool and
+/// the event loops for every read and write (each hop is a thread wake-up). Only the long-running
+/// commands call it; `SWITCHYARD_TASKS_ON_EVENT_LOOPS=0` turns it off.
+func runTasksOnEventLoops() {
+    if let n = ProcessInfo.processInfo.environment["SWITCHYARD_EVENT_LOOPS"].flatMap(Int.init), n > 0 {
+        NIOSingletons.groupLoopCountSuggestion = n
+    }
+    guard ProcessInfo.processInfo.environment["SWITCHYARD_TASKS_ON_EVENT_LOOPS"] != "0" else { return }
+    NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
 }
 
 /// Opens the configured store for a CLI command and closes it afterwards.

@@ -192,4 +192,30 @@ struct LedgerStoreTests {
         #expect(try await second.creditBalance(userID: u, policy: noGrants, now: now).available == 3 * Self.c)
         await second.close()
     }
+
+    /// Ledger batches run on the request's own thread when the writer is free; when another writer
+    /// (here a second connection, as the CLI would be) holds the write lock they must wait for it on
+    /// the writer's thread rather than fail or stall the caller.
+    @Test func aBatchWaitsOutAnotherWritersLock() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("l.db").path
+        let now = EpochClock.nowMilliseconds()
+        let gateway = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+        let other = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+        let u = try await gateway.createUser(email: "ann@example.com", plan: nil).id
+        _ = try await gateway.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        let holding = Task { try await other.transaction { _ in usleep(400_000) } }
+        try await Task.sleep(for: .milliseconds(100))
+        let started = ContinuousClock.now
+        let results = try await gateway.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")], policy: noGrants, now: now)
+        let waited = ContinuousClock.now - started
+        try await holding.value
+        #expect(results == [.reserved(available: 3 * Self.c)])
+        #expect(waited > .milliseconds(100))  // it really met the other writer's lock
+        #expect(try await gateway.openReservations().map(\.id) == ["r1"])
+        await other.close()
+        await gateway.close()
+    }
 }

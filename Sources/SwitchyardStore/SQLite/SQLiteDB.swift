@@ -46,7 +46,9 @@ public struct SQLiteFailure: Error, CustomStringConvertible {
 /// A whole unit of work — a transaction with all its statements — runs as one job on that thread
 /// (``run(_:)``), so it costs one thread hop however many statements it has, and statements are
 /// prepared once and reused. (sqlite-nio hops to a thread pool for every statement, which made a
-/// metered request's dozen statements cost about a millisecond.)
+/// metered request's dozen statements cost about a millisecond.) Short units of work on the request
+/// path may run on the caller's thread instead (``runHere(_:)``) when the connection is free: no
+/// hop at all. A lock keeps the two from ever using the handle at once.
 final class SQLiteDB: Sendable {
     /// The handle and its statement cache; touched only on `thread`.
     final class Handle: @unchecked Sendable {
@@ -135,6 +137,8 @@ final class SQLiteDB: Sendable {
     private let handle: Handle
     private let thread: NIOThreadPool
     private let closed = Atomic<Bool>(false)
+    /// Held while a unit of work uses the handle, on whichever thread it runs.
+    private let inUse = Mutex(())
 
     private init(handle: Handle, thread: NIOThreadPool) {
         self.handle = handle
@@ -168,7 +172,15 @@ final class SQLiteDB: Sendable {
     func run<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
         guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: SQLITE_MISUSE, message: "the database is closed") }
         let handle = self.handle
-        return try await thread.runIfActive { try body(handle) }
+        return try await thread.runIfActive { try self.inUse.withLock { _ in try body(handle) } }
+    }
+
+    /// Runs `body` on the calling thread if no other unit of work is using the connection; nil if one
+    /// is (the caller then goes through ``run(_:)``). For short work on the request path.
+    func runHere<T>(_ body: (Handle) throws -> T) throws -> T? {
+        guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: SQLITE_MISUSE, message: "the database is closed") }
+        let handle = self.handle
+        return try inUse.withLockIfAvailable { _ in try body(handle) }
     }
 
     /// One statement, in its own job.

@@ -167,7 +167,7 @@ extension SQLiteStore {
 
     public func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> [LedgerOutcome] {
         guard !operations.isEmpty else { return [] }
-        return try await transaction { db in try self.apply(operations, policy: policy, now: now, db: db) }
+        return try await transactionHere { db in try self.apply(operations, policy: policy, now: now, db: db) }
     }
 
     /// Runs a batch of reservations, settlements and usage rows in one transaction: each user's buckets

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import SwitchyardCore
+import VaporCSQLite
 
 /// The embedded store: one SQLite file in WAL mode, driven through SQLite's C API.
 ///
@@ -87,6 +88,37 @@ public final class SQLiteStore: GatewayStore {
                 throw error
             }
         }
+    }
+
+    /// Like ``transaction(_:)``, but on the calling thread when the writer is free and no other
+    /// process holds the write lock — the request path's ledger batches take no thread hop that way.
+    /// It never waits on the calling thread: a busy writer (another batch, another process) sends the
+    /// work to the writer's thread, which waits as long as ``transaction(_:)`` does.
+    func transactionHere<T: Sendable>(_ body: @escaping @Sendable (SQLiteDB.Handle) throws -> T) async throws -> T {
+        let attempt = try writer.runHere { db -> HereAttempt<T> in
+            sqlite_nio_sqlite3_busy_timeout(db.raw, 0)
+            defer { sqlite_nio_sqlite3_busy_timeout(db.raw, 10_000) }
+            do {
+                _ = try db.query("BEGIN IMMEDIATE")
+            } catch let failure as SQLiteFailure where failure.code == SQLITE_BUSY {
+                return .busy
+            }
+            do {
+                let result = try body(db)
+                _ = try db.query("COMMIT")
+                return .done(result)
+            } catch {
+                _ = try? db.query("ROLLBACK")
+                throw error
+            }
+        }
+        if case .done(let result) = attempt { return result }
+        return try await transaction(body)
+    }
+
+    private enum HereAttempt<T> {
+        case done(T)
+        case busy
     }
 
     private func migrate() async throws {
