@@ -42,6 +42,20 @@ struct GatewayMiddleware: RouterMiddleware {
     let meter: CreditMeter
 
     func handle(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
+        // Everything up to the response head (auth, limits, credits, routing, the provider call) runs
+        // in a child task. A task keeps the stack memory of its deepest moment until it ends, and a
+        // streamed body is written from the connection's own task: without the child, each open
+        // stream would carry the whole request path's frames (~15 KB) for as long as it lasts.
+        try await withoutActuallyEscaping(next) { next in
+            let next = UncheckedSendable(next)
+            return try await withThrowingTaskGroup(of: Response.self) { group in
+                group.addTask { try await self.respond(request, context: context, next: next.value) }
+                return try await group.next()!
+            }
+        }
+    }
+
+    private func respond(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
         var context = context
         let id = RequestIDs.from(request.headers) ?? RequestIDs.generate()
         context.requestID = id
@@ -99,6 +113,13 @@ struct GatewayMiddleware: RouterMiddleware {
         }
         return response
     }
+}
+
+/// Hands `next` to the child task that runs it; the parent waits for the child, so it is never used
+/// concurrently or after `handle` returns.
+private struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }
 
 extension WireFormat {

@@ -112,16 +112,23 @@ final class Pending<T: Sendable>: Sendable {
         var result: Result<T, any Error>?
         var waiter: CheckedContinuation<Result<T, any Error>?, Never>?
         var generation = 0
+        /// The timer of the current wait, cancelled when the result comes first (a stream that
+        /// answers in a millisecond must not leave a task sleeping out the whole heartbeat interval).
+        var timer: Task<Void, Never>?
     }
 
     private let state = Mutex(State())
 
     func complete(_ result: Result<T, any Error>) {
-        let waiter = state.withLock { s -> CheckedContinuation<Result<T, any Error>?, Never>? in
+        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<Result<T, any Error>?, Never>?, Task<Void, Never>?) in
             s.result = result
-            defer { s.waiter = nil }
-            return s.waiter
+            defer {
+                s.waiter = nil
+                s.timer = nil
+            }
+            return (s.waiter, s.timer)
         }
+        timer?.cancel()
         waiter?.resume(returning: result)
     }
 
@@ -138,15 +145,22 @@ final class Pending<T: Sendable>: Sendable {
                 c.resume(returning: ready)
                 return
             }
-            Task {
+            let timer = Task {
                 try? await Task.sleep(for: timeout)
                 let expired = self.state.withLock { s -> CheckedContinuation<Result<T, any Error>?, Never>? in
                     guard s.generation == generation, let w = s.waiter else { return nil }
                     s.waiter = nil
+                    s.timer = nil
                     return w
                 }
                 expired?.resume(returning: nil)
             }
+            let finished = state.withLock { s -> Bool in
+                guard s.generation == generation, s.waiter != nil else { return true }
+                s.timer = timer
+                return false
+            }
+            if finished { timer.cancel() }
         }
     }
 }
