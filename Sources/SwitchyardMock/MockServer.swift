@@ -258,7 +258,7 @@ public enum MockServer {
         for (name, value) in plan.headers {
             if let n = HTTPField.Name(name) { headers[n] = value }
         }
-        headers[HTTPField.Name("x-request-id")!] = "req_mock_" + APIKeys.randomBase62(12)
+        headers[HTTPField.Name("x-request-id")!] = "req_mock_" + APIKeys.idBase62(12)
         switch plan.body {
         case .full(let buffer):
             return Response(status: .init(code: plan.status), headers: headers, body: .init(byteBuffer: buffer))

@@ -20,6 +20,21 @@ struct APIKeysTests {
         #expect(counts.values.allSatisfy { (700...1300).contains($0) })
     }
 
+    @Test func idCharactersAreSpreadOverTheAlphabetAndIDsNeverRepeat() async {
+        var counts: [Character: Int] = [:]
+        for c in APIKeys.idBase62(62_000) { counts[c, default: 0] += 1 }
+        #expect(counts.count == 62)
+        #expect(counts.values.allSatisfy { (700...1300).contains($0) })
+        // From several threads at once: 4 × 25,000 ids of 12 characters (71 bits), all distinct.
+        let ids = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<4 { group.addTask { (0..<25_000).map { _ in APIKeys.idBase62(12) } } }
+            var all: [String] = []
+            for await part in group { all += part }
+            return all
+        }
+        #expect(Set(ids).count == ids.count)
+    }
+
     @Test func hashIsSHA256AndRoundTripsThroughHex() {
         // SHA-256("abc")
         let h = APIKeys.hash("abc")

@@ -66,8 +66,19 @@ public enum APIKeys {
     public static let maxPresentedLength = 256
 
     /// `count` uniformly random base62 characters from the system CSPRNG (rejection sampling, no modulo bias).
+    /// `count` base62 characters from the system's cryptographic generator (secrets, codes).
     public static func randomBase62(_ count: Int) -> String {
         var rng = SystemRandomNumberGenerator()
+        return base62(count, using: &rng)
+    }
+
+    /// `count` base62 characters for an identifier that must be unique but need not be secret.
+    public static func idBase62(_ count: Int) -> String {
+        var rng = IDRandom()
+        return base62(count, using: &rng)
+    }
+
+    private static func base62(_ count: Int, using rng: inout some RandomNumberGenerator) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(count)
         while out.count < count {
@@ -96,12 +107,12 @@ public enum APIKeys {
             digits[i] = alphabet[Int(ms % 62)]
             ms /= 62
         }
-        return prefix + String(decoding: digits, as: UTF8.self) + randomBase62(random)
+        return prefix + String(decoding: digits, as: UTF8.self) + idBase62(random)
     }
 
     /// A new record id such as `key_3kTMd9Qx2bZr`.
     public static func generateID(prefix: String) -> String {
-        prefix + randomBase62(14)
+        prefix + idBase62(14)
     }
 
     /// SHA-256 of the secret.

@@ -34,7 +34,7 @@ enum TranslateSupport {
 
     /// A stable 24-character id suffix.
     static func randomID(_ prefix: String) -> String {
-        prefix + APIKeys.randomBase62(24)
+        prefix + APIKeys.idBase62(24)
     }
 }
 

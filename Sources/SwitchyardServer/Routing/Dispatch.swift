@@ -155,7 +155,8 @@ extension Gateway {
     /// Full-jitter exponential backoff: up to 100 ms × 2ⁿ⁻¹, at most 2 s.
     static func backoff(attempt n: Int) -> Int64 {
         let ceiling = min(2000, 100 << min(max(0, n - 1), 10))
-        return Int64.random(in: 0...Int64(ceiling))
+        var rng = IDRandom()
+        return Int64.random(in: 0...Int64(ceiling), using: &rng)
     }
 
     /// A provider's `retry-after-ms`, or `retry-after` in seconds.

@@ -63,7 +63,8 @@ final class ModelRoute: Sendable {
 
     static func weighted(_ candidates: [Deployment]) -> Deployment {
         let total = candidates.reduce(0) { $0 + $1.weight }
-        var r = Int.random(in: 0..<max(1, total))
+        var rng = IDRandom()
+        var r = Int.random(in: 0..<max(1, total), using: &rng)
         for d in candidates {
             if r < d.weight { return d }
             r -= d.weight

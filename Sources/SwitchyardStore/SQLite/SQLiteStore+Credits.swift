@@ -63,7 +63,7 @@ extension SQLiteStore {
     static func expire(_ work: inout LedgerWork) {
         for (user, list) in work.buckets {
             for b in list where b.balance > 0 && (b.expiresAt.map { $0 <= work.now } ?? false) {
-                work.entry(user, bucket: b.id, kind: .expiry, amount: -b.balance, request: nil, key: "expiry:\(b.id):\(APIKeys.randomBase62(12))")
+                work.entry(user, bucket: b.id, kind: .expiry, amount: -b.balance, request: nil, key: "expiry:\(b.id):\(APIKeys.idBase62(12))")
             }
         }
     }
@@ -360,7 +360,7 @@ extension SQLiteStore {
 
     public func grant(userEmail: String, amount: Int64, kind: BucketKind, note: String?, expiresAt: Int64?, idempotencyKey: String?, now: Int64) async throws -> CreditBucket {
         guard amount > 0 else { throw StoreError.invalid("the amount must be positive") }
-        let source = "manual:" + (idempotencyKey ?? APIKeys.randomBase62(20))
+        let source = "manual:" + (idempotencyKey ?? APIKeys.idBase62(20))
         let bucketID = try await transaction { db -> String in
             let user = try Self.ensureUser(email: userEmail, now: Int(now), db: db)
             if let row = try db.query("SELECT id FROM credit_buckets WHERE source = ?", [.text(source)]).first, let id = row.column("id")?.string {
