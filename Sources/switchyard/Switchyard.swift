@@ -76,7 +76,7 @@ struct MockUpstream: AsyncParsableCommand {
         discussion: """
             Per request, faults and shapes are chosen with x-mock-* headers, a "mock" object in the JSON body, or a \
             [[mock status=503 delay_ms=200]] marker in the last user message. Keys: status, message, retry_after, \
-            delay_ms, chunk_delay_ms, chunks, drop_after, words, tool_calls, usage=none, cached_tokens. \
+            delay_ms, chunk_delay_ms, chunks, drop_after, words, tool_calls, usage=none, cached_tokens, stamp_events. \
             GET /mock/stats and /mock/requests show what it saw.
             """)
 
