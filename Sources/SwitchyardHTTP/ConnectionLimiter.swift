@@ -51,9 +51,17 @@ public final class ConnectionBudget: Sendable {
     }
 }
 
-/// Closes a new client connection at once when the ``ConnectionBudget`` is spent.
+/// Closes a new client connection at once when the ``ConnectionBudget`` is spent, and bounds the
+/// receive buffer an accepted connection keeps.
 public final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
     public typealias InboundIn = NIOAny
+
+    /// The largest read on a client connection. SwiftNIO's adaptive allocator grows a connection's
+    /// receive buffer to its largest read (up to 64 KB by default) and keeps it pooled on the channel
+    /// for as long as the connection lives; a client that once sent a large prompt and then holds its
+    /// connection for a long stream would hold that buffer the whole time. Large bodies take a few more
+    /// reads instead.
+    public static let maxReadSize = 16 * 1024
 
     private let budget: ConnectionBudget
     private let counted = Atomic<Bool>(false)
@@ -63,6 +71,8 @@ public final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHan
     public func handlerAdded(context: ChannelHandlerContext) {
         if budget.acquire() {
             counted.store(true, ordering: .releasing)
+            try? context.channel.syncOptions?.setOption(
+                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: Self.maxReadSize))
         } else {
             context.close(promise: nil)
         }

@@ -5,6 +5,7 @@ import NIOHTTP1
 import SwitchyardMock
 import SwitchyardStore
 import SwitchyardCore
+@testable import SwitchyardServer
 import Testing
 
 @Suite("Chat completions end to end")
@@ -31,6 +32,32 @@ struct ChatCompletionsTests {
             #expect(upstream["body"] == (try JSONValue.parse(#"{"model":"mock-upstream-model","temperature":0.25,"x_vendor":{"top_k":[1,2.50]},"messages":[{"role":"user","content":"hi"}]}"#)))
             #expect(upstream["path"]?.stringValue == "/v1/chat/completions")
         }
+    }
+
+    /// A large prompt (a coding agent's conversation) takes the path that lets the upstream client drop
+    /// the body once sent, and arrives through small client reads: it must reach the provider whole,
+    /// with the right Content-Length, and the stream must come back complete.
+    @Test func aLargePromptReachesTheProviderWholeAndStreamsBack() async throws {
+        try await Harness.run { h in
+            let key = try await h.key()
+            let prompt = String(repeating: "0123456789abcdef", count: 12_500)  // 200,000 bytes
+            let r = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(stream: true, content: prompt))
+            #expect(r.status == 200)
+            #expect(r.body.contains("data: [DONE]"))
+            let upstream = try #require(h.lastUpstreamRequest())
+            let sent = upstream["body"]?["messages"]?.arrayValue?.first?["content"]?.stringValue
+            #expect(sent == prompt)
+            let length = upstream["headers"]?["content-length"]?.stringValue.flatMap { Int($0) } ?? 0
+            #expect(length > 200_000)
+        }
+    }
+
+    @Test func aOneShotBodyHandsItsBytesOutOnceAndForgetsThem() async {
+        let body = OneShotBody(ByteBuffer(string: "prompt"))
+        var iterator = body.makeAsyncIterator()
+        #expect(await iterator.next().map { String(buffer: $0) } == "prompt")
+        #expect(await iterator.next() == nil)
+        #expect(body.take() == nil)  // nothing left holding the bytes
     }
 
     @Test func sendsTheProviderKeyUpstreamNeverTheClientKey() async throws {

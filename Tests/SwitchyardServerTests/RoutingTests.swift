@@ -315,7 +315,9 @@ struct RoutingTests {
                 upstream: claude-sonnet-4-6
             """, routing: "  heartbeat: 200ms")) { h in
             let key = try await h.key()
-            let openai = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", stream: true, content: "[[mock delay_ms=900]] hi"))
+            // 1.5 s of waiting at a 200 ms heartbeat is seven pings; three leave room for a loaded machine
+            // whose timers fire late (the suites run in parallel).
+            let openai = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", stream: true, content: "[[mock delay_ms=1500]] hi"))
             #expect(openai.status == 200 && openai.body.hasPrefix(": ping\n\n"))
             #expect(openai.body.components(separatedBy: ": ping\n\n").count - 1 >= 3)
             #expect(openai.body.contains("data: [DONE]") && sseData(openai.body).first?.contains("chat.completion.chunk") == true)

@@ -171,7 +171,11 @@ final class Provider: Sendable {
             if type == .anthropic, !r.headers.contains(name: "anthropic-version") {
                 r.headers.add(name: "anthropic-version", value: AnthropicMessages.defaultVersion)
             }
-            r.body = .bytes(request.body)
+            if request.body.readableBytes > OneShotBody.threshold {
+                r.body = .stream(OneShotBody(request.body), length: .known(Int64(request.body.readableBytes)))
+            } else {
+                r.body = .bytes(request.body)
+            }
             do {
                 let response = try await client.execute(r, deadline: .now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds)), logger: logger)
                 return UpstreamResponse(status: Int(response.status.code), headers: response.headers, body: .http(response.body))
@@ -359,3 +363,27 @@ extension String {
 
     func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }
+
+/// A request body AsyncHTTPClient can let go of once sent. AsyncHTTPClient keeps a `.bytes` body for
+/// as long as the call lasts — the whole stream, for a streamed answer — so every open stream would
+/// hold a copy of its (often large: a coding agent's conversation) prompt. This sequence hands its
+/// buffer out once and forgets it. Small bodies stay `.bytes`, which costs AsyncHTTPClient less.
+final class OneShotBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    static let threshold = 16 * 1024
+
+    private let buffer: Mutex<ByteBuffer?>
+
+    init(_ buffer: ByteBuffer) { self.buffer = Mutex(buffer) }
+
+    /// The bytes, the first time only.
+    func take() -> ByteBuffer? { buffer.withLock { b in defer { b = nil }; return b } }
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let body: OneShotBody
+        mutating func next() async -> ByteBuffer? { body.take() }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(body: self) }
+}
+
