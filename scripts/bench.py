@@ -269,52 +269,89 @@ SLOW_STREAM = json.dumps({"model": "gpt-5.1", "stream": True, "mock": {"chunks":
                           "messages": [{"role": "user", "content": "Hello!"}]})
 
 
-def many_streams(gateway: subprocess.Popen, url: str, key: str, script: Path, streams: int, pin=None) -> dict:
-    """Holds `streams` slow streams open at once (events a second apart) and watches memory and fds."""
-    import threading
+class Watch:
+    """Samples a process's open descriptors and RSS every 250 ms while a load runs; keeps the peaks."""
 
-    _, rss_before, _ = proc_stat(gateway.pid)
-    fds_before = fd_count(gateway.pid)
-    peak = {"fds": fds_before}
-    stop = threading.Event()
+    def __init__(self, pid: int):
+        import threading
 
-    def watch():
-        while not stop.is_set():
+        self.pid = pid
+        self.peak = {"fds": fd_count(pid), "rss": proc_stat(pid)[1]}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
             try:
-                peak["fds"] = max(peak["fds"], fd_count(gateway.pid))
+                self.peak["fds"] = max(self.peak["fds"], fd_count(self.pid))
+                self.peak["rss"] = max(self.peak["rss"], proc_stat(self.pid)[1])
             except OSError:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.25)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        r = wrk(url + "/v1/chat/completions", SLOW_STREAM, key, streams, 45, script, timeout=90, pin=pin)
-    finally:
-        stop.set()
-        watcher.join()
-    # Closed client sockets go at once; idle upstream connections stay pooled until the pool's idle
-    # timeout (60 s). Wait for both, so a leak would show as descriptors that never come back.
-    drained_at = time.time()
+    def __enter__(self) -> dict:
+        self._thread.start()
+        return self.peak
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wait_for_descriptors(gateway: subprocess.Popen, baseline: int) -> tuple[int, int, float]:
+    """Closed client sockets go at once; idle upstream connections stay pooled until the pool's idle
+    timeout (60 s). Waits (up to 150 s) for the gateway's descriptors to come back to `baseline`, so a
+    leak would show as descriptors that never do. Returns the count 3 s after, at the end, and the wait."""
+    started = time.time()
     fds_3s = None
-    while time.time() - drained_at < 150:
+    n = fd_count(gateway.pid)
+    while time.time() - started < 150:
         time.sleep(1)
         n = fd_count(gateway.pid)
-        if fds_3s is None and time.time() - drained_at >= 3:
+        if fds_3s is None and time.time() - started >= 3:
             fds_3s = n
-        if n <= fds_before + 16:
+        if n <= baseline + 16:
             break
-    drain_seconds = time.time() - drained_at
+    return (fds_3s if fds_3s is not None else n), n, time.time() - started
+
+
+def many_streams(gateway: subprocess.Popen, url: str, key: str, script: Path, streams: int, pin=None) -> dict:
+    """Holds `streams` slow streams open at once (events a second apart) and watches memory and fds."""
+    _, rss_before, _ = proc_stat(gateway.pid)
+    fds_before = fd_count(gateway.pid)
+    with Watch(gateway.pid) as peak:
+        r = wrk(url + "/v1/chat/completions", SLOW_STREAM, key, streams, 45, script, timeout=90, pin=pin)
+    fds_3s, fds_after, drain_seconds = wait_for_descriptors(gateway, fds_before)
     if gateway.poll() is not None:
         log = Path(gateway.args[-1]).parent / "gateway.err"
         sys.exit(f"the gateway exited ({gateway.returncode}) during the slow-stream scenario:\n" + (log.read_text()[-3000:] if log.exists() else ""))
     _, _, hwm = proc_stat(gateway.pid)
-    fds_after = fd_count(gateway.pid)
     print(f"  {streams} slow streams: {r['requests']} completed, errors {r['socket_errors'] + r['status_errors']}, "
           f"peak RSS {hwm / 2**20:.0f} MB, fds {fds_before} → {peak['fds']} → {fds_3s} after 3 s → {fds_after} after {drain_seconds:.0f} s", file=sys.stderr)
     return {"streams": streams, "completed": r["requests"], "errors": r["socket_errors"] + r["status_errors"], "rss_before": rss_before,
             "hwm": hwm, "fds_before": fds_before, "fds_peak": peak["fds"], "fds_3s": fds_3s if fds_3s is not None else fds_after,
             "fds_after": fds_after, "drain_seconds": drain_seconds}
+
+
+BIG_PROMPT_BYTES = 100_000
+BIG_PROMPT_STREAM = json.dumps({"model": "gpt-5.1", "stream": True, "mock": {"chunks": 20, "chunk_delay_ms": 1000},
+                                "messages": [{"role": "user", "content": ("lorem ipsum dolor sit amet " * 4000)[:BIG_PROMPT_BYTES]}]})
+
+
+def big_prompt_streams(gateway: subprocess.Popen, url: str, key: str, script: Path, streams: int, pin=None) -> dict:
+    """Holds `streams` slow streams whose prompts are 100 KB (a coding agent's conversation), sampling
+    the gateway's RSS: what an open stream costs when its prompt was large."""
+    _, rss_before, _ = proc_stat(gateway.pid)
+    fds_before = fd_count(gateway.pid)
+    with Watch(gateway.pid) as peak:
+        r = wrk(url + "/v1/chat/completions", BIG_PROMPT_STREAM, key, streams, 15, script, timeout=60, pin=pin)
+    open_streams = max(1, (peak["fds"] - fds_before) // 2)
+    wait_for_descriptors(gateway, fds_before)  # the next scenario starts from a drained pool
+    result = {"streams": streams, "open": open_streams, "errors": r["socket_errors"] + r["status_errors"], "rss_before": rss_before,
+              "rss_peak": peak["rss"], "per_stream": (peak["rss"] - rss_before) / open_streams}
+    print(f"  {streams} streams with {BIG_PROMPT_BYTES // 1000} KB prompts: {open_streams} open at the peak, RSS {rss_before / 2**20:.0f} → "
+          f"{peak['rss'] / 2**20:.0f} MB ({result['per_stream'] / 1024:.0f} KB per stream), errors {result['errors']}", file=sys.stderr)
+    return result
 
 
 def machine() -> str:
@@ -399,6 +436,7 @@ pricing:
         if litellm:
             relays.append(("LiteLLM proxy", litellm[0], litellm[1], LITELLM_KEY, True))
         many = None
+        big = None
         latency = []
         try:
             # Warm up every path (connection pools, caches).
@@ -426,6 +464,8 @@ pricing:
                 for label, _, url, k, _ in relays:
                     latency.append((label, stream_latency(url, k)))
                 print("  stream latency: " + ", ".join(f"{label} TTFB p99 {r['ttfb_p99']:.0f} µs, event p99 {r['event_p99']:.0f} µs" for label, r in latency), file=sys.stderr)
+            if not args.only or args.only in "large prompts":
+                big = big_prompt_streams(gateway, gateway_url, key, script, 500, pin)
             if not args.skip_many:
                 many = many_streams(gateway, gateway_url, key, script, args.streams, pin)
         finally:
@@ -486,8 +526,13 @@ pricing:
             held = (f"{r['event_p50']:.0f} µs | {r['event_p99']:.0f} µs | {r['event_max']:.0f} µs | {added('event_p99')}" if r["events"]
                     else "n/a: drops the stamp | | |")
             lines.append(f"| {label} | {r['ttfb_p50']:.0f} µs | {r['ttfb_p99']:.0f} µs | {added('ttfb_p99')} | {held} |")
-    if many:
+    if big or many:
         lines.append("")
+    if big:
+        lines.append(f"- {big['streams']} slow streams with {BIG_PROMPT_BYTES // 1000} KB prompts through Switchyard: about {big['open']} open at once, "
+                     f"{big['errors']} errors; gateway RSS {big['rss_before'] / 2**20:.0f} MB before, {big['rss_peak'] / 2**20:.0f} MB at the peak: "
+                     f"{big['per_stream'] / 1024:.0f} KB per open stream.")
+    if many:
         lines.append(f"- {many['streams']:,} concurrent slow streams{streams_note} (one event a second) through Switchyard: "
                      f"about {(many['fds_peak'] - many['fds_before']) // 2:,} open at once at the peak (descriptors ÷ 2), {many['completed']:,} completed, "
                      f"{many['errors']} errors; gateway RSS {many['rss_before'] / 2**20:.0f} MB before, peak {many['hwm'] / 2**20:.0f} MB; "
