@@ -203,6 +203,7 @@ struct LedgerStoreTests {
         let path = dir.appendingPathComponent("l.db").path
         let now = EpochClock.nowMilliseconds()
         let gateway = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+        gateway.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
         let other = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
         let u = try await gateway.createUser(email: "ann@example.com", plan: nil).id
         _ = try await gateway.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)

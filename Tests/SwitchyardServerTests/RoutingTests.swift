@@ -105,7 +105,8 @@ struct RoutingTests {
                 deployments: [{provider: a}, {provider: b}]
             """)) { h in
             let key = try await h.key()
-            let busy = Task { try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "lb", content: "[[mock delay_ms=1500]] hi")) }
+            // The busy call must outlast the six others even when the parallel suites load the machine.
+            let busy = Task { try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "lb", content: "[[mock delay_ms=4000]] hi")) }
             #expect(try await h.eventually { h.mockStats.countersJSON()["waiting"]?.intValue == 1 })
             let busyTag = Self.tags(h).first?.key ?? ""
             for _ in 0..<6 {

@@ -17,6 +17,22 @@ public final class SQLiteStore: GatewayStore {
     let logger: Logger
     /// Grant sources known to exist, so due-grant checks cost no query once a period's grant is made.
     let grantMemo = Mutex(Set<String>())
+    /// Where ledger batches may run on the caller's thread (see ``transactionHere(_:)``).
+    public enum InlineWrites: Sendable {
+        /// Only when the caller runs on a SwiftNIO event loop (the gateway, whose tasks run there).
+        /// Swift's cooperative pool has one thread per core, shared by every task of the process,
+        /// so a transaction there would hold up all of them; there it hops as before.
+        case onEventLoops
+        /// Whenever the writer is free (tests of the inline path).
+        case always
+        case never
+    }
+
+    public var inlineWrites: InlineWrites {
+        get { inlineSetting.withLock { $0 } }
+        set { inlineSetting.withLock { $0 = newValue } }
+    }
+    private let inlineSetting = Mutex(InlineWrites.onEventLoops)
 
     private init(writer: SQLiteDB, reader: SQLiteDB, logger: Logger) {
         self.writer = writer
@@ -95,6 +111,11 @@ public final class SQLiteStore: GatewayStore {
     /// It never waits on the calling thread: a busy writer (another batch, another process) sends the
     /// work to the writer's thread, which waits as long as ``transaction(_:)`` does.
     func transactionHere<T: Sendable>(_ body: @escaping @Sendable (SQLiteDB.Handle) throws -> T) async throws -> T {
+        switch inlineWrites {
+        case .always: break
+        case .never: return try await transaction(body)
+        case .onEventLoops: if MultiThreadedEventLoopGroup.currentEventLoop == nil { return try await transaction(body) }
+        }
         let attempt = try writer.runHere { db -> HereAttempt<T> in
             sqlite_nio_sqlite3_busy_timeout(db.raw, 0)
             defer { sqlite_nio_sqlite3_busy_timeout(db.raw, 10_000) }
