@@ -8,17 +8,33 @@ extension Gateway {
     ///
     /// Only what routing needs is parsed (`model`, `messages`, `stream`); see ``relay(_:context:)``.
     func chatCompletions(_ request: Request, context: GatewayContext) async throws -> Response {
-        let principal = try await authenticate(request, context: context)
-        var request = request
-        let body = try await collectBody(&request)
-        context.log.set(bytesIn: body.readableBytes)
-        let doc = try scan(body)
+        let read = try await readClientBody(request, context: context)
+        let doc = read.doc
         let model = try requireString(doc, "model")
         guard let messages = doc.member("messages") else { throw GatewayError.missingField("messages") }
         guard messages.kind == .array else { throw GatewayError.invalidField("messages", "`messages` must be an array of message objects") }
         let call = ClientCall(
-            format: .openAI, principal: principal, request: request, body: body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: [])
+            format: .openAI, principal: read.principal, request: read.request, body: read.body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: [])
         return try await relay(call, context: context)
+    }
+
+    /// What a model call is read into before its route looks at it.
+    struct ClientBody {
+        let principal: Principal
+        /// The request with its body collected.
+        let request: Request
+        var body: ByteBuffer
+        var doc: ScannedObject
+    }
+
+    /// The start of every model route: the caller's key (checked before the body is read), the body
+    /// within the size limit (its size logged), and its JSON members.
+    func readClientBody(_ request: Request, context: GatewayContext) async throws -> ClientBody {
+        let principal = try await authenticate(request, context: context)
+        var request = request
+        let body = try await collectBody(&request)
+        context.log.set(bytesIn: body.readableBytes)
+        return ClientBody(principal: principal, request: request, body: body, doc: try scan(body))
     }
 
     /// Collects the request body within the configured limit (413 beyond it).

@@ -15,15 +15,12 @@ extension Gateway {
         guard ["generateContent", "streamGenerateContent", "countTokens"].contains(action) else {
             throw GatewayError.routeNotFound(request.method.rawValue, request.uri.path)
         }
-        let principal = try await authenticate(request, context: context)
-        var request = request
-        let body = try await collectBody(&request)
-        context.log.set(bytesIn: body.readableBytes)
-        let doc = try scan(body)
+        let read = try await readClientBody(request, context: context)
+        let doc = read.doc
         guard let contents = doc.member("contents") else { throw GatewayError.missingField("contents") }
         guard contents.kind == .array else { throw GatewayError.invalidField("contents", "`contents` must be an array") }
         let call = ClientCall(
-            format: .gemini, principal: principal, request: request, body: body, doc: doc, model: model.hasPrefix("models/") ? String(model.dropFirst(7)) : model,
+            format: .gemini, principal: read.principal, request: read.request, body: read.body, doc: doc, model: model.hasPrefix("models/") ? String(model.dropFirst(7)) : model,
             stream: action == "streamGenerateContent", forwardHeaders: [])
         if action == "countTokens" { return try await geminiCountTokens(call, context: context) }
         return try await relay(call, context: context)

@@ -17,11 +17,8 @@ extension Gateway {
     }
 
     func anthropicCall(_ request: Request, context: GatewayContext) async throws -> ClientCall {
-        let principal = try await authenticate(request, context: context)
-        var request = request
-        let body = try await collectBody(&request)
-        context.log.set(bytesIn: body.readableBytes)
-        let doc = try scan(body)
+        let read = try await readClientBody(request, context: context)
+        let (request, doc) = (read.request, read.doc)
         let model = try requireString(doc, "model")
         guard let messages = doc.member("messages") else { throw GatewayError.missingField("messages") }
         guard messages.kind == .array else { throw GatewayError.invalidField("messages", "messages: Input should be a valid list") }
@@ -30,7 +27,7 @@ extension Gateway {
         // Every beta flag travels as sent: new Claude Code versions add flags faster than any list.
         let betas = request.headers[values: .anthropicBeta].joined(separator: ",")
         if !betas.isEmpty { forward.append(("anthropic-beta", betas)) }
-        return ClientCall(format: .anthropic, principal: principal, request: request, body: body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: forward)
+        return ClientCall(format: .anthropic, principal: read.principal, request: request, body: read.body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: forward)
     }
 
     /// `POST /v1/messages/count_tokens`: forwarded to Anthropic models; estimated locally for the others

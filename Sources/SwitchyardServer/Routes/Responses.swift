@@ -12,19 +12,17 @@ extension Gateway {
     /// items are put in front of the new `input`, so every provider (and every deployment) sees the
     /// whole conversation. The answer is kept (unless `store: false`) for the next turn.
     func responses(_ request: Request, context: GatewayContext) async throws -> Response {
-        let principal = try await authenticate(request, context: context)
-        var request = request
-        var body = try await collectBody(&request)
-        context.log.set(bytesIn: body.readableBytes)
-        var doc = try scan(body)
-        let model = try requireString(doc, "model")
-        guard let input = doc.member("input") else { throw GatewayError.missingField("input") }
+        var read = try await readClientBody(request, context: context)
+        let principal = read.principal
+        let model = try requireString(read.doc, "model")
+        guard let input = read.doc.member("input") else { throw GatewayError.missingField("input") }
         guard input.kind == .string || input.kind == .array else {
             throw GatewayError.invalidField("input", "`input` must be a string or an array of input items")
         }
-        let history = try await expandPreviousResponse(&body, &doc, input: input, keyID: principal.key.id)
+        let history = try await expandPreviousResponse(&read.body, &read.doc, input: input, keyID: principal.key.id)
+        let doc = read.doc
         var call = ClientCall(
-            format: .responses, principal: principal, request: request, body: body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: [])
+            format: .responses, principal: principal, request: read.request, body: read.body, doc: doc, model: model, stream: try streamFlag(doc), forwardHeaders: [])
         if doc.member("store")?.kind != .false, responseArchive.enabled {
             // The conversation is only parsed when it is kept.
             let items = history ?? Self.inputItems(doc, input)
@@ -36,12 +34,8 @@ extension Gateway {
     /// `POST /v1/responses/compact`: compacts a conversation through a model served by the Responses
     /// API (OpenAI's own endpoint); other models answer 400.
     func compactResponse(_ request: Request, context: GatewayContext) async throws -> Response {
-        let principal = try await authenticate(request, context: context)
-        var request = request
-        var body = try await collectBody(&request)
-        context.log.set(bytesIn: body.readableBytes)
-        var doc = try scan(body)
-        let model = try requireString(doc, "model")
+        var read = try await readClientBody(request, context: context)
+        let model = try requireString(read.doc, "model")
         let target = try resolve(model)
         guard target.route.ensemble == nil, !target.route.deployments.isEmpty,
             target.route.deployments.allSatisfy({ $0.provider.format == .responses })
@@ -50,9 +44,10 @@ extension Gateway {
                 "`/responses/compact` needs a model served through the OpenAI Responses API (provider type `openai-responses`); `\(model)` is not",
                 code: "unsupported_operation", param: "model")
         }
-        if let input = doc.member("input") { _ = try await expandPreviousResponse(&body, &doc, input: input, keyID: principal.key.id) }
+        if let input = read.doc.member("input") { _ = try await expandPreviousResponse(&read.body, &read.doc, input: input, keyID: read.principal.key.id) }
         // Routed, limited and billed like any call; the provider's own endpoint does the work.
-        var call = ClientCall(format: .responses, principal: principal, request: request, body: body, doc: doc, model: model, stream: false, forwardHeaders: [])
+        var call = ClientCall(
+            format: .responses, principal: read.principal, request: read.request, body: read.body, doc: read.doc, model: model, stream: false, forwardHeaders: [])
         call.operation = .compact
         return try await relay(call, context: context)
     }

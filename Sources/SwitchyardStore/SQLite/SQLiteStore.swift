@@ -17,6 +17,8 @@ public final class SQLiteStore: GatewayStore {
     let logger: Logger
     /// Grant sources known to exist, so due-grant checks cost no query once a period's grant is made.
     let grantMemo = Mutex(Set<String>())
+    /// How long a connection waits for another writer (another process) to release the write lock.
+    static let busyTimeoutMs: Int32 = 10_000
     /// Where ledger batches may run on the caller's thread (see ``transactionHere(_:)``).
     public enum InlineWrites: Sendable {
         /// Only when the caller runs on a SwiftNIO event loop (the gateway, whose tasks run there).
@@ -70,7 +72,7 @@ public final class SQLiteStore: GatewayStore {
 
     private func configure(isFile: Bool) async throws {
         for connection in isFile ? [writer, reader] : [writer] {
-            _ = try await connection.query("PRAGMA busy_timeout = 10000")
+            _ = try await connection.query("PRAGMA busy_timeout = \(Self.busyTimeoutMs)")
             _ = try await connection.query("PRAGMA foreign_keys = ON")
         }
         for connection in isFile ? [writer, reader] : [writer] {
@@ -118,7 +120,7 @@ public final class SQLiteStore: GatewayStore {
         }
         let attempt = try writer.runHere { db -> HereAttempt<T> in
             sqlite_nio_sqlite3_busy_timeout(db.raw, 0)
-            defer { sqlite_nio_sqlite3_busy_timeout(db.raw, 10_000) }
+            defer { sqlite_nio_sqlite3_busy_timeout(db.raw, Self.busyTimeoutMs) }
             do {
                 _ = try db.query("BEGIN IMMEDIATE")
             } catch let failure as SQLiteFailure where failure.code == SQLITE_BUSY {
