@@ -44,16 +44,31 @@ STREAM = json.dumps({"model": "gpt-5.1", "stream": True, "mock": {"chunks": 200}
                      "messages": [{"role": "user", "content": "Hello!"}]})
 
 ANTHROPIC_DIRECT = json.dumps({"model": "claude-up", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]})
-TRANSLATED = json.dumps({"model": "claude-up", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]})
+
+# The small-request scenarios go to a fixed fast responder: the faster (probed at the start) of the
+# mock upstream and nginx answering `return 200` with the mock's own reply. Through the gateway and
+# LiteLLM they name models served from that upstream; direct and through nginx they go to its URL.
+FAST_SMALL = json.dumps({"model": "fast-gpt", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]})
+FAST_TRANSLATED = json.dumps({"model": "fast-claude", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]})
+
+
+
+def unmetered(body: str) -> str:
+    """The same request for the model's unmetered twin (same provider, no price): what metering costs."""
+    d = json.loads(body)
+    d["model"] += "-free"
+    return json.dumps(d)
+
 
 SCENARIOS = [
-    # name, path direct, body direct, path through the gateway, body through the gateway, connections
-    ("small non-streaming, 64 connections", "/v1/chat/completions", SMALL, "/v1/chat/completions", SMALL, 64),
-    ("small non-streaming, 1 connection", "/v1/chat/completions", SMALL, "/v1/chat/completions", SMALL, 1),
-    ("200-chunk stream, 64 connections", "/v1/chat/completions", STREAM, "/v1/chat/completions", STREAM, 64),
+    # name, upstream ("fast" or "mock"), path direct, body direct, path through the gateway, body
+    # through the gateway, connections
+    ("small non-streaming, 64 connections", "fast", "/v1/chat/completions", SMALL, "/v1/chat/completions", FAST_SMALL, 64),
+    ("small non-streaming, 1 connection", "fast", "/v1/chat/completions", SMALL, "/v1/chat/completions", FAST_SMALL, 1),
+    ("200-chunk stream, 64 connections", "mock", "/v1/chat/completions", STREAM, "/v1/chat/completions", STREAM, 64),
     # An OpenAI-format request to a model served by an Anthropic provider, against the same call made
     # directly in Anthropic's format.
-    ("translated OpenAI → Anthropic, 64 connections", "/v1/messages", ANTHROPIC_DIRECT, "/v1/chat/completions", TRANSLATED, 64),
+    ("translated OpenAI → Anthropic, 64 connections", "fast", "/v1/messages", ANTHROPIC_DIRECT, "/v1/chat/completions", FAST_TRANSLATED, 64),
 ]
 
 
@@ -85,24 +100,40 @@ def start(args: list[str], workdir: Path, name: str) -> tuple[subprocess.Popen, 
 NGINX_CONF = """
 daemon off;
 worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/nginx.err warn;
+pid {work}/{name}.pid;
+error_log {work}/{name}.err warn;
 events {{ worker_connections 30000; }}
 http {{
     access_log off;
-    client_body_temp_path {work}/nginx-body;
-    proxy_temp_path {work}/nginx-proxy;
-    upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 256; }}
+    keepalive_requests 1000000;
+    client_body_temp_path {work}/{name}-body;
+    proxy_temp_path {work}/{name}-proxy;
+{body}
+}}
+"""
+
+# nginx as a plain reverse proxy: one port relays to the mock, the other to the fast upstream.
+PROXY_BODY = """
+    upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 256; keepalive_requests 1000000; }}
+    upstream fast {{ server 127.0.0.1:{fast_port}; keepalive 256; keepalive_requests 1000000; }}
     server {{
         listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }}
+        location / {{ proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
     }}
-}}
+    server {{
+        listen 127.0.0.1:{fast_proxy_port};
+        location / {{ proxy_pass http://fast; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
+    }}
+"""
+
+# nginx as the fixed responder: the mock's replies to the two small requests, byte for byte.
+FIXED_BODY = """
+    server {{
+        listen 127.0.0.1:{port};
+        location = /v1/chat/completions {{ default_type application/json; return 200 '{openai}'; }}
+        location = /v1/messages {{ default_type application/json; return 200 '{anthropic}'; }}
+        location / {{ return 404; }}
+    }}
 """
 
 
@@ -114,19 +145,72 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_nginx(work: Path, mock_url: str) -> tuple[subprocess.Popen, str] | None:
-    """nginx as a plain reverse proxy to the mock, one worker (the gateway's CPU budget is the same machine)."""
+def nginx_exe() -> str | None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
-        print("  (nginx not installed: skipping the reverse-proxy baseline)", file=sys.stderr)
-        return None
-    port = free_port()
-    conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=work, mock_port=mock_url.rsplit(":", 1)[1], port=port))
-    popen = subprocess.Popen([nginx, "-p", str(work), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=(work / "nginx.start.err").open("w"))
+    return nginx if Path(nginx).exists() else None
+
+
+def run_nginx(work: Path, name: str, body: str, port: int) -> tuple[subprocess.Popen, str]:
+    """One nginx with one worker (the gateway's CPU budget is the same machine) and access log off."""
     import socket
 
-    return wait_ready(popen, "nginx", port, 10, lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close(), work / "nginx.start.err")
+    conf = work / f"{name}.conf"
+    conf.write_text(NGINX_CONF.format(work=work, name=name, body=body))
+    popen = subprocess.Popen([nginx_exe(), "-p", str(work), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=(work / f"{name}.start.err").open("w"))
+    return wait_ready(popen, name, port, 10, lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close(), work / f"{name}.start.err")
+
+
+def start_nginx(work: Path, mock_url: str, fast_url: str) -> tuple[subprocess.Popen, str, str] | None:
+    """nginx as a plain reverse proxy: a URL relaying to the mock, and one relaying to the fast upstream."""
+    if not nginx_exe():
+        print("  (nginx not installed: skipping the reverse-proxy baseline)", file=sys.stderr)
+        return None
+    port, fast_proxy_port = free_port(), free_port()
+    body = PROXY_BODY.format(mock_port=mock_url.rsplit(":", 1)[1], fast_port=fast_url.rsplit(":", 1)[1], port=port, fast_proxy_port=fast_proxy_port)
+    popen, url = run_nginx(work, "nginx", body, port)
+    return popen, url, f"http://127.0.0.1:{fast_proxy_port}"
+
+
+def fixed_reply(mock_url: str, path: str, body: str) -> str:
+    """The mock's reply to one request, escaped for an nginx `return` string."""
+    import urllib.request
+
+    req = urllib.request.Request(mock_url + path, data=body.encode(), headers={"Content-Type": "application/json"})
+    text = urllib.request.urlopen(req, timeout=5).read().decode()
+    if "$" in text:
+        sys.exit(f"the mock's reply to {path} contains `$`, which nginx would read as a variable")
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def start_fixed_responder(work: Path, mock_url: str) -> tuple[subprocess.Popen, str] | None:
+    """nginx answering the two small requests with `return 200` and the mock's own replies."""
+    if not nginx_exe():
+        return None
+    port = free_port()
+    body = FIXED_BODY.format(port=port, openai=fixed_reply(mock_url, "/v1/chat/completions", SMALL),
+                             anthropic=fixed_reply(mock_url, "/v1/messages", ANTHROPIC_DIRECT))
+    return run_nginx(work, "fixed", body, port)
+
+
+def pick_fast_upstream(work: Path, mock_url: str, script: Path, pin) -> tuple[str, subprocess.Popen | None, str, str]:
+    """The fixed fast responder for the small-request scenarios: nginx's `return 200` or the mock,
+    whichever answers more small requests a second (3 s at 64 connections each)."""
+    fixed = start_fixed_responder(work, mock_url)
+    if not fixed:
+        return "mock", None, mock_url, "nginx not installed"
+    if pin:
+        pin_process(fixed[0].pid, pin.load, tree=True)
+    rates = {}
+    for name, url in (("nginx `return 200`", fixed[1]), ("mock", mock_url)):
+        wrk(url + "/v1/chat/completions", SMALL, "", 16, 1, script, pin=pin)
+        rates[name] = wrk(url + "/v1/chat/completions", SMALL, "", 64, 3, script, pin=pin)["rps"]
+    probe = ", ".join(f"{name} {rps:,.0f}/s" for name, rps in rates.items())
+    print(f"  fixed responder: {probe}", file=sys.stderr)
+    if rates["nginx `return 200`"] >= rates["mock"]:
+        return "nginx `return 200`", fixed[0], fixed[1], probe
+    fixed[0].send_signal(signal.SIGQUIT)
+    fixed[0].wait(30)
+    return "mock", None, mock_url, probe
 
 
 def wait_ready(popen: subprocess.Popen, name: str, port: int, seconds: float, probe, log: Path) -> tuple[subprocess.Popen, str]:
@@ -179,15 +263,19 @@ model_list:
     litellm_params: {{model: openai/gpt-5.1, api_base: "{mock}/v1", api_key: bench}}
   - model_name: claude-up
     litellm_params: {{model: anthropic/claude-up, api_base: "{mock}", api_key: bench}}
+  - model_name: fast-gpt
+    litellm_params: {{model: openai/gpt-5.1, api_base: "{fast}/v1", api_key: bench}}
+  - model_name: fast-claude
+    litellm_params: {{model: anthropic/claude-up, api_base: "{fast}", api_key: bench}}
 litellm_settings: {{drop_params: true}}
 """
 
 
-def start_litellm(work: Path, mock_url: str, exe: str) -> tuple[subprocess.Popen, str]:
-    """LiteLLM's proxy (PyPI `litellm[proxy]`) for the same two models, one worker, master-key auth, no database."""
+def start_litellm(work: Path, mock_url: str, fast_url: str, exe: str) -> tuple[subprocess.Popen, str]:
+    """LiteLLM's proxy (PyPI `litellm[proxy]`) for the same models, one worker, master-key auth, no database."""
     port = free_port()
     conf = work / "litellm.yaml"
-    conf.write_text(LITELLM_CONF.format(mock=mock_url))
+    conf.write_text(LITELLM_CONF.format(mock=mock_url, fast=fast_url))
     env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
     popen = subprocess.Popen([exe, "--config", str(conf), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
                              cwd=work, env=env, stdout=(work / "litellm.out").open("w"), stderr=subprocess.STDOUT)
@@ -201,7 +289,7 @@ STAMPED_EVENTS = 20
 STAMPED_GAP_MS = 2
 
 
-def stream_latency(base_url: str, key: str, streams: int = 150) -> dict:
+def stream_latency(base_url: str, key: str, request=None, streams: int = 150) -> dict:
     """Streams one at a time; per stream the time from sending the request to the first event, and per
     event how long after the mock wrote it (its `mock_sent_us` stamp, same clock) it reached the client."""
     import socket
@@ -210,7 +298,8 @@ def stream_latency(base_url: str, key: str, streams: int = 150) -> dict:
     u = urlsplit(base_url)
     body = json.dumps({"model": "gpt-5.1", "stream": True,
                        "mock": {"chunks": STAMPED_EVENTS, "chunk_delay_ms": STAMPED_GAP_MS, "stamp_events": True},
-                       "messages": [{"role": "user", "content": "Hello!"}]}).encode()
+                       "messages": [{"role": "user", "content": "Hello!"}]})
+    body = (request(body) if request else body).encode()
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n" + (f"Authorization: Bearer {key}\r\n" if key else "") + "Connection: close\r\n\r\n").encode()
     stamp = re.compile(rb'"mock_sent_us":(\d+),')
@@ -400,6 +489,7 @@ def main() -> None:
         script = work / "bench.lua"
         script.write_text(LUA)
         mock, mock_url = start([args.bin, "mock-upstream", "--port", "0"], work, "mock")
+        fast_name, fast, fast_url, probe = pick_fast_upstream(work, mock_url, script, pin)
         config = work / "bench.yaml"
         config.write_text(f"""
 listen: "127.0.0.1:0"
@@ -407,9 +497,17 @@ database: "sqlite:{work}/bench.db"
 providers:
   - {{name: upstream, type: openai, base_url: "{mock_url}/v1", api_key: "bench", max_connections: 20000}}
   - {{name: anthropic, type: anthropic, base_url: "{mock_url}", api_key: "bench"}}
+  - {{name: fast, type: openai, base_url: "{fast_url}/v1", api_key: "bench", max_connections: 20000}}
+  - {{name: fast-anthropic, type: anthropic, base_url: "{fast_url}", api_key: "bench"}}
 models:
   - {{name: gpt-5.1, provider: upstream, multiplier: 1}}
   - {{name: claude-up, provider: anthropic, multiplier: 1}}
+  - {{name: fast-gpt, provider: fast, upstream: gpt-5.1, multiplier: 1}}
+  - {{name: fast-claude, provider: fast-anthropic, upstream: claude-up, multiplier: 1}}
+  # Unmetered twins (no price: no reservation, no settlement), for the "no metering" rows.
+  - {{name: gpt-5.1-free, provider: upstream, upstream: gpt-5.1}}
+  - {{name: fast-gpt-free, provider: fast, upstream: gpt-5.1}}
+  - {{name: fast-claude-free, provider: fast-anthropic, upstream: claude-up}}
 log: {{level: info, format: json}}
 # Limits and credit metering on, as users run them: limits high enough never to trip, credits that
 # never run out; every request reserves before dispatch and settles after, with a usage row.
@@ -422,36 +520,45 @@ pricing:
                                         capture_output=True, text=True, check=True).stdout)["key"]
         subprocess.run([args.bin, "credits", "grant", "bench@example.com", "1000000000", "--config", str(config)], capture_output=True, check=True)
         gateway, gateway_url = start([args.bin, "serve", "--config", str(config)], work, "gateway")
-        nginx = start_nginx(work, mock_url)
-        litellm = start_litellm(work, mock_url, args.litellm_exe) if args.litellm else None
+        nginx = start_nginx(work, mock_url, fast_url)
+        litellm = start_litellm(work, mock_url, fast_url, args.litellm_exe) if args.litellm else None
         if pin:
-            pin_process(mock.pid, pin.load)
+            for p in [mock] + ([fast] if fast else []):
+                pin_process(p.pid, pin.load, tree=True)
             for p in [gateway] + [x[0] for x in (nginx, litellm) if x]:
                 pin_process(p.pid, pin.relay, tree=True)
-        # Relays under test: (label, process, URL, key, uses the gateway's path and body).
+        # Relays under test: (label, process, {upstream: URL}, key, how the gateway's body is sent — None:
+        # the direct path and body instead).
+        same = lambda body: body
         relays = []
         if nginx:
-            relays.append(("nginx reverse proxy", nginx[0], nginx[1], "", False))
-        relays.append(("through Switchyard", gateway, gateway_url, key, True))
+            relays.append(("nginx reverse proxy", nginx[0], {"mock": nginx[1], "fast": nginx[2]}, "", None))
+        gateway_urls = {"mock": gateway_url, "fast": gateway_url}
+        relays.append(("through Switchyard", gateway, gateway_urls, key, same))
+        relays.append(("Switchyard, no metering", gateway, gateway_urls, key, unmetered))
         if litellm:
-            relays.append(("LiteLLM proxy", litellm[0], litellm[1], LITELLM_KEY, True))
+            relays.append(("LiteLLM proxy", litellm[0], {"mock": litellm[1], "fast": litellm[1]}, LITELLM_KEY, same))
+        upstream_urls = {"mock": mock_url, "fast": fast_url}
         many = None
         big = None
         latency = []
         try:
             # Warm up every path (connection pools, caches).
-            wrk(mock_url + "/v1/chat/completions", SMALL, "", 16, 2, script, pin=pin)
-            for _, _, url, k, _ in relays:
-                wrk(url + "/v1/chat/completions", SMALL, k, 16, 2, script, pin=pin)
+            for u in upstream_urls.values():
+                wrk(u + "/v1/chat/completions", SMALL, "", 16, 2, script, pin=pin)
+            for _, _, urls, k, request in relays:
+                wrk(urls["mock"] + "/v1/chat/completions", request(SMALL) if request else SMALL, k, 16, 2, script, pin=pin)
+                wrk(urls["fast"] + "/v1/chat/completions", request(FAST_SMALL) if request else SMALL, k, 16, 2, script, pin=pin)
             rows = []
-            for name, direct_path, direct_body, path, body, conns in SCENARIOS:
+            for name, upstream, direct_path, direct_body, path, body, conns in SCENARIOS:
                 if args.only and args.only not in name:
                     continue
-                direct = wrk(mock_url + direct_path, direct_body, "", conns, duration, script, pin=pin)
+                direct = wrk(upstream_urls[upstream] + direct_path, direct_body, "", conns, duration, script, pin=pin)
+                direct["upstream"] = fast_name if upstream == "fast" else "mock"
                 measured = []
-                for label, popen, url, k, gateway_request in relays:
+                for label, popen, urls, k, request in relays:
                     cpu0, _ = tree_stat(popen.pid)
-                    r = wrk(url + (path if gateway_request else direct_path), body if gateway_request else direct_body, k, conns, duration, script, pin=pin)
+                    r = wrk(urls[upstream] + (path if request else direct_path), request(body) if request else direct_body, k, conns, duration, script, pin=pin)
                     cpu1, rss = tree_stat(popen.pid)
                     r["cpu"] = (cpu1 - cpu0) / max(1, r["requests"]) * 1000
                     r["rss"] = rss
@@ -461,8 +568,8 @@ pricing:
                 print(f"  {name}: direct {direct['rps']:.0f}/s, " + ", ".join(f"{label} {r['rps']:.0f}/s" for label, r in measured), file=sys.stderr)
             if not args.only or args.only in "stream latency":
                 latency.append(("direct to mock", stream_latency(mock_url, "")))
-                for label, _, url, k, _ in relays:
-                    latency.append((label, stream_latency(url, k)))
+                for label, _, urls, k, request in relays:
+                    latency.append((label, stream_latency(urls["mock"], k, request)))
                 print("  stream latency: " + ", ".join(f"{label} TTFB p99 {r['ttfb_p99']:.0f} µs, event p99 {r['event_p99']:.0f} µs" for label, r in latency), file=sys.stderr)
             if not args.only or args.only in "large prompts":
                 big = big_prompt_streams(gateway, gateway_url, key, script, 500, pin)
@@ -471,9 +578,10 @@ pricing:
         finally:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait(60)
-            if nginx:
-                nginx[0].send_signal(signal.SIGQUIT)
-                nginx[0].wait(30)
+            for n in (nginx[0] if nginx else None, fast):
+                if n:
+                    n.send_signal(signal.SIGQUIT)
+                    n.wait(30)
             if litellm:
                 litellm[0].send_signal(signal.SIGTERM)
                 try:
@@ -488,6 +596,8 @@ pricing:
     lines = [
         f"Machine: {machine()}.",
         f"wrk, {duration} s per run, 2 threads; nginx with 1 worker{', LiteLLM with 1 worker' if litellm else ''}; {placement}.",
+        f"Small requests and the translated one go to the faster fixed responder, probed at the start ({probe}): {fast_name}. "
+        "Streams go to the mock.",
         "",
         "| scenario | target | requests/s | p50 | p99 | p99.9 | errors | relay CPU s / 1k req | relay RSS (peak) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -495,7 +605,7 @@ pricing:
     ms = lambda us: f"{us / 1000:.2f} ms"
     errors = lambda r: r["socket_errors"] + r["status_errors"]
     for name, d, measured in rows:
-        lines.append(f"| {name} | direct to mock | {d['rps']:,.0f} | {ms(d['p50'])} | {ms(d['p99'])} | {ms(d['p999'])} | {errors(d)} | | |")
+        lines.append(f"| {name} | direct to {d['upstream']} | {d['rps']:,.0f} | {ms(d['p50'])} | {ms(d['p99'])} | {ms(d['p999'])} | {errors(d)} | | |")
         for label, r in measured:
             peak = f" ({r['hwm'] / 2**20:.0f} MB)" if label == "through Switchyard" else ""
             lines.append(f"| {name} | {label} | {r['rps']:,.0f} | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['p999'])} | {errors(r)} | {r['cpu']:.3f} | {r['rss'] / 2**20:.0f} MB{peak} |")
@@ -507,6 +617,10 @@ pricing:
         if "nginx reverse proxy" in by:
             n = by["nginx reverse proxy"]
             parts.append(f"{t['rps'] / n['rps']:.2f} × nginx (nginx adds p50 {n['p50'] - d['p50']} µs, p99 {n['p99'] - d['p99']} µs)")
+        if "Switchyard, no metering" in by:
+            u = by["Switchyard, no metering"]
+            parts.append(f"metering costs {(t['cpu'] - u['cpu']) * 1000:.0f} µs of gateway CPU per request "
+                         f"(unmetered {u['rps']:,.0f}/s, adds p50 {u['p50'] - d['p50']} µs)")
         if "LiteLLM proxy" in by:
             lt = by["LiteLLM proxy"]
             parts.append(f"{t['rps'] / max(lt['rps'], 0.001):.0f} × LiteLLM ({lt['rps']:.0f}/s, {errors(lt)} errors)")
