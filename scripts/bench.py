@@ -462,7 +462,7 @@ def main() -> None:
     ap.add_argument("--only", metavar="TEXT", help="run only the load scenarios whose name contains TEXT")
     ap.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy (scripts/bench installs it into .venv-litellm)")
     ap.add_argument("--litellm-exe", default=str(ROOT / ".venv-litellm" / "bin" / "litellm"), help="LiteLLM's `litellm` command")
-    ap.add_argument("--pin", action="store_true", help="pin the relay under test to CPU 1, wrk and the mock to CPU 0")
+    ap.add_argument("--pin", action="store_true", help="pin the relay under test to CPU 1, wrk and the upstreams to CPU 0")
     args = ap.parse_args()
     # Thousands of sockets on each of three processes: raise the descriptor limit (inherited).
     # A gateway holds two descriptors per stream (client and upstream): root may raise the hard limit.
