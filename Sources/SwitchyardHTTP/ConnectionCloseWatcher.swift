@@ -92,14 +92,19 @@ public final class ConnectionCloseWatcher: ChannelInboundHandler, RemovableChann
 
 extension ConnectionCloseWatcher {
     /// Runs `body`, cancelling the current task as soon as `channel`'s client goes away (so an upstream
-    /// request it awaits is cancelled at once). Without a watcher in the pipeline (e.g. an in-memory test
-    /// channel) `body` simply runs.
+    /// request it awaits is cancelled at once), or at once if it has already gone. Without a watcher in
+    /// an open channel's pipeline (e.g. an in-memory test channel) `body` simply runs.
     ///
     /// No child task is created: `body` runs in the caller's task, which the close callback cancels
     /// through an ``UnsafeCurrentTask`` held by a lock-guarded ``TaskCanceller`` that is emptied before
     /// this function returns, so the callback can never touch a task that has finished.
     public static func cancellingOnClose<T>(_ channel: (any Channel)?, _ body: () async throws -> T) async throws -> T {
-        guard let channel, let watcher = watcher(for: channel) else {
+        guard let channel else { return try await body() }
+        guard let watcher = watcher(for: channel) else {
+            // The watcher leaves the registry when its connection closes, so a closed channel here is a
+            // client that left before this work began (say, between a stream's response head and its
+            // body): cancel at once rather than find out at the first write.
+            if !channel.isActive { withUnsafeCurrentTask { $0?.cancel() } }
             return try await body()
         }
         let canceller = withUnsafeCurrentTask { TaskCanceller($0) }
@@ -116,7 +121,9 @@ extension ConnectionCloseWatcher {
     /// Runs `body` and calls `onClose` if `channel`'s client goes away meanwhile, without cancelling
     /// anything (for work that must finish even so, such as reading an answer to learn what it cost).
     public static func watching<T>(_ channel: (any Channel)?, onClose: @escaping @Sendable () -> Void, _ body: () async throws -> T) async throws -> T {
-        guard let channel, let watcher = watcher(for: channel) else {
+        guard let channel else { return try await body() }
+        guard let watcher = watcher(for: channel) else {
+            if !channel.isActive { onClose() }  // the client left before this work began
             return try await body()
         }
         let token = watcher.onClose(onClose)
