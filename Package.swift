@@ -100,6 +100,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `scripts/bench` only: a reverse proxy straight on SwiftNIO's HTTP codec, the floor for a Swift relay.
+        .executableTarget(
+            name: "raw-relay",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Benchmarks/RawRelay",
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
         // `swift package --disable-sandbox benchmark`: hot-path functions on their own (built in CI, run by hand).
         .executableTarget(
             name: "SwitchyardBenchmarks",

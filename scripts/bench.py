@@ -182,6 +182,18 @@ def fixed_reply(mock_url: str, path: str, body: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
+RAW_LABEL = "raw SwiftNIO relay"
+
+
+def start_raw_relays(exe: Path, work: Path, mock_url: str, fast_url: str) -> dict:
+    """The bench-only `raw-relay` (Benchmarks/RawRelay: SwiftNIO's HTTP codec on both sides, nothing
+    else), one per upstream: what a relay in Swift costs before any gateway logic or framework."""
+    if not exe.exists():
+        print(f"  ({exe} not built: skipping the raw SwiftNIO relay)", file=sys.stderr)
+        return {}
+    return {u: start([str(exe), "--port", "0", "--upstream", url], work, f"raw-relay-{u}") for u, url in (("mock", mock_url), ("fast", fast_url))}
+
+
 def start_fixed_responder(work: Path, mock_url: str) -> tuple[subprocess.Popen, str] | None:
     """nginx answering the two small requests with `return 200` and the mock's own replies."""
     if not nginx_exe():
@@ -522,22 +534,25 @@ pricing:
         gateway, gateway_url = start([args.bin, "serve", "--config", str(config)], work, "gateway")
         nginx = start_nginx(work, mock_url, fast_url)
         litellm = start_litellm(work, mock_url, fast_url, args.litellm_exe) if args.litellm else None
+        raw = start_raw_relays(Path(args.bin).parent / "raw-relay", work, mock_url, fast_url)
         if pin:
             for p in [mock] + ([fast] if fast else []):
                 pin_process(p.pid, pin.load, tree=True)
-            for p in [gateway] + [x[0] for x in (nginx, litellm) if x]:
+            for p in [gateway] + [x[0] for x in (nginx, litellm) if x] + [x[0] for x in raw.values()]:
                 pin_process(p.pid, pin.relay, tree=True)
-        # Relays under test: (label, process, {upstream: URL}, key, how the gateway's body is sent — None:
-        # the direct path and body instead).
+        # Relays under test: (label, {upstream: process}, {upstream: URL}, key, how the gateway's body is
+        # sent — None: the direct path and body instead).
         same = lambda body: body
+        both = lambda x: {"mock": x, "fast": x}
         relays = []
         if nginx:
-            relays.append(("nginx reverse proxy", nginx[0], {"mock": nginx[1], "fast": nginx[2]}, "", None))
-        gateway_urls = {"mock": gateway_url, "fast": gateway_url}
-        relays.append(("through Switchyard", gateway, gateway_urls, key, same))
-        relays.append(("Switchyard, no metering", gateway, gateway_urls, key, unmetered))
+            relays.append(("nginx reverse proxy", both(nginx[0]), {"mock": nginx[1], "fast": nginx[2]}, "", None))
+        if raw:
+            relays.append((RAW_LABEL, {u: p for u, (p, _) in raw.items()}, {u: url for u, (_, url) in raw.items()}, "", None))
+        relays.append(("through Switchyard", both(gateway), both(gateway_url), key, same))
+        relays.append(("Switchyard, no metering", both(gateway), both(gateway_url), key, unmetered))
         if litellm:
-            relays.append(("LiteLLM proxy", litellm[0], {"mock": litellm[1], "fast": litellm[1]}, LITELLM_KEY, same))
+            relays.append(("LiteLLM proxy", both(litellm[0]), both(litellm[1]), LITELLM_KEY, same))
         upstream_urls = {"mock": mock_url, "fast": fast_url}
         many = None
         big = None
@@ -556,7 +571,8 @@ pricing:
                 direct = wrk(upstream_urls[upstream] + direct_path, direct_body, "", conns, duration, script, pin=pin)
                 direct["upstream"] = fast_name if upstream == "fast" else "mock"
                 measured = []
-                for label, popen, urls, k, request in relays:
+                for label, procs, urls, k, request in relays:
+                    popen = procs[upstream]
                     cpu0, _ = tree_stat(popen.pid)
                     r = wrk(urls[upstream] + (path if request else direct_path), request(body) if request else direct_body, k, conns, duration, script, pin=pin)
                     cpu1, rss = tree_stat(popen.pid)
@@ -569,7 +585,8 @@ pricing:
             if not args.only or args.only in "stream latency":
                 latency.append(("direct to mock", stream_latency(mock_url, "")))
                 for label, _, urls, k, request in relays:
-                    latency.append((label, stream_latency(urls["mock"], k, request)))
+                    if label != RAW_LABEL:  # it opens an upstream connection per client connection: no pool
+                        latency.append((label, stream_latency(urls["mock"], k, request)))
                 print("  stream latency: " + ", ".join(f"{label} TTFB p99 {r['ttfb_p99']:.0f} µs, event p99 {r['event_p99']:.0f} µs" for label, r in latency), file=sys.stderr)
             if not args.only or args.only in "large prompts":
                 big = big_prompt_streams(gateway, gateway_url, key, script, 500, pin)
@@ -582,6 +599,9 @@ pricing:
                 if n:
                     n.send_signal(signal.SIGQUIT)
                     n.wait(30)
+            for p, _ in raw.values():
+                p.terminate()
+                p.wait(30)
             if litellm:
                 litellm[0].send_signal(signal.SIGTERM)
                 try:
@@ -617,6 +637,10 @@ pricing:
         if "nginx reverse proxy" in by:
             n = by["nginx reverse proxy"]
             parts.append(f"{t['rps'] / n['rps']:.2f} × nginx (nginx adds p50 {n['p50'] - d['p50']} µs, p99 {n['p99'] - d['p99']} µs)")
+        if RAW_LABEL in by and "nginx reverse proxy" in by:
+            raw = by[RAW_LABEL]
+            parts.append(f"the raw SwiftNIO relay {raw['rps'] / by['nginx reverse proxy']['rps']:.2f} × nginx "
+                         f"({raw['cpu'] * 1000:.0f} µs of CPU per request, adds p50 {raw['p50'] - d['p50']} µs)")
         if "Switchyard, no metering" in by:
             u = by["Switchyard, no metering"]
             parts.append(f"metering costs {(t['cpu'] - u['cpu']) * 1000:.0f} µs of gateway CPU per request "
