@@ -52,7 +52,6 @@ FAST_SMALL = json.dumps({"model": "fast-gpt", "max_tokens": 64, "messages": [{"r
 FAST_TRANSLATED = json.dumps({"model": "fast-claude", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]})
 
 
-
 def unmetered(body: str) -> str:
     """The same request for the model's unmetered twin (same provider, no price): what metering costs."""
     d = json.loads(body)
