@@ -82,9 +82,10 @@ def proc_stat(pid: int) -> tuple[float, int, int]:
     return cpu, rss, hwm
 
 
-def start(args: list[str], workdir: Path, name: str) -> tuple[subprocess.Popen, str]:
+def start(args: list[str], workdir: Path, name: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     out = workdir / f"{name}.out"
-    popen = subprocess.Popen(args, cwd=workdir, stdout=out.open("w"), stderr=(workdir / f"{name}.err").open("w"))
+    popen = subprocess.Popen(args, cwd=workdir, stdout=out.open("w"), stderr=(workdir / f"{name}.err").open("w"),
+                             env={**os.environ, **(env or {})})
     deadline = time.time() + 30
     while time.time() < deadline:
         m = re.search(r"listening on (http://\S+)", out.read_text())
@@ -454,6 +455,14 @@ def big_prompt_streams(gateway: subprocess.Popen, url: str, key: str, script: Pa
     return result
 
 
+def jemalloc() -> str:
+    """Debian's libjemalloc2, for `--jemalloc`."""
+    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"):
+        if Path(d, "libjemalloc.so.2").exists():
+            return str(Path(d, "libjemalloc.so.2"))
+    sys.exit("--jemalloc: libjemalloc.so.2 not found (Debian: apt-get install libjemalloc2)")
+
+
 def machine() -> str:
     cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -473,6 +482,8 @@ def main() -> None:
     ap.add_argument("--only", metavar="TEXT", help="run only the load scenarios whose name contains TEXT")
     ap.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy (scripts/bench installs it into .venv-litellm)")
     ap.add_argument("--litellm-exe", default=str(ROOT / ".venv-litellm" / "bin" / "litellm"), help="LiteLLM's `litellm` command")
+    ap.add_argument("--jemalloc", action="store_true",
+                    help="run the gateway with jemalloc (LD_PRELOAD of Debian's libjemalloc2) instead of glibc's malloc")
     ap.add_argument("--pin", action="store_true", help="pin the relay under test to CPU 1, wrk and the upstreams to CPU 0")
     args = ap.parse_args()
     # Thousands of sockets on each of three processes: raise the descriptor limit (inherited).
@@ -530,7 +541,8 @@ pricing:
         key = json.loads(subprocess.run([args.bin, "keys", "create", "--config", str(config), "--name", "bench", "--user", "bench@example.com", "--json"],
                                         capture_output=True, text=True, check=True).stdout)["key"]
         subprocess.run([args.bin, "credits", "grant", "bench@example.com", "1000000000", "--config", str(config)], capture_output=True, check=True)
-        gateway, gateway_url = start([args.bin, "serve", "--config", str(config)], work, "gateway")
+        gateway, gateway_url = start([args.bin, "serve", "--config", str(config)], work, "gateway",
+                                     {"LD_PRELOAD": jemalloc()} if args.jemalloc else None)
         nginx = start_nginx(work, mock_url, fast_url)
         litellm = start_litellm(work, mock_url, fast_url, args.litellm_exe) if args.litellm else None
         raw = start_raw_relays(Path(args.bin).parent / "raw-relay", work, mock_url, fast_url)
@@ -612,6 +624,8 @@ pricing:
 
     placement = ("pinned: the relay under test on CPU 1, wrk and the mock upstream on CPU 0" if pin
                  else "mock upstream, relays and wrk on the same machine, not pinned")
+    if args.jemalloc:
+        placement += "; the gateway runs with jemalloc (LD_PRELOAD)"
     lines = [
         f"Machine: {machine()}.",
         f"wrk, {duration} s per run, 2 threads; nginx with 1 worker{', LiteLLM with 1 worker' if litellm else ''}; {placement}.",
