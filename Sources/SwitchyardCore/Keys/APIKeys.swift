@@ -65,7 +65,6 @@ public enum APIKeys {
     /// Longest key the gateway will even hash; anything longer is rejected before any work.
     public static let maxPresentedLength = 256
 
-    /// `count` uniformly random base62 characters from the system CSPRNG (rejection sampling, no modulo bias).
     /// `count` base62 characters from the system's cryptographic generator (secrets, codes).
     public static func randomBase62(_ count: Int) -> String {
         var rng = SystemRandomNumberGenerator()
@@ -78,6 +77,7 @@ public enum APIKeys {
         return base62(count, using: &rng)
     }
 
+    /// `count` uniformly random base62 characters from `rng` (rejection sampling, no modulo bias).
     private static func base62(_ count: Int, using rng: inout some RandomNumberGenerator) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(count)

@@ -386,4 +386,3 @@ final class OneShotBody: AsyncSequence, Sendable {
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(body: self) }
 }
-

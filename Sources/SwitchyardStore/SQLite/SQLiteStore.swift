@@ -97,14 +97,19 @@ public final class SQLiteStore: GatewayStore {
     func transaction<T: Sendable>(_ body: @escaping @Sendable (SQLiteDB.Handle) throws -> T) async throws -> T {
         try await writer.run { db in
             _ = try db.query("BEGIN IMMEDIATE")
-            do {
-                let result = try body(db)
-                _ = try db.query("COMMIT")
-                return result
-            } catch {
-                _ = try? db.query("ROLLBACK")
-                throw error
-            }
+            return try Self.commit(db, body)
+        }
+    }
+
+    /// Runs `body` in the transaction `db` has begun and commits it; rolls it back if `body` throws.
+    private static func commit<T>(_ db: SQLiteDB.Handle, _ body: (SQLiteDB.Handle) throws -> T) throws -> T {
+        do {
+            let result = try body(db)
+            _ = try db.query("COMMIT")
+            return result
+        } catch {
+            _ = try? db.query("ROLLBACK")
+            throw error
         }
     }
 
@@ -126,14 +131,7 @@ public final class SQLiteStore: GatewayStore {
             } catch let failure as SQLiteFailure where failure.code == SQLITE_BUSY {
                 return .busy
             }
-            do {
-                let result = try body(db)
-                _ = try db.query("COMMIT")
-                return .done(result)
-            } catch {
-                _ = try? db.query("ROLLBACK")
-                throw error
-            }
+            return .done(try Self.commit(db, body))
         }
         if case .done(let result) = attempt { return result }
         return try await transaction(body)
