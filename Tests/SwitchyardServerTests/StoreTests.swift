@@ -197,5 +197,37 @@ struct StoreTests {
             await store.close()
         }
     }
-}
 
+    @Test func ledgerEntriesLoseAutoincrementAndKeepTheirIds() async throws {
+        try await withFileStore { path in
+            // A database at migration 4: a user, a bucket and two entries with ids far apart.
+            let db = try await SQLiteConnection.open(storage: .file(path: path), logger: Harness.quiet)
+            _ = try await db.query("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            for migration in SQLiteMigrations.all where migration.version <= 4 {
+                for statement in migration.statements { _ = try await db.query(statement) }
+                _ = try await db.query("INSERT INTO schema_migrations VALUES (\(migration.version), 0)")
+            }
+            _ = try await db.query("INSERT INTO users (id, email, kind, created_at) VALUES ('usr_a', 'a@example.com', 'person', 1000)")
+            _ = try await db.query(
+                "INSERT INTO credit_buckets (id, user_id, kind, granted, balance, created_at, source) VALUES ('cb_a', 'usr_a', 'topup', 7, 7, 1000, 'g')")
+            _ = try await db.query(
+                "INSERT INTO ledger_entries (id, user_id, bucket_id, kind, amount, idempotency_key, created_at) VALUES (3, 'usr_a', 'cb_a', 'topup', 5, 'k3', 1000)")
+            _ = try await db.query(
+                "INSERT INTO ledger_entries (id, user_id, bucket_id, kind, amount, idempotency_key, created_at) VALUES (40, 'usr_a', 'cb_a', 'topup', 2, 'k40', 1001)")
+            try await db.close()
+
+            let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            #expect(try await store.creditHistory(userID: "usr_a", limit: 10).map(\.id) == [40, 3])
+            #expect(try await store.checkLedger().isConsistent)
+            _ = try await store.grant(userEmail: "a@example.com", amount: 1, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: 2000)
+            let ids = try await store.creditHistory(userID: "usr_a", limit: 10).map(\.id)
+            #expect(ids.count == 3 && ids[0] > 40 && Array(ids.dropFirst()) == [40, 3])
+            // The table is a plain rowid table now: no `sqlite_sequence` row is kept for it.
+            let schema = try await store.writer.query("SELECT sql FROM sqlite_master WHERE name = 'ledger_entries'").first?.column("sql")?.string
+            #expect(schema.map { !$0.contains("AUTOINCREMENT") } == true)
+            let sequences = try await store.writer.query("SELECT name FROM sqlite_sequence").compactMap { $0.column("name")?.string }
+            #expect(!sequences.contains("ledger_entries"))
+            await store.close()
+        }
+    }
+}

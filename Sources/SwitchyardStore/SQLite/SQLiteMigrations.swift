@@ -169,5 +169,31 @@ enum SQLiteMigrations {
             """,
             "CREATE INDEX stored_responses_expiry ON stored_responses(expires_at)",
         ]),
+        Migration(version: 5, name: "ledger entry ids without AUTOINCREMENT", statements: [
+            // AUTOINCREMENT made every entry also update `sqlite_sequence` (another B-tree write per
+            // entry, another page per commit). Entries are never deleted, so the largest id stays in the
+            // table and plain rowids (largest + 1) keep ids increasing in the order entries were written.
+            // Ids are kept as they were.
+            """
+            CREATE TABLE ledger_entries_v5 (
+                id INTEGER PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                bucket_id TEXT,
+                kind TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                request_id TEXT,
+                idempotency_key TEXT NOT NULL UNIQUE,
+                created_at INTEGER NOT NULL,
+                note TEXT
+            )
+            """,
+            """
+            INSERT INTO ledger_entries_v5 (id, user_id, bucket_id, kind, amount, request_id, idempotency_key, created_at, note)
+            SELECT id, user_id, bucket_id, kind, amount, request_id, idempotency_key, created_at, note FROM ledger_entries ORDER BY id
+            """,
+            "DROP TABLE ledger_entries",
+            "ALTER TABLE ledger_entries_v5 RENAME TO ledger_entries",
+            "CREATE INDEX ledger_entries_user ON ledger_entries(user_id, id)",
+        ]),
     ]
 }
