@@ -138,8 +138,8 @@ extension AnthropicMessages {
 }
 
 /// Turns an Anthropic Messages SSE stream (from an upstream) into canonical events.
-public struct AnthropicStreamDecoder: Sendable {
-    private var scanner = SSEScanner()
+public struct AnthropicStreamDecoder: SSEEventDecoder, Sendable {
+    var scanner = SSEScanner()
     private let structuredOutput: Bool
     /// Anthropic block index → canonical block index (nil: a block other formats cannot carry).
     private var blocks: [Int: Int] = [:]
@@ -153,19 +153,14 @@ public struct AnthropicStreamDecoder: Sendable {
     }
 
     public mutating func feed(_ chunk: ByteBuffer) throws -> [StreamEvent] {
-        scanner.feed(chunk)
-        var out: [StreamEvent] = []
-        while let event = try scanner.next() { handle(event, into: &out) }
-        return out
+        try decode(chunk)
     }
 
     public mutating func finish() -> [StreamEvent] {
-        var out: [StreamEvent] = []
-        if let event = scanner.finish() { handle(event, into: &out) }
-        return out
+        decodeEnd()
     }
 
-    private mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent]) {
+    mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent]) {
         guard let data = event.data, let obj = (try? JSONValue.parse(data))?.objectValue else { return }
         switch obj["type"]?.stringValue ?? event.event {
         case "message_start":

@@ -152,8 +152,8 @@ extension Gemini {
 }
 
 /// Turns a Gemini `streamGenerateContent?alt=sse` stream (from an upstream) into canonical events.
-public struct GeminiStreamDecoder: Sendable {
-    private var scanner = SSEScanner()
+public struct GeminiStreamDecoder: SSEEventDecoder, Sendable {
+    var scanner = SSEScanner()
     private var started = false
     private var nextBlock = 0
     private enum Open: Equatable { case none, text(Int), thinking(Int) }
@@ -164,18 +164,14 @@ public struct GeminiStreamDecoder: Sendable {
     public init() {}
 
     public mutating func feed(_ chunk: ByteBuffer) throws -> [StreamEvent] {
-        scanner.feed(chunk)
-        var out: [StreamEvent] = []
-        while let event = try scanner.next() { handle(event, into: &out) }
-        return out
+        try decode(chunk)
     }
 
     public mutating func finish() -> [StreamEvent] {
-        var out: [StreamEvent] = []
-        if let event = scanner.finish() { handle(event, into: &out) }
-        close(&out)
-        return out
+        decodeEnd()
     }
+
+    mutating func endOfStream(_ out: inout [StreamEvent]) { close(&out) }
 
     private mutating func close(_ out: inout [StreamEvent]) {
         switch open {
@@ -191,7 +187,7 @@ public struct GeminiStreamDecoder: Sendable {
         out += make(i)
     }
 
-    private mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent]) {
+    mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent]) {
         guard let data = event.data, let obj = try? JSONValue.parse(data) else { return }
         if let error = obj["error"], !error.isNull {
             close(&out)

@@ -86,8 +86,8 @@ extension OpenAIChat {
 }
 
 /// Turns an OpenAI Chat Completions SSE stream (from an upstream) into canonical events.
-public struct OpenAIStreamDecoder: Sendable {
-    private var scanner = SSEScanner()
+public struct OpenAIStreamDecoder: SSEEventDecoder, Sendable {
+    var scanner = SSEScanner()
     private var started = false
     private var nextBlock = 0
     private enum Open: Equatable { case none, text(Int), thinking(Int), tool(openAIIndex: Int, block: Int) }
@@ -100,19 +100,15 @@ public struct OpenAIStreamDecoder: Sendable {
 
     /// Feeds upstream bytes; returns the events they complete.
     public mutating func feed(_ chunk: ByteBuffer) throws -> [StreamEvent] {
-        scanner.feed(chunk)
-        var out: [StreamEvent] = []
-        while let event = try scanner.next() { handle(event, into: &out) }
-        return out
+        try decode(chunk)
     }
 
     /// The upstream ended: closes any open block.
     public mutating func finish() -> [StreamEvent] {
-        var out: [StreamEvent] = []
-        if let event = scanner.finish() { handle(event, into: &out) }
-        closeOpen(&out)
-        return out
+        decodeEnd()
     }
+
+    mutating func endOfStream(_ out: inout [StreamEvent]) { closeOpen(&out) }
 
     private mutating func closeOpen(_ out: inout [StreamEvent]) {
         switch open {
@@ -122,7 +118,7 @@ public struct OpenAIStreamDecoder: Sendable {
         open = .none
     }
 
-    private mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent]) {
+    mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent]) {
         guard let data = event.data else { return }
         if event.isDoneSentinel {
             sawDone = true

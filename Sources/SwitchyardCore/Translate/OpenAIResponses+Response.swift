@@ -152,8 +152,8 @@ extension OpenAIResponses {
 }
 
 /// A Responses provider's event stream as canonical events.
-public struct ResponsesStreamDecoder: Sendable {
-    private var scanner = SSEScanner()
+public struct ResponsesStreamDecoder: SSEEventDecoder, Sendable {
+    var scanner = SSEScanner()
     private var nextBlock = 0
     /// Canonical block of each output item (reasoning, function call) and of each message text part.
     private var itemBlocks: [Int: Int] = [:]
@@ -167,16 +167,11 @@ public struct ResponsesStreamDecoder: Sendable {
     public init() {}
 
     public mutating func feed(_ chunk: ByteBuffer) throws -> [StreamEvent] {
-        scanner.feed(chunk)
-        var out: [StreamEvent] = []
-        while let event = try scanner.next() { handle(event, into: &out) }
-        return out
+        try decode(chunk)
     }
 
     public mutating func finish() -> [StreamEvent] {
-        var out: [StreamEvent] = []
-        if let event = scanner.finish() { handle(event, into: &out) }
-        return out
+        decodeEnd()
     }
 
     private mutating func block() -> Int {
@@ -184,7 +179,7 @@ public struct ResponsesStreamDecoder: Sendable {
         return nextBlock
     }
 
-    private mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent]) {
+    mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent]) {
         guard !finished, let data = event.data, let obj = (try? JSONValue.parse(data))?.objectValue else { return }
         let type = obj["type"]?.stringValue ?? event.event ?? ""
         let oi = obj["output_index"]?.intValue ?? 0

@@ -82,6 +82,36 @@ extension ChatRequest {
     }
 }
 
+/// What the four provider stream decoders share: SSE framing, an event handler, and what to close when
+/// the upstream ends.
+protocol SSEEventDecoder {
+    var scanner: SSEScanner { get set }
+    /// Appends the canonical events one upstream SSE event produces.
+    mutating func handle(_ event: SSEEvent, into out: inout [StreamEvent])
+    /// Appends what the end of the upstream stream closes (open blocks).
+    mutating func endOfStream(_ out: inout [StreamEvent])
+}
+
+extension SSEEventDecoder {
+    mutating func endOfStream(_ out: inout [StreamEvent]) {}
+
+    /// Feeds upstream bytes; returns the events they complete.
+    mutating func decode(_ chunk: ByteBuffer) throws -> [StreamEvent] {
+        scanner.feed(chunk)
+        var out: [StreamEvent] = []
+        while let event = try scanner.next() { handle(event, into: &out) }
+        return out
+    }
+
+    /// The upstream ended: a last unterminated event, then whatever is still open.
+    mutating func decodeEnd() -> [StreamEvent] {
+        var out: [StreamEvent] = []
+        if let event = scanner.finish() { handle(event, into: &out) }
+        endOfStream(&out)
+        return out
+    }
+}
+
 /// A provider stream decoder of any format.
 public enum AnyStreamDecoder: Sendable {
     case openAI(OpenAIStreamDecoder)
