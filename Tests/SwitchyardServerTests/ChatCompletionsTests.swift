@@ -52,14 +52,6 @@ struct ChatCompletionsTests {
         }
     }
 
-    @Test func aOneShotBodyHandsItsBytesOutOnceAndForgetsThem() async {
-        let body = OneShotBody(ByteBuffer(string: "prompt"))
-        var iterator = body.makeAsyncIterator()
-        #expect(await iterator.next().map { String(buffer: $0) } == "prompt")
-        #expect(await iterator.next() == nil)
-        #expect(body.take() == nil)  // nothing left holding the bytes
-    }
-
     @Test func sendsTheProviderKeyUpstreamNeverTheClientKey() async throws {
         try await Harness.run { h in
             let key = try await h.key()

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -55,7 +54,7 @@ final class Provider: Sendable {
     let transport: Transport
     let maxTokensField: OpenAIChat.MaxTokensField
     let maxConnections: Int
-    private let clients = Mutex<[PoolKey: HTTPClient]>([:])
+    private let pools = Mutex<[PoolKey: UpstreamPool]>([:])
     /// The provider's own requests per minute, across its deployments.
     private let minute: Mutex<RequestWindow?>
 
@@ -105,26 +104,24 @@ final class Provider: Sendable {
         }
     }
 
-    /// The connection pool for a timeout pair (created on first use). Connect and idle timeouts are a
-    /// pool's settings in AsyncHTTPClient, so models with their own timeouts get pools of their own.
-    func client(_ timeouts: TimeoutsConfig) -> HTTPClient {
+    /// The connection pool for a timeout pair (created on first use): models with their own connect
+    /// and idle timeouts get pools of their own.
+    func pool(_ endpoint: UpstreamEndpoint, _ timeouts: TimeoutsConfig) throws(GatewayError) -> UpstreamPool {
         let key = PoolKey(connectMs: timeouts.connect.milliseconds, idleMs: timeouts.idle.milliseconds)
-        return clients.withLock { clients in
-            if let c = clients[key] { return c }
-            var c = HTTPClient.Configuration()
-            c.redirectConfiguration = .disallow
-            c.decompression = .disabled
-            c.timeout = .init(connect: .milliseconds(key.connectMs), read: .milliseconds(key.idleMs))
-            var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConnections)
-            // Fail fast on a refused connection (retried elsewhere, or 502) instead of retrying until the deadline.
-            pool.retryConnectionEstablishment = false
-            c.connectionPool = pool
-            c.httpVersion = .automatic
-            // No tracer: a span per provider call costs about 1% of the request path with nothing to read it.
-            c.tracing.tracer = nil
-            let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: c)
-            clients[key] = client
-            return client
+        let settings = UpstreamPool.Settings(
+            connectTimeout: .milliseconds(key.connectMs), idleTimeout: .milliseconds(key.idleMs), maxConnections: maxConnections)
+        let made = pools.withLock { pools -> Result<UpstreamPool, any Error> in
+            if let p = pools[key], p.endpoint == endpoint { return .success(p) }
+            return Result { try UpstreamPool(endpoint: endpoint, settings: settings) }.map { p in
+                pools[key] = p
+                return p
+            }
+        }
+        switch made {
+        case .success(let p): return p
+        case .failure(let error):
+            throw GatewayError(status: 502, category: .upstream, code: "upstream_unreachable",
+                               message: "cannot reach the provider `\(name)`: \(UpstreamFailure.describe(error))")
         }
     }
 
@@ -153,32 +150,34 @@ final class Provider: Sendable {
             }
 
         case .http(let baseURL, let baseHeaders):
-            let client = self.client(request.timeouts)
-            var r = HTTPClientRequest(url: try url(baseURL, request))
-            r.method = .POST
-            r.headers = baseHeaders
+            let url = try self.url(baseURL, request)
+            guard let (endpoint, target) = UpstreamEndpoint.parse(url) else {
+                throw GatewayError(status: 502, category: .upstream, code: "upstream_unreachable",
+                                   message: "the provider `\(name)` has an unusable base URL")
+            }
+            let pool = try self.pool(endpoint, request.timeouts)
+            var headers = HTTPHeaders([("host", endpoint.hostHeader)])
+            headers.add(contentsOf: baseHeaders)
             if let key = request.apiKey {
                 switch type {
-                case .anthropic: r.headers.replaceOrAdd(name: "x-api-key", value: key)
-                case .gemini: r.headers.replaceOrAdd(name: "x-goog-api-key", value: key)
-                default: r.headers.replaceOrAdd(name: "authorization", value: "Bearer \(key)")
+                case .anthropic: headers.replaceOrAdd(name: "x-api-key", value: key)
+                case .gemini: headers.replaceOrAdd(name: "x-goog-api-key", value: key)
+                default: headers.replaceOrAdd(name: "authorization", value: "Bearer \(key)")
                 }
             }
-            r.headers.add(name: "content-type", value: "application/json")
-            r.headers.add(name: "accept", value: request.stream ? "text/event-stream" : "application/json")
-            r.headers.add(name: "x-request-id", value: request.requestID)
-            for (k, v) in request.headers { r.headers.replaceOrAdd(name: k, value: v) }
-            if type == .anthropic, !r.headers.contains(name: "anthropic-version") {
-                r.headers.add(name: "anthropic-version", value: AnthropicMessages.defaultVersion)
+            headers.add(name: "content-type", value: "application/json")
+            headers.add(name: "accept", value: request.stream ? "text/event-stream" : "application/json")
+            headers.add(name: "x-request-id", value: request.requestID)
+            for (k, v) in request.headers { headers.replaceOrAdd(name: k, value: v) }
+            if type == .anthropic, !headers.contains(name: "anthropic-version") {
+                headers.add(name: "anthropic-version", value: AnthropicMessages.defaultVersion)
             }
-            if request.body.readableBytes > OneShotBody.threshold {
-                r.body = .stream(OneShotBody(request.body), length: .known(Int64(request.body.readableBytes)))
-            } else {
-                r.body = .bytes(request.body)
-            }
+            headers.replaceOrAdd(name: "content-length", value: String(request.body.readableBytes))
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers)
             do {
-                let response = try await client.execute(r, deadline: .now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds)), logger: logger)
-                return UpstreamResponse(status: Int(response.status.code), headers: response.headers, body: .http(response.body))
+                let response = try await pool.execute(
+                    head, body: request.body, firstByteDeadline: .now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds)))
+                return UpstreamResponse(status: Int(response.head.status.code), headers: response.head.headers, body: .http(response.body))
             } catch {
                 throw UpstreamFailure.classify(error, provider: name)
             }
@@ -212,11 +211,11 @@ final class Provider: Sendable {
     }
 
     func shutdown() async {
-        let all = clients.withLock { c -> [HTTPClient] in
-            defer { c.removeAll() }
-            return Array(c.values)
+        let all = pools.withLock { p -> [UpstreamPool] in
+            defer { p.removeAll() }
+            return Array(p.values)
         }
-        for client in all { try? await client.shutdown() }
+        for pool in all { await pool.shutdown() }
     }
 }
 
@@ -230,16 +229,15 @@ enum UpstreamFailure {
 
     static func classify(_ error: any Error, provider: String) -> GatewayError {
         if error is CancellationError { return cancelled }
-        if let e = error as? HTTPClientError {
+        if let e = error as? GatewayError { return e }
+        if let e = error as? UpstreamTransportError {
             switch e {
-            case .deadlineExceeded, .readTimeout, .connectTimeout, .tlsHandshakeTimeout:
+            case .firstByteTimeout, .readTimeout, .connectTimeout:
                 return timeout(provider: provider)
-            case .getConnectionFromPoolTimeout:
+            case .poolTimeout:
                 return GatewayError(status: 503, category: .unavailable, code: "upstream_unavailable",
                                     message: "no connection to the provider `\(provider)` became available", retryAfterSeconds: 1)
-            case .cancelled:
-                return cancelled
-            default:
+            case .connectFailed, .closed, .invalidURL:
                 break
             }
         }
@@ -255,7 +253,7 @@ enum UpstreamFailure {
 
     /// The error event for a stream that broke after its first byte.
     static func streamBroken(_ error: any Error, provider: String) -> GatewayError {
-        if let e = error as? HTTPClientError, e == .readTimeout {
+        if let e = error as? UpstreamTransportError, e == .readTimeout {
             return GatewayError(status: 504, category: .timeout, code: "upstream_timeout",
                                 message: "the provider `\(provider)` stopped sending in the middle of the stream")
         }
@@ -266,7 +264,7 @@ enum UpstreamFailure {
 
 /// The body of an upstream response, whichever transport produced it.
 enum UpstreamBody: AsyncSequence, Sendable {
-    case http(HTTPClientResponse.Body)
+    case http(UpstreamHTTPBody)
     case mock(MockEventBody)
     case buffer(ByteBuffer)
 
@@ -274,7 +272,7 @@ enum UpstreamBody: AsyncSequence, Sendable {
 
     struct AsyncIterator: AsyncIteratorProtocol {
         enum Backing {
-            case http(HTTPClientResponse.Body.AsyncIterator)
+            case http(UpstreamHTTPBody.AsyncIterator)
             case mock(MockEventBody.AsyncIterator)
             case buffer(ByteBuffer?)
         }
@@ -362,27 +360,4 @@ extension String {
     }
 
     func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
-}
-
-/// A request body AsyncHTTPClient can let go of once sent. AsyncHTTPClient keeps a `.bytes` body for
-/// as long as the call lasts — the whole stream, for a streamed answer — so every open stream would
-/// hold a copy of its (often large: a coding agent's conversation) prompt. This sequence hands its
-/// buffer out once and forgets it. Small bodies stay `.bytes`, which costs AsyncHTTPClient less.
-final class OneShotBody: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    static let threshold = 16 * 1024
-
-    private let buffer: Mutex<ByteBuffer?>
-
-    init(_ buffer: ByteBuffer) { self.buffer = Mutex(buffer) }
-
-    /// The bytes, the first time only.
-    func take() -> ByteBuffer? { buffer.withLock { b in defer { b = nil }; return b } }
-
-    struct AsyncIterator: AsyncIteratorProtocol {
-        let body: OneShotBody
-        mutating func next() async -> ByteBuffer? { body.take() }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(body: self) }
 }

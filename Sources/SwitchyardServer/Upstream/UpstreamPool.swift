@@ -1,0 +1,541 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// Why a provider call failed below HTTP.
+enum UpstreamTransportError: Error, Equatable, CustomStringConvertible {
+    case connectTimeout
+    case connectFailed(String)
+    /// No response head before the first-byte deadline.
+    case firstByteTimeout
+    /// The response stopped for longer than the idle timeout.
+    case readTimeout
+    /// No connection became free before the deadline (the provider's `max_connections` are all busy).
+    case poolTimeout
+    /// The connection closed before the response ended.
+    case closed
+    case invalidURL(String)
+
+    var description: String {
+        switch self {
+        case .connectTimeout: return "connect timed out"
+        case .connectFailed(let why): return "connect failed: \(why)"
+        case .firstByteTimeout: return "no response before the deadline"
+        case .readTimeout: return "the response stalled"
+        case .poolTimeout: return "no free connection before the deadline"
+        case .closed: return "the connection closed before the response ended"
+        case .invalidURL(let url): return "invalid URL \(url)"
+        }
+    }
+}
+
+/// Where a provider lives: scheme, host and port of its base URL.
+struct UpstreamEndpoint: Hashable, Sendable {
+    var tls: Bool
+    var host: String
+    var port: Int
+
+    /// Splits `http(s)://host[:port]/path?query` into the endpoint and the request target.
+    static func parse(_ url: String) -> (UpstreamEndpoint, target: String)? {
+        let tls: Bool
+        let rest: Substring
+        if url.hasPrefix("http://") { tls = false; rest = url.dropFirst(7) }
+        else if url.hasPrefix("https://") { tls = true; rest = url.dropFirst(8) }
+        else { return nil }
+        let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        let authority = rest[..<slash]
+        var target = String(rest[slash...])
+        if target.isEmpty { target = "/" } else if target.hasPrefix("?") { target = "/" + target }
+        let host: Substring
+        var port = tls ? 443 : 80
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if after.hasPrefix(":") { guard let p = Int(after.dropFirst()) else { return nil }; port = p }
+            else if !after.isEmpty { return nil }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = authority[..<colon]
+            guard let p = Int(authority[authority.index(after: colon)...]) else { return nil }
+            port = p
+        } else {
+            host = authority
+        }
+        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
+        return (UpstreamEndpoint(tls: tls, host: String(host), port: port), target)
+    }
+
+    /// The `Host` header: the port only when it is not the scheme's default.
+    var hostHeader: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return port == (tls ? 443 : 80) ? h : "\(h):\(port)"
+    }
+}
+
+/// A provider's response head and its body, still arriving.
+struct UpstreamHTTPResponse: Sendable {
+    var head: HTTPResponseHead
+    var body: UpstreamHTTPBody
+}
+
+/// The body of a response from an ``UpstreamPool`` connection, read as the consumer asks for it
+/// (the connection stops reading from the socket while a few chunks wait unconsumed). Dropping the
+/// iterator before the end closes the connection: the provider stops generating.
+struct UpstreamHTTPBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    typealias Producer = NIOThrowingAsyncSequenceProducer<
+        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, UpstreamBodyDelegate
+    >
+    let producer: Producer
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var inner: Producer.AsyncIterator
+        mutating func next() async throws -> ByteBuffer? { try await inner.next() }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inner: producer.makeAsyncIterator()) }
+}
+
+/// Connects a body's consumer back to its connection: more demand means read the socket again; a
+/// consumer that goes away before the end closes the connection.
+struct UpstreamBodyDelegate: NIOAsyncSequenceProducerDelegate {
+    let handler: NIOLoopBound<UpstreamConnectionHandler>
+    let exchange: Int
+
+    func produceMore() {
+        let handler = self.handler
+        let exchange = self.exchange
+        handler.eventLoop.execute { handler.value.demand(exchange) }
+    }
+
+    func didTerminate() {
+        let handler = self.handler
+        let exchange = self.exchange
+        handler.eventLoop.execute { handler.value.consumerLeft(exchange) }
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection to a provider, one request at a time. Lives on its channel's
+/// event loop: every method runs there.
+final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private struct Exchange {
+        let id: Int
+        var head: EventLoopPromise<UpstreamHTTPResponse>?
+        var source: UpstreamHTTPBody.Producer.Source?
+        var wantsMore = true
+        var keepAlive = true
+        var firstByteTimer: Scheduled<Void>?
+        /// One timer for the whole response: when it fires it checks `lastRead` and, if bytes came
+        /// since, sets itself again (rescheduling on every read would cost a heap update per chunk).
+        var idleTimer: Scheduled<Void>?
+        var lastRead = NIODeadline.now()
+        let idleTimeout: TimeAmount
+    }
+
+    private var context: ChannelHandlerContext?
+    private var exchange: Exchange?
+    private var nextID = 0
+    /// Told when a request ended and the connection can take another one.
+    var onRequestEnd: (() -> Void)?
+    /// Told when the connection closes (at any time).
+    var onClose: (() -> Void)?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Sends a request (head, body, end, one flush) and answers with the response head, or fails.
+    func start(_ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline, idleTimeout: TimeAmount) -> EventLoopFuture<UpstreamHTTPResponse> {
+        guard let context, context.channel.isActive, exchange == nil else {
+            return (context?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()).makeFailedFuture(UpstreamTransportError.closed)
+        }
+        nextID &+= 1
+        let promise = context.eventLoop.makePromise(of: UpstreamHTTPResponse.self)
+        var x = Exchange(id: nextID, head: promise, idleTimeout: idleTimeout)
+        let id = nextID
+        x.firstByteTimer = context.eventLoop.scheduleTask(deadline: firstByteDeadline) { [weak self] in
+            self?.fail(id, UpstreamTransportError.firstByteTimeout)
+        }
+        exchange = x
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.read()
+        return promise.futureResult
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard var x = exchange else {
+            // Nothing was asked: a provider talking out of turn leaves the connection unusable.
+            context.close(promise: nil)
+            return
+        }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            guard let promise = x.head else { return }
+            x.firstByteTimer?.cancel()
+            x.firstByteTimer = nil
+            x.head = nil
+            x.keepAlive = head.isKeepAlive
+            let produced = UpstreamHTTPBody.Producer.makeSequence(
+                elementType: ByteBuffer.self, failureType: (any Error).self,
+                backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), finishOnDeinit: false,
+                delegate: UpstreamBodyDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), exchange: x.id))
+            x.source = produced.source
+            exchange = x
+            armIdleTimer()
+            promise.succeed(UpstreamHTTPResponse(head: head, body: UpstreamHTTPBody(producer: produced.sequence)))
+        case .body(let buffer):
+            guard let source = x.source else { return }
+            exchange = x
+            armIdleTimer()
+            switch source.yield(contentsOf: CollectionOfOne(buffer)) {
+            case .produceMore: break
+            case .stopProducing, .dropped: exchange?.wantsMore = false
+            }
+        case .end:
+            x.firstByteTimer?.cancel()
+            x.idleTimer?.cancel()
+            exchange = nil
+            x.source?.finish()
+            if let promise = x.head { promise.fail(UpstreamTransportError.closed) }
+            let reusable = x.keepAlive && x.head == nil
+            if reusable {
+                // Keep a read pending while idle, so a provider closing the connection is noticed
+                // (and the connection leaves the pool) before a request is written to it.
+                context.read()
+                onRequestEnd?()
+            } else {
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if let x = exchange, x.wantsMore { context.read() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let x = exchange { fail(x.id, UpstreamTransportError.closed) }
+        onClose?()
+        onClose = nil
+        onRequestEnd = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let x = exchange { fail(x.id, error) }
+        context.close(promise: nil)
+    }
+
+    /// The body's consumer wants more: read the socket again.
+    func demand(_ id: Int) {
+        guard exchange?.id == id, let context else { return }
+        if exchange?.wantsMore == false {
+            exchange?.wantsMore = true
+            context.read()
+        }
+    }
+
+    /// The body's consumer went away before the end: stop the provider by closing the connection.
+    func consumerLeft(_ id: Int) {
+        fail(id, UpstreamTransportError.closed)
+    }
+
+    /// Notes a read; starts the idle timer on the first.
+    private func armIdleTimer() {
+        guard let context, let x = exchange else { return }
+        exchange?.lastRead = .now()
+        guard x.idleTimer == nil else { return }
+        scheduleIdleCheck(x.id, at: .now() + x.idleTimeout, on: context.eventLoop)
+    }
+
+    private func scheduleIdleCheck(_ id: Int, at deadline: NIODeadline, on loop: any EventLoop) {
+        exchange?.idleTimer = loop.scheduleTask(deadline: deadline) { [weak self] in
+            guard let self, let x = self.exchange, x.id == id else { return }
+            let due = x.lastRead + x.idleTimeout
+            if due <= .now() {
+                self.fail(id, UpstreamTransportError.readTimeout)
+            } else {
+                self.scheduleIdleCheck(id, at: due, on: loop)
+            }
+        }
+    }
+
+    /// Ends the exchange with `error` (to whichever side is waiting) and closes the connection: a
+    /// half-read response leaves it unusable.
+    private func fail(_ id: Int, _ error: any Error) {
+        guard let x = exchange, x.id == id else { return }
+        exchange = nil
+        x.firstByteTimer?.cancel()
+        x.idleTimer?.cancel()
+        x.head?.fail(error)
+        x.source?.finish(error)
+        context?.close(promise: nil)
+    }
+}
+
+/// A provider's connections: HTTP/1.1 over TCP or TLS on SwiftNIO's own codec, kept alive and reused,
+/// at most `maxConnections` at once (later requests wait for one to come free until their first-byte
+/// deadline). Idle connections close after a minute. A request prefers an idle connection on the
+/// event loop it runs on, so the relay stays on one thread.
+final class UpstreamPool: Sendable {
+    struct Settings: Sendable {
+        var connectTimeout: TimeAmount
+        var idleTimeout: TimeAmount
+        var maxConnections: Int
+        var keepIdle: TimeAmount = .seconds(60)
+    }
+
+    private final class Connection: Sendable {
+        let channel: any Channel
+        let handler: NIOLoopBound<UpstreamConnectionHandler>
+        /// When the connection last came back to the pool (uptime nanoseconds), and whether its idle
+        /// check is scheduled: one timer per connection, set again while the connection keeps being used.
+        let lastReleased = Atomic<Int64>(0)
+        let idleCheckArmed = Atomic<Bool>(false)
+        /// Set once the connection's slot was given back (it closed, or never opened).
+        let slotFreed = Atomic<Bool>(false)
+        init(channel: any Channel, handler: NIOLoopBound<UpstreamConnectionHandler>) {
+            self.channel = channel
+            self.handler = handler
+        }
+    }
+
+    private struct Waiter {
+        let id: Int
+        let continuation: CheckedContinuation<Connection?, any Error>
+    }
+
+    private struct State {
+        var idle: [Connection] = []
+        var open = 0
+        var waiters: [Waiter] = []
+        var nextWaiter = 0
+        var closed = false
+    }
+
+    let endpoint: UpstreamEndpoint
+    let settings: Settings
+    private let tls: NIOSSLContext?
+    private let group: MultiThreadedEventLoopGroup
+    private let state = Mutex(State())
+
+    /// `tlsConfiguration` for `https` endpoints: the system's trust roots unless told otherwise.
+    init(endpoint: UpstreamEndpoint, settings: Settings, tlsConfiguration: TLSConfiguration = .makeClientConfiguration(),
+         group: MultiThreadedEventLoopGroup = .singleton) throws {
+        self.endpoint = endpoint
+        self.settings = settings
+        self.group = group
+        tls = endpoint.tls ? try NIOSSLContext(configuration: tlsConfiguration) : nil
+    }
+
+    /// Sends `head` and `body`, returning once the response head arrived (its body may still be
+    /// arriving). Cancelling the calling task closes the connection.
+    func execute(_ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline) async throws -> UpstreamHTTPResponse {
+        let connection = try await acquire(deadline: firstByteDeadline)
+        let handler = connection.handler
+        let idle = settings.idleTimeout
+        let future = connection.channel.eventLoop.flatSubmit {
+            handler.value.start(head, body: body, firstByteDeadline: firstByteDeadline, idleTimeout: idle)
+        }
+        return try await withTaskCancellationHandler {
+            do {
+                return try await future.get()
+            } catch {
+                if Task.isCancelled { throw CancellationError() }
+                throw error
+            }
+        } onCancel: {
+            connection.channel.close(promise: nil)
+        }
+    }
+
+    func shutdown() async {
+        let (idle, waiters) = state.withLock { s -> ([Connection], [Waiter]) in
+            s.closed = true
+            defer { s.idle.removeAll(); s.waiters.removeAll() }
+            return (s.idle, s.waiters)
+        }
+        for w in waiters { w.continuation.resume(throwing: UpstreamTransportError.closed) }
+        for c in idle { try? await c.channel.close() }
+    }
+
+    // MARK: Connections
+
+    private enum Pick {
+        case reuse(Connection)
+        case open
+        case wait
+    }
+
+    private func acquire(deadline: NIODeadline) async throws -> Connection {
+        let here = MultiThreadedEventLoopGroup.currentEventLoop
+        let pick = try state.withLock { s -> Pick in
+            guard !s.closed else { throw UpstreamTransportError.closed }
+            while let i = s.idle.lastIndex(where: { here == nil || $0.channel.eventLoop === here }) ?? (s.idle.isEmpty ? nil : s.idle.count - 1) {
+                let c = s.idle.remove(at: i)
+                if c.channel.isActive { return .reuse(c) }
+                // Closing: its close handler gives the slot back.
+            }
+            if s.open < settings.maxConnections {
+                s.open += 1
+                return .open
+            }
+            return .wait
+        }
+        switch pick {
+        case .reuse(let c): return c
+        case .open:
+            return try await connect(on: here ?? group.next())
+        case .wait:
+            if let c = try await waitForConnection(deadline: deadline) { return c }
+            // Woken to open one of our own (a connection closed and freed its slot).
+            return try await connect(on: here ?? group.next())
+        }
+    }
+
+    /// Waits for a released connection (or a freed slot: nil) until `deadline`.
+    private func waitForConnection(deadline: NIODeadline) async throws -> Connection? {
+        let id = state.withLock { s -> Int in s.nextWaiter += 1; return s.nextWaiter }
+        let loop = group.any()
+        let timer = loop.scheduleTask(deadline: deadline) { [weak self] in self?.abandon(id, UpstreamTransportError.poolTimeout) }
+        defer { timer.cancel() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Connection?, any Error>) in
+                let closed = state.withLock { s -> Bool in
+                    if s.closed { return true }
+                    s.waiters.append(Waiter(id: id, continuation: continuation))
+                    return false
+                }
+                if closed { continuation.resume(throwing: UpstreamTransportError.closed) }
+            }
+        } onCancel: {
+            self.abandon(id, CancellationError())
+        }
+    }
+
+    private func abandon(_ id: Int, _ error: any Error) {
+        let waiter = state.withLock { s -> Waiter? in
+            guard let i = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return s.waiters.remove(at: i)
+        }
+        waiter?.continuation.resume(throwing: error)
+    }
+
+    /// A connection finished a request and can take another (`connection`), or a slot came free
+    /// (nil: a connection closed, or never opened).
+    private func released(_ connection: Connection?) {
+        enum Next { case give(Waiter, Connection?), keep(armIdleCheck: Bool), none }
+        let next = state.withLock { s -> Next in
+            if let connection, s.closed {
+                // Its close handler gives the slot back.
+                connection.channel.close(promise: nil)
+                return .none
+            }
+            if !s.waiters.isEmpty {
+                let w = s.waiters.removeFirst()
+                // A freed slot passes to the waiter, who opens its own connection.
+                return .give(w, connection)
+            }
+            if let connection {
+                s.idle.append(connection)
+                connection.lastReleased.store(Int64(NIODeadline.now().uptimeNanoseconds), ordering: .relaxed)
+                // Armed and disarmed only under the lock, so a connection never sits idle unwatched.
+                return .keep(armIdleCheck: !connection.idleCheckArmed.exchange(true, ordering: .relaxed))
+            }
+            s.open -= 1
+            return .none
+        }
+        switch next {
+        case .give(let w, let c): w.continuation.resume(returning: c)
+        case .keep(let arm):
+            if arm, let connection { scheduleIdleClose(connection, at: .now() + settings.keepIdle) }
+        case .none: break
+        }
+    }
+
+    /// Closes `connection` if it has sat in the pool for `keepIdle`; otherwise looks again when it
+    /// would have.
+    private func scheduleIdleClose(_ connection: Connection, at deadline: NIODeadline) {
+        let keepIdle = settings.keepIdle
+        connection.channel.eventLoop.scheduleTask(deadline: deadline) { [weak self] in
+            guard let self, connection.channel.isActive else { return }
+            enum Step { case close, later(NIODeadline), disarmed }
+            let step = self.state.withLock { s -> Step in
+                guard let i = s.idle.firstIndex(where: { $0 === connection }) else {
+                    // In use: the next release arms the check again.
+                    connection.idleCheckArmed.store(false, ordering: .relaxed)
+                    return .disarmed
+                }
+                let due = NIODeadline.uptimeNanoseconds(UInt64(connection.lastReleased.load(ordering: .relaxed))) + keepIdle
+                guard due <= .now() else { return .later(due) }
+                s.idle.remove(at: i)
+                return .close
+            }
+            switch step {
+            case .close: connection.channel.close(promise: nil)  // its close handler gives the slot back
+            case .later(let due): self.scheduleIdleClose(connection, at: due)
+            case .disarmed: break
+            }
+        }
+    }
+
+    /// A connection closed (idle or not): it leaves the pool and its slot comes free, once.
+    private func closed(_ connection: Connection) {
+        state.withLock { s in
+            if let i = s.idle.firstIndex(where: { $0 === connection }) { s.idle.remove(at: i) }
+        }
+        if !connection.slotFreed.exchange(true, ordering: .acquiringAndReleasing) { released(nil) }
+    }
+
+    /// Opens a connection in the slot the caller took; gives the slot back if it cannot.
+    private func connect(on loop: any EventLoop) async throws -> Connection {
+        let endpoint = self.endpoint
+        let tls = self.tls
+        let made = Mutex<Connection?>(nil)
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(settings.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { [weak self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        // SNI names hosts, never addresses.
+                        let sni = endpoint.host.first?.isNumber == true || endpoint.host.contains(":") ? nil : endpoint.host
+                        try sync.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: sni))
+                    }
+                    try sync.addHTTPClientHandlers()
+                    let handler = UpstreamConnectionHandler()
+                    let connection = Connection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                    handler.onRequestEnd = { self?.released(connection) }
+                    handler.onClose = { self?.closed(connection) }
+                    made.withLock { $0 = connection }
+                    try sync.addHandler(handler)
+                }
+            }
+        do {
+            _ = try await bootstrap.connect(host: endpoint.host, port: endpoint.port).get()
+        } catch {
+            if let connection = made.withLock({ $0 }) {
+                connection.channel.close(promise: nil)
+                closed(connection)
+            } else {
+                released(nil)
+            }
+            if let e = error as? ChannelError, case .connectTimeout = e { throw UpstreamTransportError.connectTimeout }
+            throw UpstreamTransportError.connectFailed("\(error)")
+        }
+        guard let connection = made.withLock({ $0 }) else {
+            released(nil)
+            throw UpstreamTransportError.connectFailed("no channel")
+        }
+        return connection
+    }
+}

@@ -1,0 +1,180 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+@testable import SwitchyardServer
+import Testing
+
+/// The provider transport against a small SwiftNIO server that counts connections and can answer late,
+/// close after each answer, or speak TLS.
+@Suite("Upstream connection pool")
+struct UpstreamPoolTests {
+    /// A self-signed certificate for localhost and 127.0.0.1 (valid until 2126), and its key.
+    static let certificate = """
+    -----BEGIN CERTIFICATE-----
+    MIIBmzCCAUGgAwIBAgIUMRSs2B03YsITx0Nc5tUmSvbzOk0wCgYIKoZIzj0EAwIw
+    FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMjA2MjMxNloYDzIxMjYxMDI5
+    MDYyMzE2WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+    PQMBBwNCAAQU9p9h/RiAzO31/pSOyz+OLzvPgdp/ZVqhNX49/dS9lbTboJzTMZlk
+    yPr7uncMPtQUcVK0MZf3MgU9VWuDVl4so28wbTAdBgNVHQ4EFgQUznKqSb/Sh0Xp
+    wyy6vgWZTgKzcAAwHwYDVR0jBBgwFoAUznKqSb/Sh0Xpwyy6vgWZTgKzcAAwDwYD
+    VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+    zj0EAwIDSAAwRQIgRAdyUYk80gQWN+s3E9EJClSWbcTQQzHEvwrO2xR+mw4CIQCU
+    aEc6J7PjRnMPbSELpRAoUkiwwQEMUBWV60f5qrL6vw==
+    -----END CERTIFICATE-----
+    """
+    static let key = """
+    -----BEGIN PRIVATE KEY-----
+    MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgsOTAb6BbYIJfdzer
+    m4lVEKmRXaSGLotZu3sBisZa0JOhRANCAAQU9p9h/RiAzO31/pSOyz+OLzvPgdp/
+    ZVqhNX49/dS9lbTboJzTMZlkyPr7uncMPtQUcVK0MZf3MgU9VWuDVl4s
+    -----END PRIVATE KEY-----
+    """
+
+    final class Counter: Sendable {
+        private let value = Atomic<Int>(0)
+        func add() { value.add(1, ordering: .relaxed) }
+        var count: Int { value.load(ordering: .relaxed) }
+    }
+
+    final class TestServer: Sendable {
+        let channel: any Channel
+        let accepted = Counter()
+        var port: Int { channel.localAddress!.port! }
+
+        /// Answers every request with 200 and `ok`, after `delayMs`; `close` adds `connection: close`.
+        init(delayMs: Int64 = 0, close: Bool = false, tls: Bool = false) async throws {
+            let accepted = self.accepted
+            let context = tls ? try NIOSSLContext(configuration: .makeServerConfiguration(
+                certificateChain: [.certificate(try NIOSSLCertificate(bytes: Array(Self.certPEM.utf8), format: .pem))],
+                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(Self.keyPEM.utf8), format: .pem)))) : nil
+            channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelInitializer { child in
+                    accepted.add()
+                    return child.eventLoop.makeCompletedFuture {
+                        if let context { try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
+                        try child.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try child.pipeline.syncOperations.addHandler(Responder(delayMs: delayMs, close: close))
+                    }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+        }
+
+        static var certPEM: String { UpstreamPoolTests.certificate }
+        static var keyPEM: String { UpstreamPoolTests.key }
+
+        func stop() async { try? await channel.close() }
+    }
+
+    final class Responder: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let delayMs: Int64
+        let close: Bool
+        init(delayMs: Int64, close: Bool) { self.delayMs = delayMs; self.close = close }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = unwrapInboundIn(data) else { return }
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let close = self.close
+            context.eventLoop.scheduleTask(in: .milliseconds(delayMs)) {
+                let context = bound.value
+                var headers = HTTPHeaders([("content-length", "2"), ("content-type", "application/json")])
+                if close { headers.add(name: "connection", value: "close") }
+                context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+                context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
+                    if close { context.close(promise: nil) }
+                }
+            }
+        }
+    }
+
+    func pool(_ server: TestServer, tls: Bool = false, max: Int = 8, trust: Bool = true) throws -> UpstreamPool {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if trust { configuration.trustRoots = .certificates([try NIOSSLCertificate(bytes: Array(Self.certificate.utf8), format: .pem)]) }
+        return try UpstreamPool(
+            endpoint: UpstreamEndpoint(tls: tls, host: tls ? "localhost" : "127.0.0.1", port: server.port),
+            settings: .init(connectTimeout: .seconds(2), idleTimeout: .seconds(5), maxConnections: max),
+            tlsConfiguration: configuration)
+    }
+
+    func get(_ pool: UpstreamPool, deadline: TimeAmount = .seconds(5)) async throws -> String {
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions",
+                                   headers: HTTPHeaders([("host", "x"), ("content-length", "2")]))
+        let response = try await pool.execute(head, body: ByteBuffer(string: "{}"), firstByteDeadline: .now() + deadline)
+        var out = ByteBuffer()
+        for try await var chunk in response.body { out.writeBuffer(&chunk) }
+        return String(buffer: out)
+    }
+
+    @Test func sequentialRequestsShareOneKeepAliveConnection() async throws {
+        let server = try await TestServer()
+        let pool = try pool(server)
+        for _ in 0..<5 { #expect(try await get(pool) == "ok") }
+        #expect(server.accepted.count == 1)
+        await pool.shutdown()
+        await server.stop()
+    }
+
+    @Test func aProviderThatClosesAfterEachAnswerGetsAFreshConnection() async throws {
+        let server = try await TestServer(close: true)
+        let pool = try pool(server, max: 1)
+        // One slot: each answer's close must give it back, or the second request would wait forever.
+        for _ in 0..<3 { #expect(try await get(pool, deadline: .seconds(2)) == "ok") }
+        #expect(server.accepted.count == 3)
+        await pool.shutdown()
+        await server.stop()
+    }
+
+    @Test func noResponseHeadBeforeTheDeadlineIsAFirstByteTimeout() async throws {
+        let server = try await TestServer(delayMs: 1000)
+        let pool = try pool(server)
+        await #expect(throws: UpstreamTransportError.firstByteTimeout) { try await get(pool, deadline: .milliseconds(100)) }
+        await pool.shutdown()
+        await server.stop()
+    }
+
+    @Test func requestsBeyondMaxConnectionsWaitUntilTheirDeadline() async throws {
+        let server = try await TestServer(delayMs: 400)
+        let pool = try pool(server, max: 1)
+        async let first = get(pool)
+        try await Task.sleep(for: .milliseconds(50))
+        // The only connection is busy for ~400 ms: a request that may wait 100 ms gives up...
+        await #expect(throws: UpstreamTransportError.poolTimeout) { try await get(pool, deadline: .milliseconds(100)) }
+        // ...one that may wait longer gets the connection when the first answer is done.
+        #expect(try await get(pool) == "ok")
+        #expect(try await first == "ok")
+        #expect(server.accepted.count == 1)
+        await pool.shutdown()
+        await server.stop()
+    }
+
+    @Test func tlsProvidersAreVerifiedAgainstTheTrustRoots() async throws {
+        let server = try await TestServer(tls: true)
+        let trusting = try pool(server, tls: true)
+        #expect(try await get(trusting) == "ok")
+        #expect(try await get(trusting) == "ok")
+        #expect(server.accepted.count == 1)
+        // The system's roots do not know this self-signed certificate: no answer is accepted.
+        let strict = try pool(server, tls: true, trust: false)
+        await #expect(throws: (any Error).self) { try await get(strict) }
+        await trusting.shutdown()
+        await strict.shutdown()
+        await server.stop()
+    }
+
+    @Test func endpointsParseFromBaseURLs() {
+        let a = UpstreamEndpoint.parse("https://api.openai.com/v1/chat/completions")
+        #expect(a?.0 == UpstreamEndpoint(tls: true, host: "api.openai.com", port: 443) && a?.target == "/v1/chat/completions")
+        #expect(a?.0.hostHeader == "api.openai.com")
+        let b = UpstreamEndpoint.parse("http://127.0.0.1:8080/v1beta/models/g:streamGenerateContent?alt=sse")
+        #expect(b?.0 == UpstreamEndpoint(tls: false, host: "127.0.0.1", port: 8080) && b?.target == "/v1beta/models/g:streamGenerateContent?alt=sse")
+        #expect(b?.0.hostHeader == "127.0.0.1:8080")
+        let c = UpstreamEndpoint.parse("http://[::1]:9000")
+        #expect(c?.0 == UpstreamEndpoint(tls: false, host: "::1", port: 9000) && c?.target == "/" && c?.0.hostHeader == "[::1]:9000")
+        #expect(UpstreamEndpoint.parse("ftp://x/y") == nil)
+        #expect(UpstreamEndpoint.parse("http://host:99999/") == nil)
+    }
+}
