@@ -41,11 +41,15 @@ struct UpstreamPoolTests {
     final class TestServer: Sendable {
         let channel: any Channel
         let accepted = Counter()
+        let closed = Counter()
         var port: Int { channel.localAddress!.port! }
 
-        /// Answers every request with 200 and `ok`, after `delayMs`; `close` adds `connection: close`.
-        init(delayMs: Int64 = 0, close: Bool = false, tls: Bool = false) async throws {
+        /// Answers every request with 200 and `ok`, after `delayMs`; `close` adds `connection: close`;
+        /// `dropIdleAfterMs` closes a kept-alive connection that long after an answer, unannounced (as
+        /// providers do with idle connections); `endless` streams a chunk every 20 ms until the client goes.
+        init(delayMs: Int64 = 0, close: Bool = false, dropIdleAfterMs: Int64? = nil, endless: Bool = false, tls: Bool = false) async throws {
             let accepted = self.accepted
+            let closed = self.closed
             let context = tls ? try NIOSSLContext(configuration: .makeServerConfiguration(
                 certificateChain: [.certificate(try NIOSSLCertificate(bytes: Array(Self.certPEM.utf8), format: .pem))],
                 privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(Self.keyPEM.utf8), format: .pem)))) : nil
@@ -55,7 +59,8 @@ struct UpstreamPoolTests {
                     return child.eventLoop.makeCompletedFuture {
                         if let context { try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
                         try child.pipeline.syncOperations.configureHTTPServerPipeline()
-                        try child.pipeline.syncOperations.addHandler(Responder(delayMs: delayMs, close: close))
+                        try child.pipeline.syncOperations.addHandler(
+                            Responder(delayMs: delayMs, close: close, dropIdleAfterMs: dropIdleAfterMs, endless: endless, closed: closed))
                     }
                 }
                 .bind(host: "127.0.0.1", port: 0).get()
@@ -72,12 +77,40 @@ struct UpstreamPoolTests {
         typealias OutboundOut = HTTPServerResponsePart
         let delayMs: Int64
         let close: Bool
-        init(delayMs: Int64, close: Bool) { self.delayMs = delayMs; self.close = close }
+        let dropIdleAfterMs: Int64?
+        let endless: Bool
+        let closed: Counter
+        init(delayMs: Int64, close: Bool, dropIdleAfterMs: Int64?, endless: Bool, closed: Counter) {
+            self.delayMs = delayMs
+            self.close = close
+            self.dropIdleAfterMs = dropIdleAfterMs
+            self.endless = endless
+            self.closed = closed
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            closed.add()
+            context.fireChannelInactive()
+        }
+
+        /// Writes a chunk every 20 ms for as long as the connection is open.
+        static func drip(_ context: NIOLoopBound<ChannelHandlerContext>) {
+            guard context.value.channel.isActive else { return }
+            context.value.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "data: x\n\n")))), promise: nil)
+            context.value.eventLoop.scheduleTask(in: .milliseconds(20)) { drip(context) }
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard case .end = unwrapInboundIn(data) else { return }
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            if endless {
+                let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]))
+                context.writeAndFlush(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+                Self.drip(bound)
+                return
+            }
             let close = self.close
+            let dropIdle = self.dropIdleAfterMs
             context.eventLoop.scheduleTask(in: .milliseconds(delayMs)) {
                 let context = bound.value
                 var headers = HTTPHeaders([("content-length", "2"), ("content-type", "application/json")])
@@ -86,6 +119,7 @@ struct UpstreamPoolTests {
                 context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
                 context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
                     if close { context.close(promise: nil) }
+                    if let dropIdle { context.eventLoop.scheduleTask(in: .milliseconds(dropIdle)) { bound.value.close(promise: nil) } }
                 }
             }
         }
@@ -124,6 +158,40 @@ struct UpstreamPoolTests {
         // One slot: each answer's close must give it back, or the second request would wait forever.
         for _ in 0..<3 { #expect(try await get(pool, deadline: .seconds(2)) == "ok") }
         #expect(server.accepted.count == 3)
+        await pool.shutdown()
+        await server.stop()
+    }
+
+    @Test func aConnectionTheProviderDropsWhileIdleLeavesThePool() async throws {
+        let server = try await TestServer(dropIdleAfterMs: 20)
+        let pool = try pool(server, max: 1)
+        #expect(try await get(pool) == "ok")
+        try await Task.sleep(for: .milliseconds(200))
+        // The dropped connection must not be handed out again (a request written to it would fail).
+        #expect(try await get(pool) == "ok")
+        #expect(server.accepted.count == 2)
+        await pool.shutdown()
+        await server.stop()
+    }
+
+    @Test func aBodyConsumerThatLeavesClosesTheConnection() async throws {
+        let server = try await TestServer(endless: true)
+        let pool = try pool(server)
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions",
+                                   headers: HTTPHeaders([("host", "x"), ("content-length", "2")]))
+        do {
+            let response = try await pool.execute(head, body: ByteBuffer(string: "{}"), firstByteDeadline: .now() + .seconds(5))
+            var iterator = response.body.makeAsyncIterator()
+            let first = try await iterator.next()
+            #expect(first.map { String(buffer: $0) }?.contains("data: x") == true)
+        }
+        // The iterator is gone: the provider's connection closes, so it stops generating.
+        var waited = 0
+        while server.closed.count == 0, waited < 200 {
+            try await Task.sleep(for: .milliseconds(10))
+            waited += 1
+        }
+        #expect(server.closed.count == 1)
         await pool.shutdown()
         await server.stop()
     }

@@ -202,17 +202,18 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             x.firstByteTimer?.cancel()
             x.idleTimer?.cancel()
             exchange = nil
-            x.source?.finish()
             if let promise = x.head { promise.fail(UpstreamTransportError.closed) }
             let reusable = x.keepAlive && x.head == nil
             if reusable {
                 // Keep a read pending while idle, so a provider closing the connection is noticed
                 // (and the connection leaves the pool) before a request is written to it.
                 context.read()
+                // Back in the pool before the consumer hears the end, so its next request finds it.
                 onRequestEnd?()
             } else {
                 context.close(promise: nil)
             }
+            x.source?.finish()
         }
     }
 
