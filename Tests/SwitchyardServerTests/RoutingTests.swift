@@ -273,8 +273,10 @@ struct RoutingTests {
               - name: s
                 strategy: ordered
                 deployments: [{provider: slow}, {provider: a}]
-                timeouts: {first_byte: 300ms}
+                timeouts: {first_byte: 1s}
             """)) { h in
+            // `slow` answers after 3 s; `a` at once, but the suites run in parallel on two cores, where a
+            // 300 ms budget once timed `a` out as well (CI, 2026-11-22). 1 s keeps the two far apart.
             let key = try await h.key()
             let r = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "s", stream: true))
             #expect(r.status == 200 && r.body.contains("data: [DONE]"))

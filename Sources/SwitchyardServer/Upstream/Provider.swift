@@ -39,7 +39,8 @@ struct UpstreamResponse: Sendable {
 final class Provider: Sendable {
     enum Transport: Sendable {
         /// A real HTTP upstream, through this provider's own connection pools (one per timeout pair).
-        case http(baseURL: String, headers: HTTPHeaders)
+        /// `endpoint` is nil only for a base URL the configuration would have rejected.
+        case http(endpoint: UpstreamEndpoint?, basePath: String, headers: HTTPHeaders)
         /// The built-in fake provider, in-process.
         case mock(MockEngine)
     }
@@ -81,7 +82,11 @@ final class Provider: Sendable {
                 }
             }
             for (name, value) in config.headers.sorted(by: { $0.key < $1.key }) { headers.replaceOrAdd(name: name, value: value) }
-            transport = .http(baseURL: config.baseURL, headers: headers)
+            // Parsed once here (the configuration already validated it), not per request.
+            let url = UpstreamURL(config.baseURL)
+            transport = .http(
+                endpoint: url.map { UpstreamEndpoint(tls: $0.scheme == "https", host: $0.host, port: $0.port ?? ($0.scheme == "https" ? 443 : 80)) },
+                basePath: url?.path ?? "", headers: headers)
         }
     }
 
@@ -111,7 +116,7 @@ final class Provider: Sendable {
         let settings = UpstreamPool.Settings(
             connectTimeout: .milliseconds(key.connectMs), idleTimeout: .milliseconds(key.idleMs), maxConnections: maxConnections)
         let made = pools.withLock { pools -> Result<UpstreamPool, any Error> in
-            if let p = pools[key], p.endpoint == endpoint { return .success(p) }
+            if let p = pools[key] { return .success(p) }
             return Result { try UpstreamPool(endpoint: endpoint, settings: settings) }.map { p in
                 pools[key] = p
                 return p
@@ -149,9 +154,9 @@ final class Provider: Sendable {
                 return UpstreamResponse(status: plan.status, headers: headers, body: .mock(MockEventBody(events: events, delayMs: delay, dropAfter: dropAfter)))
             }
 
-        case .http(let baseURL, let baseHeaders):
-            let url = try self.url(baseURL, request)
-            guard let (endpoint, target) = UpstreamEndpoint.parse(url) else {
+        case .http(let endpoint, let basePath, let baseHeaders):
+            let target = try url(basePath, request)
+            guard let endpoint else {
                 throw GatewayError(status: 502, category: .upstream, code: "upstream_unreachable",
                                    message: "the provider `\(name)` has an unusable base URL")
             }
@@ -184,7 +189,7 @@ final class Provider: Sendable {
         }
     }
 
-    /// The endpoint URL for a request, as each provider's API lays it out.
+    /// The request target (path and query) under the base URL's path `base`, as each provider's API lays it out.
     func url(_ base: String, _ r: UpstreamRequest) throws(GatewayError) -> String {
         switch (type, r.operation) {
         case (.anthropic, .generate): return base + "/v1/messages"

@@ -32,41 +32,11 @@ enum UpstreamTransportError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Where a provider lives: scheme, host and port of its base URL.
+/// Where a provider lives: scheme, host and port of its base URL (``UpstreamURL``, parsed once).
 struct UpstreamEndpoint: Hashable, Sendable {
     var tls: Bool
     var host: String
     var port: Int
-
-    /// Splits `http(s)://host[:port]/path?query` into the endpoint and the request target.
-    static func parse(_ url: String) -> (UpstreamEndpoint, target: String)? {
-        let tls: Bool
-        let rest: Substring
-        if url.hasPrefix("http://") { tls = false; rest = url.dropFirst(7) }
-        else if url.hasPrefix("https://") { tls = true; rest = url.dropFirst(8) }
-        else { return nil }
-        let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
-        let authority = rest[..<slash]
-        var target = String(rest[slash...])
-        if target.isEmpty { target = "/" } else if target.hasPrefix("?") { target = "/" + target }
-        let host: Substring
-        var port = tls ? 443 : 80
-        if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { return nil }
-            host = authority[authority.index(after: authority.startIndex)..<close]
-            let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") { guard let p = Int(after.dropFirst()) else { return nil }; port = p }
-            else if !after.isEmpty { return nil }
-        } else if let colon = authority.lastIndex(of: ":") {
-            host = authority[..<colon]
-            guard let p = Int(authority[authority.index(after: colon)...]) else { return nil }
-            port = p
-        } else {
-            host = authority
-        }
-        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
-        return (UpstreamEndpoint(tls: tls, host: String(host), port: port), target)
-    }
 
     /// The `Host` header: the port only when it is not the scheme's default.
     var hostHeader: String {
