@@ -79,6 +79,28 @@ struct SSEScannerTests {
         SSEEvent.write(event: nil, data: "a\nb", into: &out)
         #expect(String(buffer: out) == "event: ping\ndata: {}\n\ndata: a\ndata: b\n\n")
     }
+
+    /// A stream's events arrive in the socket's receive buffer, which SwiftNIO reuses for the next read
+    /// only if nobody holds it any more; otherwise it allocates another and pools that too. A scanner
+    /// that kept an empty slice of each chunk made every upstream connection hold two to four buffers.
+    @Test func drainedChunksAreLetGoSoTheReceiveBufferIsReused() throws {
+        var pool = NIOPooledRecvBufferAllocator(capacity: 4, recvAllocator: FixedSizeRecvByteBufferAllocator(capacity: 512))
+        var scanner = SSEScanner()
+        for n in 0..<10 {
+            let (chunk, _) = pool.buffer(allocator: ByteBufferAllocator()) { $0.writeString("data: {\"n\":\(n)}\n\n") }
+            scanner.feed(chunk)
+            #expect(try scanner.next()?.dataString == "{\"n\":\(n)}")
+            #expect(try scanner.next() == nil)
+        }
+        #expect(pool.count == 1)
+        // A partial event still holds its bytes until it completes.
+        let (head, _) = pool.buffer(allocator: ByteBufferAllocator()) { $0.writeString("data: par") }
+        scanner.feed(head)
+        #expect(try scanner.next() == nil)
+        let (tail, _) = pool.buffer(allocator: ByteBufferAllocator()) { $0.writeString("tial\n\n") }
+        scanner.feed(tail)
+        #expect(try scanner.next()?.dataString == "partial")
+    }
 }
 
 @Suite("Passthrough stream relay")

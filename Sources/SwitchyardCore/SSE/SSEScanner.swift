@@ -116,6 +116,11 @@ public struct SSEScanner: Sendable {
                 let raw = buffer.readSlice(length: found.next)!
                 lineStart = 0
                 searchFrom = 0
+                // Once everything received is consumed, let go of the chunk's storage. An empty slice
+                // would still hold it, and it is the socket's receive buffer: SwiftNIO reuses that
+                // buffer for the next read only when nobody else holds it, and otherwise allocates
+                // another and keeps it too (up to four per connection), for every stream, between events.
+                if buffer.readableBytes == 0 { buffer = ByteBuffer() }
                 let pending = current
                 current = Pending()
                 guard pending.hasFields || pending.hasComment else { continue }
