@@ -463,6 +463,28 @@ def jemalloc() -> str:
     sys.exit("--jemalloc: libjemalloc.so.2 not found (Debian: apt-get install libjemalloc2)")
 
 
+def hold(gateway: subprocess.Popen, gateway_url: str, key: str, fast_url: str, mock_url: str, nginx, raw: dict, work: Path) -> None:
+    """Prints what profiling by hand needs (`perf record -p`, `wrk` with the harness's script) and waits."""
+    info = {
+        "gateway": {"pid": gateway.pid, "url": gateway_url, "key": key, "output": str(work / "gateway.out"),
+                    "database": str(work / "bench.db")},
+        "bodies": {"metered": FAST_SMALL, "unmetered": unmetered(FAST_SMALL), "stream": STREAM},
+        "upstream": {"fast": fast_url, "mock": mock_url},
+        "nginx": nginx[2] if nginx else None,
+        "raw_relay": raw["fast"][1] if "fast" in raw else None,
+        "wrk_script": str(work / "bench.lua"),
+        "example": f"BENCH_BODY='{FAST_SMALL}' BENCH_KEY={key} wrk -t2 -c64 -d10s -s {work / 'bench.lua'} {gateway_url}/v1/chat/completions",
+    }
+    print(json.dumps(info, indent=2), flush=True)
+    print("holding; Ctrl-C (SIGINT) or SIGTERM to stop", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while gateway.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+
+
 def machine() -> str:
     cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -485,6 +507,9 @@ def main() -> None:
     ap.add_argument("--jemalloc", action="store_true",
                     help="run the gateway with jemalloc (LD_PRELOAD of Debian's libjemalloc2) instead of glibc's malloc")
     ap.add_argument("--pin", action="store_true", help="pin the relay under test to CPU 1, wrk and the upstreams to CPU 0")
+    ap.add_argument("--hold", action="store_true",
+                    help="set everything up and warm it, print the URLs, key, request bodies and process ids as JSON, "
+                         "and keep it running until interrupted (for profiling by hand); measures nothing")
     args = ap.parse_args()
     # Thousands of sockets on each of three processes: raise the descriptor limit (inherited).
     # A gateway holds two descriptors per stream (client and upstream): root may raise the hard limit.
@@ -575,6 +600,9 @@ pricing:
             for _, _, urls, k, request in relays:
                 wrk(urls["mock"] + "/v1/chat/completions", request(SMALL) if request else SMALL, k, 16, 2, script, pin=pin)
                 wrk(urls["fast"] + "/v1/chat/completions", request(FAST_SMALL) if request else SMALL, k, 16, 2, script, pin=pin)
+            if args.hold:
+                hold(gateway, gateway_url, key, fast_url, mock_url, nginx, raw, work)
+                return
             rows = []
             for name, upstream, direct_path, direct_body, path, body, conns in SCENARIOS:
                 if args.only and args.only not in name:
