@@ -201,7 +201,7 @@ struct AccountsTests {
             #expect(try await h.eventually { try await h.mockCounters()["active_streams"]?.intValue == 1 })
             #expect(try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "demo-mock")).status == 429)
             abandoned.cancel()
-            let freed = try await h.eventually(timeout: .seconds(3)) {
+            let freed = try await h.eventually(timeout: .seconds(5)) {
                 try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "demo-mock")).status == 200
             }
             #expect(freed, "the departed client's slot was not released")
@@ -221,7 +221,7 @@ struct AccountsTests {
             #expect(try await h.eventually { h.mockStats.countersJSON()["requests"]?.intValue == 1 })
             #expect(try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "demo-mock")).status == 429)
             waiting.cancel()  // the client gives up long before the provider answers
-            let freed = try await h.eventually(timeout: .seconds(3)) {
+            let freed = try await h.eventually(timeout: .seconds(10)) {
                 try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "demo-mock")).status == 200
             }
             #expect(freed, "the slot stayed taken until the provider answered")

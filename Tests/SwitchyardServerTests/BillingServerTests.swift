@@ -280,7 +280,8 @@ struct StoredResponsesTests {
             let next = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"again","previous_response_id":"\#(id)"}"#)
             #expect(next.status == 400 && next.errorCode == "previous_response_not_supported")
         }
-        try await Harness.run(configure: { c, _ in c.responses = ResponsesConfig(retention: .init(milliseconds: 400)) }) { h in
+        try await Harness.run(configure: { c, _ in c.responses = ResponsesConfig(retention: .init(milliseconds: 3000)) }) { h in
+            // 3 s, not less: the follow-up must land inside it on a loaded machine.
             let key = try await h.key()
             let first = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"hi"}"#)
             let id = first.json?["id"]?.stringValue ?? ""
@@ -288,7 +289,7 @@ struct StoredResponsesTests {
             #expect(soon.status == 200)
             let sent = h.lastUpstreamRequest()?["body"]?["messages"]?.arrayValue?.count
             #expect(sent == 3)  // hi, the answer, again
-            try await Task.sleep(for: .milliseconds(600))
+            try await Task.sleep(for: .milliseconds(3500))
             let late = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"again","previous_response_id":"\#(id)"}"#)
             #expect(late.status == 404 && late.errorCode == "previous_response_not_found")
             let unstored = try await h.request("/v1/responses", key: key, body: #"{"model":"gpt-5.1","input":"hi","store":false}"#)

@@ -130,7 +130,7 @@ struct ChatCompletionsTests {
             }
             #expect(try await h.eventually { try await h.mockCounters()["active_streams"]?.intValue == 1 })
             task.cancel()  // drops the client connection
-            let cancelled = try await h.eventually(timeout: .seconds(3)) {
+            let cancelled = try await h.eventually(timeout: .seconds(5)) {
                 try await h.mockCounters()["streams_cancelled"]?.intValue == 1
             }
             #expect(cancelled, "the upstream stream kept running after the client left")

@@ -58,7 +58,7 @@ struct ErrorsAndAuthTests {
             let created = try await h.store.createKey(name: "r", userEmail: nil, prefix: "sy-")
             #expect(try await h.request("/v1/chat/completions", key: created.secret, body: Harness.chat()).status == 200)
             _ = try await h.store.revokeKey(id: created.record.id)
-            let stopped = try await h.eventually(timeout: .seconds(3)) {
+            let stopped = try await h.eventually(timeout: .seconds(10)) {
                 try await h.request("/v1/chat/completions", key: created.secret, body: Harness.chat()).status == 401
             }
             #expect(stopped)

@@ -207,8 +207,12 @@ struct LedgerStoreTests {
         let other = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
         let u = try await gateway.createUser(email: "ann@example.com", plan: nil).id
         _ = try await gateway.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
-        let holding = Task { try await other.transaction { _ in usleep(400_000) } }
-        try await Task.sleep(for: .milliseconds(100))
+        // The other writer holds the lock for 2 s from the moment the flag says it has it (a fixed sleep
+        // here raced it on a loaded machine).
+        final class Flag: Sendable { let value = Atomic<Bool>(false) }
+        let inside = Flag()
+        let holding = Task { try await other.transaction { _ in inside.value.store(true, ordering: .releasing); usleep(2_000_000) } }
+        while !inside.value.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
         let started = ContinuousClock.now
         let results = try await gateway.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")], policy: noGrants, now: now)
         let waited = ContinuousClock.now - started

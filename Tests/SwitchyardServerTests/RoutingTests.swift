@@ -273,17 +273,17 @@ struct RoutingTests {
               - name: s
                 strategy: ordered
                 deployments: [{provider: slow}, {provider: a}]
-                timeouts: {first_byte: 1s}
+                timeouts: {first_byte: 2s}
             """)) { h in
             // `slow` answers after 3 s; `a` at once, but the suites run in parallel on two cores, where a
-            // 300 ms budget once timed `a` out as well (CI, 2026-11-22). 1 s keeps the two far apart.
+            // 300 ms budget once timed `a` out as well (CI, 2026-11-22).
             let key = try await h.key()
             let r = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "s", stream: true))
             #expect(r.status == 200 && r.body.contains("data: [DONE]"))
             #expect(Self.tags(h)["slow"] == 1 && Self.tags(h)["a"] == 1)
             // The timed-out request was cancelled: the slow provider saw its caller hang up.
             #expect(try await h.eventually { h.mockStats.countersJSON()["waits_abandoned"]?.intValue == 1 })
-            #expect(h.mockStats.countersJSON()["waiting"]?.intValue == 0)
+            #expect(try await h.eventually { h.mockStats.countersJSON()["waiting"]?.intValue == 0 })
         }
     }
 
@@ -318,34 +318,47 @@ struct RoutingTests {
                 upstream: claude-sonnet-4-6
             """, routing: "  heartbeat: 200ms")) { h in
             let key = try await h.key()
-            // 1.5 s of waiting at a 200 ms heartbeat is seven pings; three leave room for a loaded machine
-            // whose timers fire late (the suites run in parallel).
-            let openai = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", stream: true, content: "[[mock delay_ms=1500]] hi"))
+            // 2.5 s of waiting at a 200 ms heartbeat is twelve pings; three leave room for a loaded machine
+            // whose timers fire late (the suites run in parallel). Every wait below is well over one
+            // heartbeat for the same reason.
+            let openai = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", stream: true, content: "[[mock delay_ms=2500]] hi"))
             #expect(openai.status == 200 && openai.body.hasPrefix(": ping\n\n"))
             #expect(openai.body.components(separatedBy: ": ping\n\n").count - 1 >= 3)
             #expect(openai.body.contains("data: [DONE]") && sseData(openai.body).first?.contains("chat.completion.chunk") == true)
 
             let anthropic = try await h.request(
                 "/v1/messages", key: key,
-                body: #"{"model":"claude-hb","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"[[mock delay_ms=900]] hi"}]}"#)
+                body: #"{"model":"claude-hb","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"[[mock delay_ms=1500]] hi"}]}"#)
             #expect(anthropic.status == 200 && anthropic.body.hasPrefix("event: ping\ndata: {\"type\": \"ping\"}\n\n"))
             #expect(anthropic.body.contains("event: message_start") && anthropic.body.contains("event: message_stop"))
 
-            // A quick stream has no pings; a waiting non-streamed request gets none either.
-            let quick = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", stream: true))
-            #expect(!quick.body.contains(": ping"))
+            // A waiting non-streamed request gets no pings (a quick stream: see the next test).
             let plain = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", content: "[[mock delay_ms=600]] hi"))
             #expect(plain.status == 200 && plain.json?["object"]?.stringValue == "chat.completion")
 
             // Once pings went out the status is sent: a failure is an error event in the stream's format.
-            let failed = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", stream: true, content: "[[mock delay_ms=600 status=500]] hi"))
+            let failed = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", stream: true, content: "[[mock delay_ms=1500 status=500]] hi"))
             #expect(failed.status == 200 && failed.body.hasPrefix(": ping"))
             let event = try #require(sseData(failed.body).last.flatMap { try? JSONValue.parse($0) })
             #expect(event["error"]?["message"]?.stringValue != nil)
             let failedAnthropic = try await h.request(
                 "/v1/messages", key: key,
-                body: #"{"model":"claude-hb","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"[[mock delay_ms=600 status=400]] hi"}]}"#)
+                body: #"{"model":"claude-hb","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"[[mock delay_ms=1500 status=400]] hi"}]}"#)
             #expect(failedAnthropic.body.contains("event: error\ndata: {") && failedAnthropic.body.contains("invalid_request_error"))
+        }
+    }
+
+    @Test func aStreamThatAnswersWithinOneHeartbeatHasNoPings() async throws {
+        // A heartbeat of 2 s: under the parallel suites a quick answer can take longer than 200 ms.
+        try await Harness.run(configure: Self.routed("""
+              - name: hb
+                provider: a
+                retries: 0
+            """, routing: "  heartbeat: 2s")) { h in
+            let key = try await h.key()
+            let quick = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "hb", stream: true))
+            #expect(quick.status == 200 && quick.body.contains("data: [DONE]"))
+            #expect(!quick.body.contains(": ping"))
         }
     }
 
@@ -400,7 +413,7 @@ struct RoutingTests {
                 }
                 #expect(try await h.eventually { h.mockStats.countersJSON()["waiting"]?.intValue == 3 })
                 waiting.cancel()
-                let cancelled = try await h.eventually(timeout: .seconds(3)) {
+                let cancelled = try await h.eventually(timeout: .seconds(10)) {
                     h.mockStats.countersJSON()["waits_abandoned"]?.intValue == before + 3
                 }
                 #expect(cancelled, "stream: \(stream) — proposers kept running after the client left")

@@ -205,14 +205,19 @@ struct UpstreamPoolTests {
     }
 
     @Test func requestsBeyondMaxConnectionsWaitUntilTheirDeadline() async throws {
-        let server = try await TestServer(delayMs: 400)
+        let server = try await TestServer(delayMs: 3000)
         let pool = try pool(server, max: 1)
         async let first = get(pool)
-        try await Task.sleep(for: .milliseconds(50))
-        // The only connection is busy for ~400 ms: a request that may wait 100 ms gives up...
+        // The first request holds the only slot once it has connected (the pool takes the slot first).
+        var waited = 0
+        while server.accepted.count == 0, waited < 1000 {
+            try await Task.sleep(for: .milliseconds(10))
+            waited += 1
+        }
+        // The only connection is busy for ~3 s: a request that may wait 100 ms gives up...
         await #expect(throws: UpstreamTransportError.poolTimeout) { try await get(pool, deadline: .milliseconds(100)) }
         // ...one that may wait longer gets the connection when the first answer is done.
-        #expect(try await get(pool) == "ok")
+        #expect(try await get(pool, deadline: .seconds(15)) == "ok")
         #expect(try await first == "ok")
         #expect(server.accepted.count == 1)
         await pool.shutdown()

@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+import urllib.request
 import uuid
 
 import anthropic
@@ -169,7 +170,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(tmp_path):
 
         def stream(i: int) -> None:
             # Half the streams finish quickly, half are still running when the gateway dies.
-            delay = 5 if i % 2 == 0 else 400
+            delay = 5 if i % 2 == 0 else 3000
             rid = f"crash-{i}"
             try:
                 with httpx.stream("POST", gateway.url + "/v1/chat/completions", timeout=30,
@@ -184,7 +185,15 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(tmp_path):
         threads = [threading.Thread(target=stream, args=(i,)) for i in range(16)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        # Kill once the quick half has finished and the slow half is streaming (polled, not a fixed
+        # sleep: on a loaded machine the quick ones can take longer than any guess).
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            done = sum(1 for r in list(results.values()) if r == "finished")
+            active = json.load(urllib.request.urlopen(mock.url + "/mock/stats"))["active_streams"]
+            if done == 8 and active == 8:
+                break
+            time.sleep(0.05)
         gateway.popen.send_signal(signal.SIGKILL)
         gateway.popen.wait(10)
         for t in threads:

@@ -52,12 +52,14 @@ models:
 
 
 SLOW = "[[mock delay_ms=1300]] say something"
+# The raw checks count pings (300 ms apart): 3 s leaves room for timers that fire late on a loaded machine.
+RAW_SLOW = "[[mock delay_ms=3000]] say something"
 
 
 def test_openai_sdk_stream_ignores_heartbeats(routed):
     url, key, _ = routed
     raw = httpx.post(f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=30,
-                     json={"model": "gpt-5.1", "stream": True, "messages": [{"role": "user", "content": SLOW}]})
+                     json={"model": "gpt-5.1", "stream": True, "messages": [{"role": "user", "content": RAW_SLOW}]})
     assert raw.text.startswith(": ping\n\n") and raw.text.count(": ping\n\n") >= 3
     with openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as client:
         chunks = list(client.chat.completions.create(model="gpt-5.1", stream=True, messages=[{"role": "user", "content": SLOW}]))
@@ -68,7 +70,7 @@ def test_openai_sdk_stream_ignores_heartbeats(routed):
 def test_anthropic_sdk_stream_ignores_ping_events(routed):
     url, key, _ = routed
     raw = httpx.post(f"{url}/v1/messages", headers={"x-api-key": key, "anthropic-version": "2023-06-01"}, timeout=30,
-                     json={"model": "claude-up", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": SLOW}]})
+                     json={"model": "claude-up", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": RAW_SLOW}]})
     assert raw.text.startswith("event: ping\ndata: {\"type\": \"ping\"}\n\n")
     with anthropic.Anthropic(base_url=url, api_key=key, max_retries=0) as client:
         with client.messages.stream(model="claude-up", max_tokens=50, messages=[{"role": "user", "content": SLOW}]) as stream:
@@ -79,7 +81,7 @@ def test_anthropic_sdk_stream_ignores_ping_events(routed):
 def test_gemini_sdk_stream_ignores_heartbeats(routed):
     url, key, _ = routed
     raw = httpx.post(f"{url}/v1beta/models/gemini-up:streamGenerateContent?alt=sse", headers={"x-goog-api-key": key}, timeout=30,
-                     json={"contents": [{"role": "user", "parts": [{"text": SLOW}]}]})
+                     json={"contents": [{"role": "user", "parts": [{"text": RAW_SLOW}]}]})
     assert raw.text.startswith("\n\n\n")  # google-genai reads comments as JSON; blank lines are no-ops
     client = genai.Client(api_key=key, http_options={"base_url": url, "retry_options": {"attempts": 1}})
     text = "".join(chunk.text or "" for chunk in client.models.generate_content_stream(model="gemini-up", contents=SLOW))
