@@ -142,7 +142,8 @@ struct AccountsTests {
     @Test func concurrencyHoldsExactlyAndSlotsComeBack() async throws {
         try await Harness.run(configure: plans([PlanConfig(name: "free", limits: .init(concurrentRequests: 3))])) { h in
             let key = try await h.key(user: "u@example.com")
-            let slow = Harness.chat(model: "gpt-5.1", content: "[[mock delay_ms=1500]] hi")
+            // 5 s: all ten must reach the gateway while the three admitted ones are still in flight.
+            let slow = Harness.chat(model: "gpt-5.1", content: "[[mock delay_ms=5000]] hi")
             let responses = try await h.parallel(10, key: key, body: slow)
             let ok = responses.filter { r in r.status == 200 }
             let refused = responses.filter { r in r.status == 429 }
@@ -189,7 +190,7 @@ struct AccountsTests {
                 }
             }
             // While a stream runs, a second request is refused; once it has ended, one is admitted.
-            let stream = openStream("[[mock chunks=8 chunk_delay_ms=150]] hi")
+            let stream = openStream("[[mock chunks=8 chunk_delay_ms=600]] hi")  // ~5 s: room for the probe below
             #expect(try await h.eventually { try await h.mockCounters()["active_streams"]?.intValue == 1 })
             let during = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "demo-mock"))
             #expect(during.status == 429 && during.json?["error"]?["message"]?.stringValue?.contains("at a time") == true)

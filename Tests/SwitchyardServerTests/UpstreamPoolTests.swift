@@ -166,6 +166,13 @@ struct UpstreamPoolTests {
         let server = try await TestServer(dropIdleAfterMs: 20)
         let pool = try pool(server, max: 1)
         #expect(try await get(pool) == "ok")
+        // Wait for the provider's close (polled: on a loaded machine 20 ms can be much longer), then give
+        // the pool a moment to read the FIN.
+        var waited = 0
+        while server.closed.count == 0, waited < 500 {
+            try await Task.sleep(for: .milliseconds(10))
+            waited += 1
+        }
         try await Task.sleep(for: .milliseconds(200))
         // The dropped connection must not be handed out again (a request written to it would fail).
         #expect(try await get(pool) == "ok")

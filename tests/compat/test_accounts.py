@@ -129,10 +129,12 @@ def test_model_access_follows_the_plan_in_every_sdk(accounts):
 
 def test_expired_keys_and_disabled_users_get_clear_errors(accounts):
     user = email()
-    created = accounts.key(user, expires_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2)))
+    # Whole seconds, 5 s ahead: the first call must land before it even on a loaded machine.
+    expiry = int(time.time()) + 5
+    created = accounts.key(user, expires_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expiry)))
     with openai_client(accounts, created["key"]) as c:
         assert c.chat.completions.create(model="demo-mock", messages=HELLO).choices
-        time.sleep(2.2)
+        time.sleep(max(0, expiry - time.time()) + 0.3)
         with pytest.raises(openai.AuthenticationError) as info:
             c.chat.completions.create(model="demo-mock", messages=HELLO)
         assert info.value.code == "key_expired" and "expired at" in info.value.message
@@ -209,12 +211,14 @@ def test_keys_cli_options_rotation_and_revocation(accounts):
         assert c.chat.completions.create(model="gpt-5.1", messages=HELLO).choices
 
     # Rotation: the old secret works through the grace period, the new one at once.
-    rotated = json.loads(cli(accounts, "keys", "rotate", created["id"], "--grace", "2s", "--json").stdout)
+    # A 6 s grace: the CLI's exit and two calls must fit inside it on a loaded machine.
+    rotated_at = time.time()
+    rotated = json.loads(cli(accounts, "keys", "rotate", created["id"], "--grace", "6s", "--json").stdout)
     assert rotated["id"] == created["id"] and rotated["key"] != key
     with openai_client(accounts, key) as old, openai_client(accounts, rotated["key"]) as new:
         assert old.chat.completions.create(model="demo-mock", messages=HELLO).choices
         assert new.chat.completions.create(model="demo-mock", messages=HELLO).choices
-        time.sleep(2.2)
+        time.sleep(max(0, rotated_at + 6.3 - time.time()))
         with pytest.raises(openai.AuthenticationError) as info:
             old.chat.completions.create(model="demo-mock", messages=HELLO)
         assert info.value.code == "key_rotated"
