@@ -352,9 +352,10 @@ struct AccountsTests {
     @Test func rotationKeepsTheOldSecretForTheGracePeriod() async throws {
         try await Harness.run(configure: Self.tiered) { h in
             let created = try await h.store.createKey(name: "r", userEmail: "r@example.com", prefix: "sy-")
-            // A 5 s grace: the two calls below must land inside it on a loaded machine.
-            let rotatedAt = ContinuousClock.now
+            // A 5 s grace: the two calls below must land inside it on a loaded machine. It runs from when
+            // the gateway rotated the key, which is before its answer arrives: wait from the answer.
             let rotated = try await h.admin(.POST, "/keys/\(created.record.id)/rotate", body: #"{"grace":"5s"}"#)
+            let rotatedAt = ContinuousClock.now
             #expect(rotated.status == 200)
             let newSecret = try #require(rotated.json?["key"]?.stringValue)
             #expect(rotated.json?["id"]?.stringValue == created.record.id && newSecret != created.secret)
