@@ -477,7 +477,9 @@ def hold(gateway: subprocess.Popen, gateway_url: str, key: str, fast_url: str, m
     }
     print(json.dumps(info, indent=2), flush=True)
     print("holding; Ctrl-C (SIGINT) or SIGTERM to stop", file=sys.stderr, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Both signals end the wait (a shell starts background jobs with SIGINT ignored).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while gateway.poll() is None:
             time.sleep(1)

@@ -134,6 +134,12 @@ struct UpstreamPoolTests {
             tlsConfiguration: configuration)
     }
 
+    /// Polls `condition` every 10 ms for up to `seconds` (the caller checks the outcome).
+    func waitUntil(seconds: Int, _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !condition(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
     func get(_ pool: UpstreamPool, deadline: TimeAmount = .seconds(5)) async throws -> String {
         let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions",
                                    headers: HTTPHeaders([("host", "x"), ("content-length", "2")]))
@@ -168,11 +174,7 @@ struct UpstreamPoolTests {
         #expect(try await get(pool) == "ok")
         // Wait for the provider's close (polled: on a loaded machine 20 ms can be much longer), then give
         // the pool a moment to read the FIN.
-        var waited = 0
-        while server.closed.count == 0, waited < 500 {
-            try await Task.sleep(for: .milliseconds(10))
-            waited += 1
-        }
+        try await waitUntil(seconds: 5) { server.closed.count > 0 }
         try await Task.sleep(for: .milliseconds(200))
         // The dropped connection must not be handed out again (a request written to it would fail).
         #expect(try await get(pool) == "ok")
@@ -193,11 +195,7 @@ struct UpstreamPoolTests {
             #expect(first.map { String(buffer: $0) }?.contains("data: x") == true)
         }
         // The iterator is gone: the provider's connection closes, so it stops generating.
-        var waited = 0
-        while server.closed.count == 0, waited < 200 {
-            try await Task.sleep(for: .milliseconds(10))
-            waited += 1
-        }
+        try await waitUntil(seconds: 2) { server.closed.count > 0 }
         #expect(server.closed.count == 1)
         await pool.shutdown()
         await server.stop()
@@ -216,11 +214,7 @@ struct UpstreamPoolTests {
         let pool = try pool(server, max: 1)
         async let first = get(pool)
         // The first request holds the only slot once it has connected (the pool takes the slot first).
-        var waited = 0
-        while server.accepted.count == 0, waited < 1000 {
-            try await Task.sleep(for: .milliseconds(10))
-            waited += 1
-        }
+        try await waitUntil(seconds: 10) { server.accepted.count > 0 }
         // The only connection is busy for ~3 s: a request that may wait 100 ms gives up...
         await #expect(throws: UpstreamTransportError.poolTimeout) { try await get(pool, deadline: .milliseconds(100)) }
         // ...one that may wait longer gets the connection when the first answer is done.

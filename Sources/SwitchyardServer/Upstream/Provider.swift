@@ -84,9 +84,7 @@ final class Provider: Sendable {
             for (name, value) in config.headers.sorted(by: { $0.key < $1.key }) { headers.replaceOrAdd(name: name, value: value) }
             // Parsed once here (the configuration already validated it), not per request.
             let url = UpstreamURL(config.baseURL)
-            transport = .http(
-                endpoint: url.map { UpstreamEndpoint(tls: $0.scheme == "https", host: $0.host, port: $0.port ?? ($0.scheme == "https" ? 443 : 80)) },
-                basePath: url?.path ?? "", headers: headers)
+            transport = .http(endpoint: url.map(UpstreamEndpoint.init), basePath: url?.path ?? "", headers: headers)
         }
     }
 
@@ -155,7 +153,7 @@ final class Provider: Sendable {
             }
 
         case .http(let endpoint, let basePath, let baseHeaders):
-            let target = try url(basePath, request)
+            let target = try target(basePath, request)
             guard let endpoint else {
                 throw GatewayError(status: 502, category: .upstream, code: "upstream_unreachable",
                                    message: "the provider `\(name)` has an unusable base URL")
@@ -190,7 +188,7 @@ final class Provider: Sendable {
     }
 
     /// The request target (path and query) under the base URL's path `base`, as each provider's API lays it out.
-    func url(_ base: String, _ r: UpstreamRequest) throws(GatewayError) -> String {
+    func target(_ base: String, _ r: UpstreamRequest) throws(GatewayError) -> String {
         switch (type, r.operation) {
         case (.anthropic, .generate): return base + "/v1/messages"
         case (.anthropic, .countTokens): return base + "/v1/messages/count_tokens"

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
+import SwitchyardCore
 
 /// Why a provider call failed below HTTP.
 enum UpstreamTransportError: Error, Equatable, CustomStringConvertible {
@@ -38,10 +39,20 @@ struct UpstreamEndpoint: Hashable, Sendable {
     var host: String
     var port: Int
 
+    static func defaultPort(tls: Bool) -> Int { tls ? 443 : 80 }
+
     /// The `Host` header: the port only when it is not the scheme's default.
     var hostHeader: String {
         let h = host.contains(":") ? "[\(host)]" : host
-        return port == (tls ? 443 : 80) ? h : "\(h):\(port)"
+        return port == Self.defaultPort(tls: tls) ? h : "\(h):\(port)"
+    }
+}
+
+extension UpstreamEndpoint {
+    /// The endpoint of a base URL: its scheme's default port unless it names one.
+    init(_ url: UpstreamURL) {
+        let tls = url.scheme == "https"
+        self.init(tls: tls, host: url.host, port: url.port ?? Self.defaultPort(tls: tls))
     }
 }
 
