@@ -123,6 +123,7 @@ struct AccountsTests {
     }
 
     @Test func requestsPerDayHoldExactlyUnderParallelLoad() async throws {
+        try await Harness.clearOfUTCMidnight()
         try await Harness.run(configure: plans([PlanConfig(name: "free", limits: .init(requestsPerDay: 7))])) { h in
             let key = try await h.key(user: "u@example.com")
             let responses = try await h.parallel(20, key: key)
@@ -400,6 +401,7 @@ struct AccountsTests {
     // MARK: Persistence
 
     @Test func dailyCountsAreSavedAndARestartContinuesThem() async throws {
+        try await Harness.clearOfUTCMidnight()
         try await Harness.run(configure: plans([PlanConfig(name: "free", limits: .init(requestsPerDay: 5))])) { h in
             let key = try await h.key(user: "u@example.com")
             for _ in 0..<3 { #expect(try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "demo-mock")).status == 200) }

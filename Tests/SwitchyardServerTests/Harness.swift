@@ -139,6 +139,13 @@ struct Harness: Sendable {
         mockStats.recentJSON(limit: 1).arrayValue?.last
     }
 
+    /// Waits out the UTC day's last `margin`: a test that counts requests per day must not see the count
+    /// reset halfway through.
+    static func clearOfUTCMidnight(margin: Duration = .seconds(60)) async throws {
+        let left = 86_400_000 - EpochClock.nowMilliseconds() % 86_400_000
+        if left < margin.components.seconds * 1000 { try await Task.sleep(for: .milliseconds(left + 1000)) }
+    }
+
     /// Polls `condition` until it holds or `timeout` passes (for effects that happen asynchronously).
     func eventually(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout

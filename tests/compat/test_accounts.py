@@ -14,7 +14,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from openai import OpenAI
 
-from conftest import admin, run_cli, start_gateway
+from conftest import admin, clear_of_utc_midnight, run_cli, start_gateway
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 
@@ -40,14 +40,20 @@ def wait_in_flight(stack, user: str, count: int = 1, timeout: float = 10) -> Non
 def test_openai_sdk_raises_rate_limit_error_and_its_retry_waits_the_right_time(accounts):
     user = email()
     key = accounts.key(user, limits={"concurrent_requests": 1})["key"]
-    slow_done = threading.Event()
+    # The slow request holds the only slot for ~2.5 s: a stream (its first byte comes at once, inside the
+    # suite's first-byte budget) of five chunks 500 ms apart.
+    slow_result = {}
 
     def slow():
         with openai_client(accounts, key) as c:
-            c.chat.completions.create(model="gpt-5.1", messages=[{"role": "user", "content": "[[mock delay_ms=1500]] hi"}])
-        slow_done.set()
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in c.chat.completions.create(
+                model="gpt-5.1", stream=True, messages=[{"role": "user", "content": "[[mock chunks=5 chunk_delay_ms=500]] hi"}])
+                if chunk.choices)
+        slow_result["text"] = text
+        slow_result["done"] = time.time()
 
-    threading.Thread(target=slow, daemon=True).start()
+    slow_thread = threading.Thread(target=slow, daemon=True)
+    slow_thread.start()
     wait_in_flight(accounts, user)
 
     with openai_client(accounts, key) as c:
@@ -60,11 +66,16 @@ def test_openai_sdk_raises_rate_limit_error_and_its_retry_waits_the_right_time(a
 
     # The SDK's own retry honours retry-after-ms: it waits, and the retry lands after the slot is free.
     started = time.time()
-    with openai_client(accounts, key, retries=3) as c:
+    with openai_client(accounts, key, retries=5) as c:
         raw = c.chat.completions.with_raw_response.create(model="demo-mock", messages=HELLO)
+    answered = time.time()
     assert raw.parse().choices[0].message.content
-    assert slow_done.is_set(), "the retry succeeded while the slow request still held the only slot"
-    assert time.time() - started >= 0.9
+    slow_thread.join(30)
+    assert slow_result.get("text"), "the slow stream did not finish"
+    # The slot comes back as the stream's last byte is written, a moment before its client has read
+    # it; a retry served while the stream still held the slot would come a second or more earlier.
+    assert answered >= slow_result["done"] - 0.5, "the retry succeeded while the slow request still held the only slot"
+    assert answered - started >= 0.9
     assert raw.headers["x-ratelimit-limit-requests"] == "1000" and int(raw.headers["x-ratelimit-remaining-requests"]) < 1000
     assert re.fullmatch(r"\d+(\.\d+)?(ms|s)|\d+m\d+(\.\d+)?s", raw.headers["x-ratelimit-reset-requests"])
     assert raw.headers["x-ratelimit-limit"] == "1000"
@@ -89,6 +100,7 @@ def test_anthropic_sdk_raises_rate_limit_error_with_anthropic_headers(accounts):
 
 
 def test_gemini_sdk_sees_resource_exhausted(accounts):
+    clear_of_utc_midnight()
     key = accounts.key(email(), limits={"requests_per_day": 1})["key"]
     client = genai.Client(api_key=key, http_options={"base_url": accounts.url, "timeout": 30_000, "retry_options": {"attempts": 1}})
     try:
@@ -247,6 +259,8 @@ def test_plans_cli(accounts):
 
 def test_daily_counts_survive_a_restart(tmp_path):
     from conftest import PLANS, start_mock, write_config
+
+    clear_of_utc_midnight(120)  # two gateway starts inside one day
 
     mock = start_mock(tmp_path)
     config = write_config(tmp_path, mock.url, extra=PLANS)
