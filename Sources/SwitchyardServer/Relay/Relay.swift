@@ -344,81 +344,13 @@ extension Gateway {
             HTTPField.Name("x-accel-buffering")!: "no",
         ]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            let gone = ClientGone()
-            @Sendable func settle(_ processor: P, _ outcome: BilledOutcome, errorCode: String? = nil) async -> SettlementResult? {
-                await ticket?.settle(outcome, reported: processor.usage, outputEstimate: (processor.outputChars + 3) / 4, status: 200, errorCode: errorCode)
-            }
-            func write(_ bytes: ByteBuffer) async throws {
-                guard bytes.readableBytes > 0, !gone.value else { return }
-                do {
-                    try await writer.write(bytes)
-                } catch {
-                    // The client is gone. Billed in full: keep reading to learn the cost; otherwise stop.
-                    guard drain, !(error is CancellationError) else { throw error }
-                    gone.set()
-                    log.clientLeft()
-                }
-            }
-            let loop = { () async throws in
-                var processor = processor
-                var iterator = upstreamBody.makeAsyncIterator()
-                var result: SettlementResult?
-                do {
-                    while true {
-                        let chunk: ByteBuffer?
-                        do {
-                            chunk = try await iterator.next()
-                        } catch {
-                            if error is CancellationError || Task.isCancelled {
-                                _ = await settle(processor, .clientLeft, errorCode: "client_closed")
-                                throw CancellationError()
-                            }
-                            let failure = UpstreamFailure.streamBroken(error, provider: providerName)
-                            log.set(errorCode: failure.code)
-                            log.deploymentFailed()
-                            let before = processor.outputChars == 0
-                            try await write(processor.fail(failure))
-                            result = await settle(processor, gone.value ? .clientLeft : before ? .failedBeforeContent : .failedAfterContent, errorCode: failure.code)
-                            break
-                        }
-                        guard let chunk else {
-                            try await write(processor.finish())
-                            let outcome: BilledOutcome = processor.completed ? .completed
-                                : gone.value ? .clientLeft : processor.outputChars == 0 ? .failedBeforeContent : .failedAfterContent
-                            result = await settle(processor, outcome, errorCode: processor.completed ? nil : "upstream_stream_error")
-                            break
-                        }
-                        let out: ByteBuffer
-                        do {
-                            out = try processor.process(chunk)
-                        } catch {
-                            let failure = GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                                                       message: "the provider `\(providerName)` sent an event larger than the gateway accepts")
-                            log.set(errorCode: failure.code)
-                            let before = processor.outputChars == 0
-                            try await write(processor.fail(failure))
-                            result = await settle(processor, gone.value ? .clientLeft : before ? .failedBeforeContent : .failedAfterContent, errorCode: failure.code)
-                            break
-                        }
-                        if out.readableBytes > 0 {
-                            log.markFirstByte()
-                            try await write(out)
-                        }
-                    }
-                } catch {
-                    // The client left (a failed write, or the watcher cancelled the task).
-                    _ = await settle(processor, .clientLeft, errorCode: "client_closed")
-                    throw error
-                }
-                log.set(usage: processor.usage)
-                onComplete(processor)
-                if let result { try await write(CreditHeaders.trailer(result)) }
-                if !gone.value { try await writer.finish(nil) }
-            }
+            let relay = StreamRelay(
+                processor: processor, upstream: upstreamBody, providerName: providerName, log: log, ticket: ticket, drain: drain,
+                onComplete: onComplete)
             if drain {
-                try await ConnectionCloseWatcher.watching(channel, onClose: { gone.set(); log.clientLeft() }, loop)
+                try await ConnectionCloseWatcher.watching(channel, onClose: { relay.gone.set(); log.clientLeft() }) { try await relay.run(&writer) }
             } else {
-                try await ConnectionCloseWatcher.cancellingOnClose(channel, loop)
+                try await ConnectionCloseWatcher.cancellingOnClose(channel) { try await relay.run(&writer) }
             }
         })
     }
@@ -470,6 +402,135 @@ extension Gateway {
 }
 
 /// Whether a streaming client has gone (set from the connection watcher or a failed write).
+/// One stream being relayed (see ``Gateway/streamResponse(_:processor:call:provider:context:onComplete:)``).
+/// Its state lives here rather than in the relaying task's frames, and the rare endings (a broken
+/// upstream, an oversized event, a client that left) run in functions of their own: a task keeps the
+/// stack memory of its deepest moment for as long as it lives, and an open stream's task lives as long
+/// as the stream, so the loop that runs for the stream's whole life keeps a frame of a few hundred bytes.
+final class StreamRelay<P: StreamProcessor>: @unchecked Sendable {
+    // Unchecked: `run` is the only user of the mutable state, on one task; `gone` is atomic.
+    private var processor: P
+    private var iterator: UpstreamBody.AsyncIterator
+    private let providerName: String
+    private let log: RequestLog
+    private let ticket: CreditTicket?
+    /// Billed in full: a client that leaves stops the writing, not the reading.
+    private let drain: Bool
+    private let onComplete: @Sendable (P) -> Void
+    let gone = ClientGone()
+
+    init(
+        processor: P, upstream: UpstreamBody, providerName: String, log: RequestLog, ticket: CreditTicket?, drain: Bool,
+        onComplete: @escaping @Sendable (P) -> Void
+    ) {
+        self.processor = processor
+        iterator = upstream.makeAsyncIterator()
+        self.providerName = providerName
+        self.log = log
+        self.ticket = ticket
+        self.drain = drain
+        self.onComplete = onComplete
+    }
+
+    func run(_ writer: inout any ResponseBodyWriter) async throws {
+        let result: SettlementResult?
+        do {
+            while true {
+                let chunk: ByteBuffer?
+                do {
+                    chunk = try await iterator.next()
+                } catch {
+                    result = try await upstreamBroke(error, &writer)
+                    break
+                }
+                guard let chunk else {
+                    result = try await upstreamEnded(&writer)
+                    break
+                }
+                let out: ByteBuffer
+                do {
+                    out = try processor.process(chunk)
+                } catch {
+                    result = try await eventTooLarge(&writer)
+                    break
+                }
+                if out.readableBytes > 0 {
+                    log.markFirstByte()
+                    try await write(out, &writer)
+                }
+            }
+        } catch {
+            // The client left (a failed write, or the watcher cancelled the task).
+            try await clientLeft(error)
+        }
+        try await finish(result, &writer)
+    }
+
+    private func write(_ bytes: ByteBuffer, _ writer: inout any ResponseBodyWriter) async throws {
+        guard bytes.readableBytes > 0, !gone.value else { return }
+        do {
+            try await writer.write(bytes)
+        } catch {
+            // The client is gone. Billed in full: keep reading to learn the cost; otherwise stop.
+            guard drain, !(error is CancellationError) else { throw error }
+            gone.set()
+            log.clientLeft()
+        }
+    }
+
+    @inline(never)
+    private func settle(_ outcome: BilledOutcome, errorCode: String? = nil) async -> SettlementResult? {
+        await ticket?.settle(outcome, reported: processor.usage, outputEstimate: (processor.outputChars + 3) / 4, status: 200, errorCode: errorCode)
+    }
+
+    /// The outcome of a stream that ended early: nothing relayed, something relayed, or a client that left.
+    private func earlyEnd(contentBefore: Bool) -> BilledOutcome {
+        gone.value ? .clientLeft : contentBefore ? .failedAfterContent : .failedBeforeContent
+    }
+
+    @inline(never)
+    private func upstreamBroke(_ error: any Error, _ writer: inout any ResponseBodyWriter) async throws -> SettlementResult? {
+        if error is CancellationError || Task.isCancelled { throw CancellationError() }
+        let failure = UpstreamFailure.streamBroken(error, provider: providerName)
+        log.set(errorCode: failure.code)
+        log.deploymentFailed()
+        let hadContent = processor.outputChars > 0
+        try await write(processor.fail(failure), &writer)
+        return await settle(earlyEnd(contentBefore: hadContent), errorCode: failure.code)
+    }
+
+    @inline(never)
+    private func upstreamEnded(_ writer: inout any ResponseBodyWriter) async throws -> SettlementResult? {
+        try await write(processor.finish(), &writer)
+        let outcome: BilledOutcome = processor.completed ? .completed : earlyEnd(contentBefore: processor.outputChars > 0)
+        return await settle(outcome, errorCode: processor.completed ? nil : "upstream_stream_error")
+    }
+
+    @inline(never)
+    private func eventTooLarge(_ writer: inout any ResponseBodyWriter) async throws -> SettlementResult? {
+        let failure = GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                                   message: "the provider `\(providerName)` sent an event larger than the gateway accepts")
+        log.set(errorCode: failure.code)
+        let hadContent = processor.outputChars > 0
+        try await write(processor.fail(failure), &writer)
+        return await settle(earlyEnd(contentBefore: hadContent), errorCode: failure.code)
+    }
+
+    @inline(never)
+    private func clientLeft(_ error: any Error) async throws -> Never {
+        _ = await settle(.clientLeft, errorCode: "client_closed")
+        throw error
+    }
+
+    @inline(never)
+    private func finish(_ result: SettlementResult?, _ writer: inout any ResponseBodyWriter) async throws {
+        log.set(usage: processor.usage)
+        onComplete(processor)
+        if let result { try await write(CreditHeaders.trailer(result), &writer) }
+        if !gone.value { try await writer.finish(nil) }
+    }
+}
+
 final class ClientGone: Sendable {
     private let flag = Atomic<Bool>(false)
     var value: Bool { flag.load(ordering: .acquiring) }
