@@ -30,7 +30,7 @@ struct RoutingTests {
                 \(provider("bad", ", x-mock-status: \"503\""))
                 \(provider("limited", ", x-mock-status: \"429\", x-mock-retry-after: \"30\""))
                 \(provider("slow", ", x-mock-delay-ms: \"3000\""))
-                \(provider("lagging", ", x-mock-delay-ms: \"700\""))
+                \(provider("lagging", ", x-mock-delay-ms: \"2500\""))
                 \(provider("dropper", ", x-mock-drop-after: \"2\""))
                 \(provider("refuser", ", x-mock-status: \"400\""))
                 \(provider("capped", extra: ", requests_per_minute: 2"))
@@ -139,7 +139,8 @@ struct RoutingTests {
             let state = try await Self.deployments(h, "ll")
             let lagging = state["ll#0"]?["latency_ms"]?.intValue ?? 0
             let fast = state["ll#1"]?["latency_ms"]?.intValue ?? .max
-            #expect(lagging >= 700 && fast < lagging)
+            // 2.5 s against an instant provider: a loaded machine can stall one quick call for most of a second.
+            #expect(lagging >= 2500 && fast < lagging)
         }
     }
 
