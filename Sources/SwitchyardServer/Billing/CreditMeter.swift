@@ -141,6 +141,29 @@ final class CreditTicket: Sendable {
     @discardableResult
     func settle(_ outcome: BilledOutcome, reported: TokenUsage?, outputEstimate: Int = 0, status: Int, errorCode: String? = nil) async -> SettlementResult? {
         guard !settled.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
+        let settlement = settlement(outcome, reported: reported, outputEstimate: outputEstimate, status: status, errorCode: errorCode)
+        let meter = self.meter
+        for attempt in 0..<5 {
+            do {
+                // A request whose client left may run in a cancelled task; the ledger write must not be cancelled.
+                let result = Task.isCancelled ? try await Task { try await meter.settle(settlement) }.value : try await meter.settle(settlement)
+                if result.uncovered > 0 { logUncovered(result) }
+                return result
+            } catch {
+                logRetry(attempt: attempt, error)
+                try? await Task { try await Task.sleep(for: .milliseconds(50 << attempt)) }.value
+            }
+        }
+        meter.logger.error("credits left reserved; they are settled at the next start", metadata: ["request_id": .string(requestID)])
+        return nil
+    }
+
+    // The pieces of `settle` that do not wait stay out of its frame: a stream's task keeps the frames of
+    // its deepest moment, and the settlement at a stream's end is one.
+
+    /// What to write for `outcome`: the charge or refund, and the usage row.
+    @inline(never)
+    private func settlement(_ outcome: BilledOutcome, reported: TokenUsage?, outputEstimate: Int, status: Int, errorCode: String?) -> Settlement {
         let estimate = TokenUsage(inputTokens: inputEstimate, outputTokens: outputEstimate)
         let decision = BillingRules.decide(
             price: price, pricing: meter.pricing, reserved: reserved, outcome: outcome, reported: reported, estimate: estimate,
@@ -158,25 +181,19 @@ final class CreditTicket: Sendable {
             keyID: keyID, model: model, provider: provider, upstreamModel: upstreamModel, inputTokens: decision.usage.inputTokens,
             outputTokens: decision.usage.outputTokens, cachedTokens: decision.usage.cachedInputTokens, usageEstimated: decision.estimated,
             status: status, outcome: outcomeName, latencyMs: Int(elapsed.nanoseconds / 1_000_000), stream: stream, errorCode: errorCode)
-        let settlement = Settlement(decision.refund ? .refund : .charge(cost: decision.cost), usage: usage)
-        let meter = self.meter
-        for attempt in 0..<5 {
-            do {
-                // A request whose client left may run in a cancelled task; the ledger write must not be cancelled.
-                let result = Task.isCancelled ? try await Task { try await meter.settle(settlement) }.value : try await meter.settle(settlement)
-                if result.uncovered > 0 {
-                    meter.logger.warning("a request cost more than its reservation and the balance could not cover the rest", metadata: [
-                        "request_id": .string(requestID), "uncovered_credits": .string(Credits(micros: result.uncovered).description),
-                    ])
-                }
-                return result
-            } catch {
-                meter.logger.warning("cannot settle credits; retrying", metadata: ["request_id": .string(requestID), "attempt": .stringConvertible(attempt + 1), "error": .string("\(error)")])
-                try? await Task { try await Task.sleep(for: .milliseconds(50 << attempt)) }.value
-            }
-        }
-        meter.logger.error("credits left reserved; they are settled at the next start", metadata: ["request_id": .string(requestID)])
-        return nil
+        return Settlement(decision.refund ? .refund : .charge(cost: decision.cost), usage: usage)
+    }
+
+    @inline(never)
+    private func logUncovered(_ result: SettlementResult) {
+        meter.logger.warning("a request cost more than its reservation and the balance could not cover the rest", metadata: [
+            "request_id": .string(requestID), "uncovered_credits": .string(Credits(micros: result.uncovered).description),
+        ])
+    }
+
+    @inline(never)
+    private func logRetry(attempt: Int, _ error: any Error) {
+        meter.logger.warning("cannot settle credits; retrying", metadata: ["request_id": .string(requestID), "attempt": .stringConvertible(attempt + 1), "error": .string("\(error)")])
     }
 }
 

@@ -65,25 +65,7 @@ struct GatewayMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch {
-            var gatewayError = GatewayError(error, method: request.method, path: request.uri.path)
-            if gatewayError.code == "not_found", let allowed = routeMethods[request.uri.path] {
-                gatewayError = GatewayError(
-                    status: 405, category: .invalidRequest, code: "method_not_allowed",
-                    message: "\(request.method.rawValue) is not allowed on \(request.uri.path); use \(allowed.joined(separator: " or "))")
-                gatewayError.allow = allowed.joined(separator: ", ")
-            }
-            if gatewayError.category == .internal { logger.error("unhandled error", metadata: ["request_id": .string(id), "error": .string("\(error)")]) }
-            log.set(errorCode: gatewayError.code)
-            if let ticket = log.ticket {
-                // Nothing reached the client: a platform failure is refunded; a client that left pays per policy.
-                let left = gatewayError.code == "client_closed"
-                if let result = await ticket.settle(
-                    left ? .clientLeft : .failedBeforeContent, reported: nil, status: gatewayError.status, errorCode: gatewayError.code)
-                {
-                    log.set(creditsCharged: result.charged, remaining: result.available)
-                }
-            }
-            response = ErrorResponse.make(gatewayError, format: WireFormat.of(request), requestID: id)
+            response = await failed(error, request: request, requestID: id, log: log)
         }
         response.headers[.xRequestID] = id
         let format = WireFormat.of(request)
@@ -112,6 +94,31 @@ struct GatewayMiddleware: RouterMiddleware {
             }
         }
         return response
+    }
+
+    /// The error response for a request that failed, in the client's format; settles any credits it held.
+    /// Kept out of `respond`, whose frame every request carries while it is inside the request path.
+    @inline(never)
+    private func failed(_ error: any Error, request: Request, requestID id: String, log: RequestLog) async -> Response {
+        var gatewayError = GatewayError(error, method: request.method, path: request.uri.path)
+        if gatewayError.code == "not_found", let allowed = routeMethods[request.uri.path] {
+            gatewayError = GatewayError(
+                status: 405, category: .invalidRequest, code: "method_not_allowed",
+                message: "\(request.method.rawValue) is not allowed on \(request.uri.path); use \(allowed.joined(separator: " or "))")
+            gatewayError.allow = allowed.joined(separator: ", ")
+        }
+        if gatewayError.category == .internal { logger.error("unhandled error", metadata: ["request_id": .string(id), "error": .string("\(error)")]) }
+        log.set(errorCode: gatewayError.code)
+        if let ticket = log.ticket {
+            // Nothing reached the client: a platform failure is refunded; a client that left pays per policy.
+            let left = gatewayError.code == "client_closed"
+            if let result = await ticket.settle(
+                left ? .clientLeft : .failedBeforeContent, reported: nil, status: gatewayError.status, errorCode: gatewayError.code)
+            {
+                log.set(creditsCharged: result.charged, remaining: result.available)
+            }
+        }
+        return ErrorResponse.make(gatewayError, format: WireFormat.of(request), requestID: id)
     }
 }
 

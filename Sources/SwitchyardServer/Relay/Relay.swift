@@ -115,6 +115,15 @@ extension Gateway {
                 recorder?.record(finished.finalResponse)
             })
         }
+        return try await passthroughAnswer(upstream, call: call, attempt: attempt, ticket: ticket, context: context)
+    }
+
+    /// A non-streamed passthrough answer: read in full, the model name put back, usage taken for the
+    /// bill. Its own function, so the streaming path's frame does not carry the answer's values.
+    @inline(never)
+    private func passthroughAnswer(
+        _ upstream: UpstreamResponse, call: ClientCall, attempt: Attempt, ticket: CreditTicket?, context: GatewayContext
+    ) async throws -> AttemptResult {
         let full = try await collect(upstream, provider: attempt.provider)
         guard let answer = try? ScannedObject(full, maxDepth: config.limits.maxJSONDepth) else {
             throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",

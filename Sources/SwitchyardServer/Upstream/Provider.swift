@@ -130,60 +130,71 @@ final class Provider: Sendable {
 
     /// Sends a request; throws a client-facing ``GatewayError`` when no response head arrives.
     func send(_ request: UpstreamRequest, logger: Logger) async throws(GatewayError) -> UpstreamResponse {
+        // One function per transport: the caller's task carries the frame of whichever runs while it
+        // waits for the provider, so each frame holds only its own transport's values.
         switch transport {
-        case .mock(let engine):
-            guard request.operation == .generate else {
-                throw GatewayError(status: 400, category: .invalidRequest, code: "unsupported_operation", message: "the mock provider cannot count tokens")
-            }
-            let plan = engine.chatCompletion(body: request.body)
-            if plan.firstByteDelayMs > 0 {
-                guard Duration.milliseconds(plan.firstByteDelayMs) < request.firstByteTimeout else {
-                    try? await Task.sleep(for: request.firstByteTimeout)
-                    throw UpstreamFailure.timeout(provider: name)
-                }
-                do { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) } catch { throw UpstreamFailure.cancelled }
-            }
-            var headers = HTTPHeaders()
-            for (k, v) in plan.headers { headers.add(name: k, value: v) }
-            switch plan.body {
-            case .full(let buffer):
-                return UpstreamResponse(status: plan.status, headers: headers, body: .buffer(buffer))
-            case .events(let events, let delay, let dropAfter):
-                return UpstreamResponse(status: plan.status, headers: headers, body: .mock(MockEventBody(events: events, delayMs: delay, dropAfter: dropAfter)))
-            }
+        case .mock(let engine): return try await sendToMock(engine, request)
+        case .http(let endpoint, let basePath, let baseHeaders): return try await sendOverHTTP(endpoint, basePath, baseHeaders, request)
+        }
+    }
 
-        case .http(let endpoint, let basePath, let baseHeaders):
-            let target = try target(basePath, request)
-            guard let endpoint else {
-                throw GatewayError(status: 502, category: .upstream, code: "upstream_unreachable",
-                                   message: "the provider `\(name)` has an unusable base URL")
+    @inline(never)
+    private func sendToMock(_ engine: MockEngine, _ request: UpstreamRequest) async throws(GatewayError) -> UpstreamResponse {
+        guard request.operation == .generate else {
+            throw GatewayError(status: 400, category: .invalidRequest, code: "unsupported_operation", message: "the mock provider cannot count tokens")
+        }
+        let plan = engine.chatCompletion(body: request.body)
+        if plan.firstByteDelayMs > 0 {
+            guard Duration.milliseconds(plan.firstByteDelayMs) < request.firstByteTimeout else {
+                try? await Task.sleep(for: request.firstByteTimeout)
+                throw UpstreamFailure.timeout(provider: name)
             }
-            let pool = try self.pool(endpoint, request.timeouts)
-            var headers = HTTPHeaders([("host", endpoint.hostHeader)])
-            headers.add(contentsOf: baseHeaders)
-            if let key = request.apiKey {
-                switch type {
-                case .anthropic: headers.replaceOrAdd(name: "x-api-key", value: key)
-                case .gemini: headers.replaceOrAdd(name: "x-goog-api-key", value: key)
-                default: headers.replaceOrAdd(name: "authorization", value: "Bearer \(key)")
-                }
+            do { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) } catch { throw UpstreamFailure.cancelled }
+        }
+        var headers = HTTPHeaders()
+        for (k, v) in plan.headers { headers.add(name: k, value: v) }
+        switch plan.body {
+        case .full(let buffer):
+            return UpstreamResponse(status: plan.status, headers: headers, body: .buffer(buffer))
+        case .events(let events, let delay, let dropAfter):
+            return UpstreamResponse(status: plan.status, headers: headers, body: .mock(MockEventBody(events: events, delayMs: delay, dropAfter: dropAfter)))
+        }
+    }
+
+    @inline(never)
+    private func sendOverHTTP(
+        _ endpoint: UpstreamEndpoint?, _ basePath: String, _ baseHeaders: HTTPHeaders, _ request: UpstreamRequest
+    ) async throws(GatewayError) -> UpstreamResponse {
+        let target = try target(basePath, request)
+        guard let endpoint else {
+            throw GatewayError(status: 502, category: .upstream, code: "upstream_unreachable",
+                               message: "the provider `\(name)` has an unusable base URL")
+        }
+        let pool = try self.pool(endpoint, request.timeouts)
+        var headers = HTTPHeaders([("host", endpoint.hostHeader)])
+        headers.add(contentsOf: baseHeaders)
+        if let key = request.apiKey {
+            switch type {
+            case .anthropic: headers.replaceOrAdd(name: "x-api-key", value: key)
+            case .gemini: headers.replaceOrAdd(name: "x-goog-api-key", value: key)
+            default: headers.replaceOrAdd(name: "authorization", value: "Bearer \(key)")
             }
-            headers.add(name: "content-type", value: "application/json")
-            headers.add(name: "accept", value: request.stream ? "text/event-stream" : "application/json")
-            headers.add(name: "x-request-id", value: request.requestID)
-            for (k, v) in request.headers { headers.replaceOrAdd(name: k, value: v) }
-            if type == .anthropic, !headers.contains(name: "anthropic-version") {
-                headers.add(name: "anthropic-version", value: AnthropicMessages.defaultVersion)
-            }
-            headers.replaceOrAdd(name: "content-length", value: String(request.body.readableBytes))
-            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers)
-            do {
-                let response = try await pool.execute(
-                    head, body: request.body, firstByteDeadline: .now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds)))
-                return UpstreamResponse(status: Int(response.head.status.code), headers: response.head.headers, body: .http(response.body))
-            } catch {
-                throw UpstreamFailure.classify(error, provider: name)
-            }
+        }
+        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "accept", value: request.stream ? "text/event-stream" : "application/json")
+        headers.add(name: "x-request-id", value: request.requestID)
+        for (k, v) in request.headers { headers.replaceOrAdd(name: k, value: v) }
+        if type == .anthropic, !headers.contains(name: "anthropic-version") {
+            headers.add(name: "anthropic-version", value: AnthropicMessages.defaultVersion)
+        }
+        headers.replaceOrAdd(name: "content-length", value: String(request.body.readableBytes))
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers)
+        do {
+            let response = try await pool.execute(
+                head, body: request.body, firstByteDeadline: .now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds)))
+            return UpstreamResponse(status: Int(response.head.status.code), headers: response.head.headers, body: .http(response.body))
+        } catch {
+            throw UpstreamFailure.classify(error, provider: name)
         }
     }
 

@@ -485,6 +485,9 @@ final class UpstreamPool: Sendable {
             .connectTimeout(settings.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
+            // Reads start at 512 bytes (SwiftNIO's default is 2 KB) and grow with the answer: a stream's
+            // events are a few hundred bytes each, and each open stream's connection keeps its buffer.
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
             .channelInitializer { [weak self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
