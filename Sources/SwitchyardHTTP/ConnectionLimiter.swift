@@ -63,6 +63,11 @@ public final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHan
     /// reads instead.
     public static let maxReadSize = 16 * 1024
 
+    /// The first read's size. A request head and a small body fit; a larger body grows the next read
+    /// (SwiftNIO's adaptive allocator jumps from 512 bytes to 8 KB after one full read). SwiftNIO's
+    /// default is 2 KB, and an open stream keeps its connection's buffer pooled for as long as it lasts.
+    public static let initialReadSize = 512
+
     private let budget: ConnectionBudget
     private let counted = Atomic<Bool>(false)
 
@@ -72,7 +77,7 @@ public final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHan
         if budget.acquire() {
             counted.store(true, ordering: .releasing)
             try? context.channel.syncOptions?.setOption(
-                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: Self.maxReadSize))
+                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: Self.initialReadSize, maximum: Self.maxReadSize))
         } else {
             context.close(promise: nil)
         }

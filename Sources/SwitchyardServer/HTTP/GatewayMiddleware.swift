@@ -67,6 +67,10 @@ struct GatewayMiddleware: RouterMiddleware {
         } catch {
             response = await failed(error, request: request, requestID: id, log: log)
         }
+        // Room for every header added from here on (request ids 2, rate limits 9, credits 2, Hummingbird's
+        // `date` 1) in one allocation: appended one by one they double the array to 32 fields (1.8 KB),
+        // which a streamed response keeps for as long as the stream is open.
+        response.headers.reserveCapacity(response.headers.count + 14)
         response.headers[.xRequestID] = id
         let format = WireFormat.of(request)
         if format == .anthropic { response.headers[.requestID] = id }  // what the anthropic SDK reads
