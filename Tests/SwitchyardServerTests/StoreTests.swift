@@ -55,6 +55,25 @@ struct StoreTests {
         await store.close()
     }
 
+    @Test func theWALIsSyncedToDiskInSmallStepsUntilTheStoreCloses() async throws {
+        try await withFileStore { path in
+            let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            let syncer = try #require(store.walSyncer)
+            #expect(syncer.path == path + "-wal")
+            _ = try await store.createKey(name: "a", userEmail: nil, prefix: "sy-")
+            let deadline = ContinuousClock.now + .seconds(10)
+            while syncer.syncCount < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(syncer.syncCount >= 3, "the WAL was not synced in the background")
+            await store.close()
+            let after = syncer.syncCount
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(syncer.syncCount == after, "the WAL syncer kept running after the store closed")
+        }
+        let memory = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
+        #expect(memory.walSyncer == nil)
+        await memory.close()
+    }
+
     @Test func onlyTheHashIsStored() async throws {
         try await withFileStore { path in
             let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)

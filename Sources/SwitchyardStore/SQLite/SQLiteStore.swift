@@ -36,10 +36,16 @@ public final class SQLiteStore: GatewayStore {
     }
     private let inlineSetting = Mutex(InlineWrites.onEventLoops)
 
-    private init(writer: SQLiteDB, reader: SQLiteDB, logger: Logger) {
+    /// Syncs the WAL to disk in small steps (file databases; see ``WALSyncer``).
+    let walSyncer: WALSyncer?
+    /// How often ``WALSyncer`` writes the WAL's new frames to disk.
+    static let walSyncInterval = Duration.milliseconds(20)
+
+    private init(writer: SQLiteDB, reader: SQLiteDB, walPath: String?, logger: Logger) {
         self.writer = writer
         self.reader = reader
         self.logger = logger
+        walSyncer = walPath.map { WALSyncer(path: $0, interval: Self.walSyncInterval) }
     }
 
     /// Opens (creating if needed) the database and applies pending migrations.
@@ -59,7 +65,8 @@ public final class SQLiteStore: GatewayStore {
                 throw StoreError.unavailable("cannot open SQLite database at \(path): \(error)")
             }
         }
-        let store = SQLiteStore(writer: writer, reader: reader, logger: logger)
+        let walPath: String? = if case .sqlite(let path) = location { path + "-wal" } else { nil }
+        let store = SQLiteStore(writer: writer, reader: reader, walPath: walPath, logger: logger)
         do {
             try await store.configure(isFile: reader !== writer)
             try await store.migrate()
@@ -179,6 +186,7 @@ public final class SQLiteStore: GatewayStore {
     }
 
     public func close() async {
+        await walSyncer?.stop()
         try? await writer.close()
         if reader !== writer { try? await reader.close() }
     }
