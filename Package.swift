@@ -38,11 +38,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // HTTP serving helpers shared by the gateway and the mock (connection-close watching).
+        // HTTP serving helpers shared by the gateway and the mock (connection-close watching, event-loop timers).
         .target(
             name: "SwitchyardHTTP",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

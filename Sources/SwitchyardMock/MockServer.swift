@@ -73,7 +73,7 @@ public final class MockStats: Sendable {
         state.withLock { $0.waiting += 1 }
         defer { state.withLock { $0.waiting -= 1 } }
         do {
-            try await ConnectionCloseWatcher.cancellingOnClose(channel) { try await Task.sleep(for: .milliseconds(ms)) }
+            try await ConnectionCloseWatcher.cancellingOnClose(channel) { try await LoopTimer.sleep(for: .milliseconds(ms)) }
         } catch {
             state.withLock { $0.waitsAbandoned += 1 }
             throw error
@@ -270,7 +270,7 @@ public enum MockServer {
                     try await ConnectionCloseWatcher.cancellingOnClose(channel) {
                         for i in 0..<events.count {
                             if let dropAfter, i >= dropAfter { throw MockDropped() }
-                            if i > 0, delay > 0 { try await Task.sleep(for: .milliseconds(delay)) }
+                            if i > 0, delay > 0 { try await LoopTimer.sleep(for: .milliseconds(delay)) }
                             let event = stamp ? stamped(events[i]) : events[i]
                             try await writer.write(event)
                             stats.sent(event.readableBytes)

@@ -140,10 +140,10 @@ struct UpstreamPoolTests {
         while !condition(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
     }
 
-    func get(_ pool: UpstreamPool, deadline: TimeAmount = .seconds(5)) async throws -> String {
+    func get(_ pool: UpstreamPool, deadline: TimeAmount = .seconds(5), preferring loop: (any EventLoop)? = nil) async throws -> String {
         let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions",
                                    headers: HTTPHeaders([("host", "x"), ("content-length", "2")]))
-        let response = try await pool.execute(head, body: ByteBuffer(string: "{}"), firstByteDeadline: .now() + deadline)
+        let response = try await pool.execute(head, body: ByteBuffer(string: "{}"), firstByteDeadline: .now() + deadline, preferring: loop)
         var out = ByteBuffer()
         for try await var chunk in response.body { out.writeBuffer(&chunk) }
         return String(buffer: out)
@@ -156,6 +156,24 @@ struct UpstreamPoolTests {
         #expect(server.accepted.count == 1)
         await pool.shutdown()
         await server.stop()
+    }
+
+    /// Requests alternate between two event loops, as a client's connections do. A plaintext provider
+    /// gets a connection per loop (no request crosses threads to reach its connection); a TLS provider,
+    /// whose handshake costs more than the crossing, and a pool at its limit share one.
+    @Test func eachEventLoopOpensItsOwnPlaintextConnectionWhileThereIsRoom() async throws {
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, b) = (loops.next(), loops.next())
+        #expect(a !== b)
+        for (tls, max, connections) in [(false, 8, 2), (true, 8, 1), (false, 1, 1)] {
+            let server = try await TestServer(tls: tls)
+            let pool = try pool(server, tls: tls, max: max)
+            for loop in [a, b, a, b, a] { #expect(try await get(pool, preferring: loop) == "ok") }
+            #expect(server.accepted.count == connections, "tls: \(tls), max: \(max)")
+            await pool.shutdown()
+            await server.stop()
+        }
+        try await loops.shutdownGracefully()
     }
 
     @Test func aProviderThatClosesAfterEachAnswerGetsAFreshConnection() async throws {

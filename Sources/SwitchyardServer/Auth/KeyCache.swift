@@ -1,9 +1,10 @@
 import Hummingbird
 import Logging
 import ServiceLifecycle
-import Synchronization
 import SwitchyardCore
+import SwitchyardHTTP
 import SwitchyardStore
+import Synchronization
 
 /// In-memory cache of key lookups, so a key used recently costs no database round trip. Entries are
 /// ``Principal``s: the key with its plan and limits already resolved.
@@ -69,7 +70,7 @@ struct AuthGenerationWatcher: Service {
         var last = (try? await store.authGeneration()) ?? 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+                try await cancelWhenGracefulShutdown { try await LoopTimer.sleep(for: interval) }
             } catch {
                 return
             }

@@ -1,8 +1,9 @@
 import Logging
 import NIOCore
-import Synchronization
 import SwitchyardCore
+import SwitchyardHTTP
 import SwitchyardStore
+import Synchronization
 
 /// The gateway's side of the credit ledger: reservations before dispatch, settlements after, and
 /// usage rows for every model call, each written through group commit so concurrent requests share
@@ -56,7 +57,7 @@ final class CreditMeter: Sendable {
     func flush(timeout: Duration = .seconds(5)) async {
         let deadline = ContinuousClock.now + timeout
         while pendingUsage.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(5))
+            try? await LoopTimer.sleep(for: .milliseconds(5))
         }
     }
 
@@ -151,7 +152,7 @@ final class CreditTicket: Sendable {
                 return result
             } catch {
                 logRetry(attempt: attempt, error)
-                try? await Task { try await Task.sleep(for: .milliseconds(50 << attempt)) }.value
+                try? await Task { try await LoopTimer.sleep(for: .milliseconds(50 << attempt)) }.value
             }
         }
         meter.logger.error("credits left reserved; they are settled at the next start", metadata: ["request_id": .string(requestID)])

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 import SwitchyardCore
+import SwitchyardHTTP
 import SwitchyardStore
 
 extension Gateway {
@@ -77,7 +78,7 @@ struct LimiterService: Service {
         var ticks = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+                try await cancelWhenGracefulShutdown { try await LoopTimer.sleep(for: interval) }
             } catch {
                 break
             }

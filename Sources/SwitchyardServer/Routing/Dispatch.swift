@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchyardCore
+import SwitchyardHTTP
 import SwitchyardStore
 
 /// What one attempt produced, for any kind of result.
@@ -67,7 +68,7 @@ extension Gateway {
                     let wait = at - now
                     guard wait > 0, wait <= config.routing.maxRetryWait.milliseconds, waits < 3 else { break }
                     waits += 1
-                    try await Task.sleep(for: .milliseconds(wait))
+                    try await LoopTimer.sleep(for: .milliseconds(wait))
                     continue
                 }
                 if attemptsMade > 0 {
@@ -76,7 +77,7 @@ extension Gateway {
                         guard ra <= config.routing.maxRetryWait.milliseconds else { break }
                         delay = max(delay, ra)
                     }
-                    try await Task.sleep(for: .milliseconds(delay))
+                    try await LoopTimer.sleep(for: .milliseconds(delay))
                 }
                 guard let lease = deployment.begin(EpochClock.nowMilliseconds(), cooldown: config.routing.cooldown) else { continue }
                 tried.insert(deployment.id)

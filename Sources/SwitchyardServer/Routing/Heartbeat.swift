@@ -112,15 +112,16 @@ final class Pending<T: Sendable>: Sendable {
         var result: Result<T, any Error>?
         var waiter: CheckedContinuation<Result<T, any Error>?, Never>?
         var generation = 0
-        /// The timer of the current wait, cancelled when the result comes first (a stream that
-        /// answers in a millisecond must not leave a task sleeping out the whole heartbeat interval).
-        var timer: Task<Void, Never>?
+        /// The timer of the current wait, cancelled when the result comes first. It is an event-loop
+        /// timer (`LoopTimer`): a `Task.sleep` here armed a Dispatch timer on every stream's path to its
+        /// first byte, and a cancelled one stayed in Dispatch for the whole heartbeat interval.
+        var timer: Scheduled<Void>?
     }
 
     private let state = Mutex(State())
 
     func complete(_ result: Result<T, any Error>) {
-        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<Result<T, any Error>?, Never>?, Task<Void, Never>?) in
+        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<Result<T, any Error>?, Never>?, Scheduled<Void>?) in
             s.result = result
             defer {
                 s.waiter = nil
@@ -131,6 +132,9 @@ final class Pending<T: Sendable>: Sendable {
         timer?.cancel()
         waiter?.resume(returning: result)
     }
+
+    /// Whether a wait's timer is armed (a wait that got its result must leave none behind).
+    var timerArmed: Bool { state.withLock { $0.timer != nil } }
 
     /// The result if it arrives within `timeout`; nil otherwise (it may still arrive later).
     func wait(for timeout: Duration) async -> Result<T, any Error>? {
@@ -145,8 +149,7 @@ final class Pending<T: Sendable>: Sendable {
                 c.resume(returning: ready)
                 return
             }
-            let timer = Task {
-                try? await Task.sleep(for: timeout)
+            let timer = LoopTimer.after(timeout) {
                 let expired = self.state.withLock { s -> CheckedContinuation<Result<T, any Error>?, Never>? in
                     guard s.generation == generation, let w = s.waiter else { return nil }
                     s.waiter = nil

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import SwitchyardCore
+import SwitchyardHTTP
 import SwitchyardMock
 import Synchronization
 
@@ -146,10 +147,10 @@ final class Provider: Sendable {
         let plan = engine.chatCompletion(body: request.body)
         if plan.firstByteDelayMs > 0 {
             guard Duration.milliseconds(plan.firstByteDelayMs) < request.firstByteTimeout else {
-                try? await Task.sleep(for: request.firstByteTimeout)
+                try? await LoopTimer.sleep(for: request.firstByteTimeout)
                 throw UpstreamFailure.timeout(provider: name)
             }
-            do { try await Task.sleep(for: .milliseconds(plan.firstByteDelayMs)) } catch { throw UpstreamFailure.cancelled }
+            do { try await LoopTimer.sleep(for: .milliseconds(plan.firstByteDelayMs)) } catch { throw UpstreamFailure.cancelled }
         }
         var headers = HTTPHeaders()
         for (k, v) in plan.headers { headers.add(name: k, value: v) }
@@ -348,7 +349,7 @@ struct MockEventBody: AsyncSequence, Sendable {
         mutating func next() async throws -> ByteBuffer? {
             guard index < body.events.count else { return nil }
             if let drop = body.dropAfter, index >= drop { throw Dropped() }
-            if index > 0, body.delayMs > 0 { try await Task.sleep(for: .milliseconds(body.delayMs)) }
+            if index > 0, body.delayMs > 0 { try await LoopTimer.sleep(for: .milliseconds(body.delayMs)) }
             defer { index += 1 }
             return body.events[index]
         }

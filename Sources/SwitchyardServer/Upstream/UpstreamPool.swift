@@ -318,9 +318,13 @@ final class UpstreamPool: Sendable {
     }
 
     /// Sends `head` and `body`, returning once the response head arrived (its body may still be
-    /// arriving). Cancelling the calling task closes the connection.
-    func execute(_ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline) async throws -> UpstreamHTTPResponse {
-        let connection = try await acquire(deadline: firstByteDeadline)
+    /// arriving). Cancelling the calling task closes the connection. A connection on `preferred` (the
+    /// caller's event loop) is used when there is one.
+    func execute(
+        _ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline,
+        preferring preferred: (any EventLoop)? = MultiThreadedEventLoopGroup.currentEventLoop
+    ) async throws -> UpstreamHTTPResponse {
+        let connection = try await acquire(deadline: firstByteDeadline, here: preferred)
         let handler = connection.handler
         let idle = settings.idleTimeout
         let future = connection.channel.eventLoop.flatSubmit {
@@ -356,14 +360,22 @@ final class UpstreamPool: Sendable {
         case wait
     }
 
-    private func acquire(deadline: NIODeadline) async throws -> Connection {
-        let here = MultiThreadedEventLoopGroup.currentEventLoop
+    private func acquire(deadline: NIODeadline, here: (any EventLoop)?) async throws -> Connection {
         let pick = try state.withLock { s -> Pick in
             guard !s.closed else { throw UpstreamTransportError.closed }
-            while let i = s.idle.lastIndex(where: { here == nil || $0.channel.eventLoop === here }) ?? (s.idle.isEmpty ? nil : s.idle.count - 1) {
+            while let i = s.idle.lastIndex(where: { here == nil || $0.channel.eventLoop === here }) {
                 let c = s.idle.remove(at: i)
                 if c.channel.isActive { return .reuse(c) }
                 // Closing: its close handler gives the slot back.
+            }
+            // No idle connection on this event loop. Another loop's would cost two thread hand-offs per
+            // request (the request out, the response back); a plaintext connection of our own costs one
+            // TCP handshake, once, so open one while there is room. A TLS handshake costs more than the
+            // hand-offs: borrow.
+            let local = tls == nil && here != nil && s.open < settings.maxConnections
+            while !local, let i = s.idle.indices.last {
+                let c = s.idle.remove(at: i)
+                if c.channel.isActive { return .reuse(c) }
             }
             if s.open < settings.maxConnections {
                 s.open += 1
