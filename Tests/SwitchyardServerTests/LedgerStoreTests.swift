@@ -37,8 +37,12 @@ struct LedgerStoreTests {
         #expect(try await s.settle([Settlement(.refund, usage: usage("r2", user: u))], now: now)[0].available == 8_500_000)
         #expect(try await s.reserve([ReservationRequest(id: "r3", userID: u, keyID: "key_x", amount: 9 * Self.c, model: "m")], policy: noGrants, now: now) == [.insufficient(available: 8_500_000)])
 
-        let history = try await s.creditHistory(userID: u, limit: 100).map(\.kind)
-        #expect(history == [.refund, .reservation, .charge, .release, .reservation, .topup])
+        let entries = try await s.creditHistory(userID: u, limit: 100)
+        #expect(entries.map(\.kind) == [.refund, .reservation, .charge, .release, .reservation, .topup])
+        // A request's entries are keyed by the request first, so they sit together in the key index
+        // and new ones append at its end (request ids are time-ordered).
+        #expect(entries.filter { $0.requestID == "r1" }.map(\.idempotencyKey).sorted().map { $0.prefix(while: { $0 != ":" }) } == ["r1", "r1", "r1"])
+        #expect(entries.filter { $0.requestID == "r1" }.map(\.idempotencyKey).sorted().map { $0.split(separator: ":")[1] } == ["charge", "release", "reservation"])
         let rows = try await s.usage(UsageQuery(userID: u))
         #expect(rows.map(\.credits).sorted() == [0, 1_500_000])
         let check = try await s.checkLedger()

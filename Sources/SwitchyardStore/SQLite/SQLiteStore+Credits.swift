@@ -135,6 +135,21 @@ extension SQLiteStore {
         }
     }
 
+    /// The idempotency key of a request's ledger entry: the request first, so a request's entries sit
+    /// together in the key index and new ones append at its end (request ids are time-ordered). Keys that
+    /// began with the kind (`charge:req_…`, before this format) grew four ranges in mid-index, each insert
+    /// splitting half-full pages and each settlement writing several of them to the WAL.
+    static func requestEntryKey(_ request: String, _ kind: LedgerEntry.Kind, _ bucket: String) -> String {
+        "\(request):\(kind.rawValue):\(bucket)"
+    }
+
+    /// Bounds of every key `requestEntryKey(request, kind, _)`, whatever the bucket: `…:kind:` up to
+    /// `…:kind;` (the character after `:`).
+    static func keyRange(_ request: String, _ kind: LedgerEntry.Kind) -> [SQLValue] {
+        let low = requestEntryKey(request, kind, "")
+        return [.text(low), .text(String(low.dropLast()) + ";")]
+    }
+
     static func placeholders(_ n: Int) -> String { Array(repeating: "?", count: n).joined(separator: ",") }
 
     /// Inserts rows with one prepared single-row statement, stepped per row (in-thread, a step is
@@ -218,7 +233,7 @@ extension SQLiteStore {
                     continue
                 }
                 for (bucket, amount) in allocation {
-                    work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: "reservation:\(r.id):\(bucket)")
+                    work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: Self.requestEntryKey(r.id, .reservation, bucket))
                 }
                 newHolds.append([
                     .text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(r.amount)),
@@ -237,7 +252,7 @@ extension SQLiteStore {
                     let id = usage.id
                     let before = try db.query(
                         "SELECT 1 FROM ledger_entries WHERE (idempotency_key >= ? AND idempotency_key < ?) OR (idempotency_key >= ? AND idempotency_key < ?) LIMIT 1",
-                        [.text("release:\(id):"), .text("release:\(id);"), .text("refund:\(id):"), .text("refund:\(id);")])
+                        Self.keyRange(id, .release) + Self.keyRange(id, .refund))
                     if before.isEmpty { usageRows.append(Self.usageRow(usage)) }
                     outcomes.append(.settled(SettlementResult(charged: 0, available: usage.userID.map { work.available($0) } ?? 0, uncovered: 0)))
                     continue
@@ -262,12 +277,12 @@ extension SQLiteStore {
         switch kind {
         case .refund:
             for (bucket, amount) in hold.allocation {
-                work.entry(hold.user, bucket: bucket, kind: .refund, amount: amount, request: id, key: "refund:\(id):\(bucket)")
+                work.entry(hold.user, bucket: bucket, kind: .refund, amount: amount, request: id, key: Self.requestEntryKey(id, .refund, bucket))
             }
             return (0, 0)
         case .charge(let cost):
             for (bucket, amount) in hold.allocation {
-                work.entry(hold.user, bucket: bucket, kind: .release, amount: amount, request: id, key: "release:\(id):\(bucket)")
+                work.entry(hold.user, bucket: bucket, kind: .release, amount: amount, request: id, key: Self.requestEntryKey(id, .release, bucket))
             }
             var left = max(0, cost)
             var takes: [(String, Int64)] = []
@@ -292,7 +307,7 @@ extension SQLiteStore {
             }
             var charged: Int64 = 0
             for (bucket, take) in byBucket where take > 0 {
-                work.entry(hold.user, bucket: nil, kind: .charge, amount: -take, request: id, key: "charge:\(id):\(bucket)", entryBucket: bucket)
+                work.entry(hold.user, bucket: nil, kind: .charge, amount: -take, request: id, key: Self.requestEntryKey(id, .charge, bucket), entryBucket: bucket)
                 charged += take
             }
             return (charged, left)
