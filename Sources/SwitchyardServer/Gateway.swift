@@ -208,9 +208,9 @@ public final class Gateway: Sendable {
     public func makeApplication(
         authPollInterval: Duration? = nil,
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
-    ) -> some ApplicationProtocol {
-        Application(
-            router: buildRouter(),
+    ) -> GatewayApplication<RouterResponder<GatewayContext>> {
+        GatewayApplication(
+            responder: buildRouter().buildResponder(),
             server: .http1(configuration: .init(
                 additionalChannelHandlers: [ConnectionLimiter(budget: self.connectionBudget), ConnectionCloseWatcher()],
                 idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds),
@@ -222,8 +222,8 @@ public final class Gateway: Sendable {
                 AuthGenerationWatcher(store: store, cache: keyCache, interval: authPollInterval ?? config.server.authPollInterval.duration, logger: logger),
                 LimiterService(gateway: self, interval: .seconds(1)),
             ],
-            onServerRunning: onServerRunning,
-            logger: logger)
+            logger: logger,
+            running: onServerRunning)
     }
 
     /// Releases upstream connection pools and the store (after the server has stopped).

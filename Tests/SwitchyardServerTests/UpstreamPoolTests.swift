@@ -176,6 +176,27 @@ struct UpstreamPoolTests {
         try await loops.shutdownGracefully()
     }
 
+    /// The pool opens beside idle connections on other loops only while they are fewer than the loops:
+    /// a client connection is budgeted one upstream descriptor, so at 10,000 streams a pool that kept
+    /// opening its own would run the process out of descriptors.
+    @Test func manyIdleConnectionsOnAnotherLoopAreBorrowedNotDoubled() async throws {
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, b) = (loops.next(), loops.next())
+        let server = try await TestServer(delayMs: 300)
+        let pool = try pool(server)
+        // Three at once on loop a: three connections, idle there afterwards.
+        try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<3 { group.addTask { try await self.get(pool, preferring: a) } }
+            for try await answer in group { #expect(answer == "ok") }
+        }
+        #expect(server.accepted.count == 3)
+        for _ in 0..<2 { #expect(try await get(pool, preferring: b) == "ok") }
+        #expect(server.accepted.count == 3)
+        await pool.shutdown()
+        await server.stop()
+        try await loops.shutdownGracefully()
+    }
+
     @Test func aProviderThatClosesAfterEachAnswerGetsAFreshConnection() async throws {
         let server = try await TestServer(close: true)
         let pool = try pool(server, max: 1)

@@ -306,6 +306,7 @@ final class UpstreamPool: Sendable {
     let settings: Settings
     private let tls: NIOSSLContext?
     private let group: MultiThreadedEventLoopGroup
+    private let loopCount: Int
     private let state = Mutex(State())
 
     /// `tlsConfiguration` for `https` endpoints: the system's trust roots unless told otherwise.
@@ -314,6 +315,7 @@ final class UpstreamPool: Sendable {
         self.endpoint = endpoint
         self.settings = settings
         self.group = group
+        loopCount = group.makeIterator().reduce(0) { n, _ in n + 1 }
         tls = endpoint.tls ? try NIOSSLContext(configuration: tlsConfiguration) : nil
     }
 
@@ -370,9 +372,12 @@ final class UpstreamPool: Sendable {
             }
             // No idle connection on this event loop. Another loop's would cost two thread hand-offs per
             // request (the request out, the response back); a plaintext connection of our own costs one
-            // TCP handshake, once, so open one while there is room. A TLS handshake costs more than the
+            // TCP handshake, once, so open one while there is room — but only while the other loops hold
+            // fewer idle connections than there are loops: the gateway budgets one descriptor per client
+            // connection for its upstream, and a pool that kept opening beside idle ones would spend
+            // descriptors it does not have at 10,000 streams. A TLS handshake costs more than the
             // hand-offs: borrow.
-            let local = tls == nil && here != nil && s.open < settings.maxConnections
+            let local = tls == nil && here != nil && s.open < settings.maxConnections && s.idle.count < loopCount
             while !local, let i = s.idle.indices.last {
                 let c = s.idle.remove(at: i)
                 if c.channel.isActive { return .reuse(c) }

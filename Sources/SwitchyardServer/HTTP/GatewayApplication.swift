@@ -1,0 +1,92 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Hummingbird's `Application`, less two things every request paid for and the gateway does not use.
+/// `Application.run` handed each request a copy of the logger with a fresh `hb.request.id` (a request
+/// id generated and a metadata dictionary allocated per request) and ran it inside `withLogger`, a
+/// task-local binding a stream's task then kept for as long as the stream lasted. The gateway has its
+/// own request id (`request-id`, in the access log and the error bodies) and logs through its own
+/// logger. What the application does otherwise is the same: the router answers, errors it does not
+/// turn into a response become a 500, every response gets a `Date` header, and the background
+/// services run in one service group with the server.
+public struct GatewayApplication<Responder: HTTPResponder>: ApplicationProtocol
+where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
+    public let responder: Responder
+    public let server: HTTPServerBuilder
+    public let configuration: ApplicationConfiguration
+    public let services: [any Service]
+    public let logger: Logger
+    let running: @Sendable (any Channel) async -> Void
+
+    public func onServerRunning(_ channel: any Channel) async { await running(channel) }
+
+    public func run() async throws {
+        let responder = self.responder
+        let logger = self.logger
+        let dates = HTTPDate()
+        let serverConfiguration = ServerConfiguration(
+            address: configuration.address, serverName: configuration.serverName, backlog: configuration.backlog,
+            reuseAddress: configuration.reuseAddress)
+        let server = try server.buildServer(configuration: serverConfiguration, eventLoopGroup: eventLoopGroup, logger: logger) {
+            (request, responseWriter: consuming ResponseWriter, channel) in
+            let context = Responder.Context(source: .init(channel: channel, logger: logger))
+            var response: Response
+            do {
+                response = try await responder.respond(to: request, context: context)
+            } catch let error as HTTPParserError {
+                throw error
+            } catch {
+                logger.debug("unhandled error", metadata: ["error.type": "\(error)"])
+                response = Response(status: .internalServerError, body: .init())
+            }
+            response.headers[.date] = dates.current
+            do {
+                try await responseWriter.write(response: response.head, body: response.body)
+            } catch is HTTPParserError {
+                // The head is out: a parse error of the request's body must close the connection, not
+                // make Hummingbird answer a second time with a 400.
+                throw ResponseAlreadyStarted()
+            }
+        } onServerRunning: {
+            await self.onServerRunning($0)
+        }
+        try await ServiceGroup(configuration: .init(services: services + [server], logger: logger)).run()
+    }
+
+    struct ResponseAlreadyStarted: Error {}
+}
+
+/// The `Date` header's value (RFC 9110's IMF-fixdate), formatted once per second.
+final class HTTPDate: Sendable {
+    private let cache = Mutex<(second: Int, text: String)>((-1, ""))
+
+    var current: String {
+        let now = time(nil)
+        return cache.withLock { c in
+            if c.second != now { c = (now, Self.format(now)) }
+            return c.text
+        }
+    }
+
+    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// `Sun, 06 Nov 1994 08:49:37 GMT` for the Unix time `seconds`.
+    static func format(_ seconds: Int) -> String {
+        var t = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}
