@@ -299,3 +299,20 @@ struct StoredResponsesTests {
         }
     }
 }
+
+/// Usage rows of requests that hold no credits wait a few milliseconds to share one transaction.
+@Suite struct UsageRowTests {
+    @Test func bufferedUsageRowsShowInTheAdminAPIAtOnceAndLandTogether() async throws {
+        try await Harness.run { h in
+            let key = try await h.key()
+            for _ in 0..<3 { #expect(try await h.request("/v1/chat/completions", key: key, body: Harness.chat()).status == 200) }
+            // Right after the answers, the rows may still be buffered: the admin API writes them first.
+            let listed = try await h.request(.GET, "/admin/v1/usage", key: adminKey)
+            #expect(listed.status == 200)
+            #expect(listed.json?["data"]?.arrayValue?.count == 3, "\(listed.body)")
+            // A fourth row is written when its window ends, without a reader asking.
+            #expect(try await h.request("/v1/chat/completions", key: key, body: Harness.chat()).status == 200)
+            #expect(try await h.eventually { try await h.store.usage(UsageQuery()).count == 4 })
+        }
+    }
+}

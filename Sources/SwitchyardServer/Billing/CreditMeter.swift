@@ -19,6 +19,11 @@ final class CreditMeter: Sendable {
     private let ledger: GroupCommit<LedgerOperation, LedgerOutcome>
     /// Usage rows written in the background and not yet committed (so shutdown can wait for them).
     private let pendingUsage = Atomic<Int>(0)
+    /// Usage rows waiting for their window to end (`record`).
+    private let usageBuffer = Mutex<[UsageRecord]>([])
+    /// How long a usage row may wait to share a transaction: the WAL syncer's interval, so what a
+    /// crash can take back is no more than what a power loss already could.
+    let usageWindow: Duration = .milliseconds(20)
 
     init(store: any CreditStore, config: GatewayConfig, logger: Logger) {
         self.store = store
@@ -40,21 +45,40 @@ final class CreditMeter: Sendable {
         return result
     }
 
-    /// Writes the usage row of a request that held no credits, in the background.
+    /// Writes the usage row of a request that held no credits, in the background. Rows wait up to
+    /// `usageWindow` and are written together: one transaction for all the rows of the window, where
+    /// each row was a task and a transaction of its own (at one connection, where no two rows meet in
+    /// a group commit). They carry no credits; readers in the gateway (`/admin/v1/usage`) flush first.
     func record(_ row: UsageRecord) {
         pendingUsage.add(1, ordering: .relaxed)
-        Task {
-            do {
-                _ = try await ledger.submit(.usage(row))
-            } catch {
-                logger.warning("cannot write a usage row", metadata: ["request_id": .string(row.requestID), "error": .string("\(error)")])
-            }
-            pendingUsage.subtract(1, ordering: .relaxed)
+        let first = usageBuffer.withLock { rows in
+            rows.append(row)
+            return rows.count == 1
         }
+        guard first else { return }
+        LoopTimer.after(usageWindow) { Task { await self.writeBufferedUsage() } }
     }
 
-    /// Waits (up to `timeout`) for background usage rows to be committed.
+    /// Writes the buffered usage rows now.
+    func writeBufferedUsage() async {
+        let rows = usageBuffer.withLock { rows in
+            defer { rows.removeAll(keepingCapacity: true) }
+            return rows
+        }
+        guard !rows.isEmpty else { return }
+        do {
+            try await store.recordUsage(rows)
+        } catch {
+            logger.warning("cannot write usage rows", metadata: [
+                "request_ids": .string(rows.map(\.requestID).joined(separator: ",")), "error": .string("\(error)"),
+            ])
+        }
+        pendingUsage.subtract(rows.count, ordering: .relaxed)
+    }
+
+    /// Writes the buffered usage rows and waits (up to `timeout`) for those in flight to be committed.
     func flush(timeout: Duration = .seconds(5)) async {
+        await writeBufferedUsage()
         let deadline = ContinuousClock.now + timeout
         while pendingUsage.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
             try? await LoopTimer.sleep(for: .milliseconds(5))

@@ -237,6 +237,8 @@ extension Gateway {
             query.since = ms
         }
         let emails = Dictionary(users.map { ($0.id, $0.email) }, uniquingKeysWith: { a, _ in a })
+        // Rows of the last few milliseconds may still be buffered (`CreditMeter.record`).
+        await meter.writeBufferedUsage()
         let rows = try await store.usage(query)
         return ["object": "list", "data": .array(rows.map { $0.json(email: $0.userID.flatMap { emails[$0] }) })]
     }
