@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import SwitchyardCore
 import Testing
 
 @testable import SwitchyardServer
@@ -8,9 +9,9 @@ import Testing
 /// carries a current `Date` header in IMF-fixdate form.
 @Suite struct GatewayApplicationTests {
     @Test func datesAreFormattedAsIMFFixdate() {
-        #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
-        #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
-        #expect(HTTPDate.format(1_798_761_599) == "Thu, 31 Dec 2026 23:59:59 GMT")
+        #expect(EpochClock.httpDate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(EpochClock.httpDate(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(EpochClock.httpDate(1_798_761_599) == "Thu, 31 Dec 2026 23:59:59 GMT")
     }
 
     @Test func everyResponseCarriesTheCurrentDate() async throws {
@@ -20,7 +21,7 @@ import Testing
             let refused = try await h.request("/v1/chat/completions", body: Harness.chat())
             #expect(answered.status == 200 && refused.status == 401)
             let now = Int(Date().timeIntervalSince1970)
-            let recent = Set((now - 5...now + 1).map(HTTPDate.format))
+            let recent = Set((now - 5...now + 1).map(EpochClock.httpDate))
             for response in [answered, refused] {
                 let dates = response.headers["date"]
                 #expect(dates.count == 1 && recent.contains(dates[0]), "\(dates)")

@@ -33,6 +33,19 @@ public enum EpochClock {
 }
 
 extension EpochClock {
+    private static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// An HTTP `Date` (RFC 9110's IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) for epoch seconds.
+    public static func httpDate(_ seconds: Int) -> String {
+        var t = time_t(seconds)
+        var v = tm()
+        gmtime_r(&t, &v)
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(weekdays[Int(v.tm_wday)]), \(two(v.tm_mday)) \(months[Int(v.tm_mon)]) \(v.tm_year + 1900) "
+            + "\(two(v.tm_hour)):\(two(v.tm_min)):\(two(v.tm_sec)) GMT"
+    }
+
     /// ISO 8601 UTC with milliseconds (`2026-11-21T18:43:00.123Z`), for log lines; no intermediate strings.
     public static func iso8601Millis(_ ms: Int64) -> String {
         var t = time_t(ms / 1000)

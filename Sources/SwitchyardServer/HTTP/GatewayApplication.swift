@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
+import SwitchyardCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -65,28 +66,15 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     struct ResponseAlreadyStarted: Error {}
 }
 
-/// The `Date` header's value (RFC 9110's IMF-fixdate), formatted once per second.
+/// The `Date` header's value (`EpochClock.httpDate`), formatted once per second.
 final class HTTPDate: Sendable {
     private let cache = Mutex<(second: Int, text: String)>((-1, ""))
 
     var current: String {
         let now = time(nil)
         return cache.withLock { c in
-            if c.second != now { c = (now, Self.format(now)) }
+            if c.second != now { c = (now, EpochClock.httpDate(now)) }
             return c.text
         }
-    }
-
-    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-
-    /// `Sun, 06 Nov 1994 08:49:37 GMT` for the Unix time `seconds`.
-    static func format(_ seconds: Int) -> String {
-        var t = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
     }
 }

@@ -365,11 +365,16 @@ final class UpstreamPool: Sendable {
     private func acquire(deadline: NIODeadline, here: (any EventLoop)?) async throws -> Connection {
         let pick = try state.withLock { s -> Pick in
             guard !s.closed else { throw UpstreamTransportError.closed }
-            while let i = s.idle.lastIndex(where: { here == nil || $0.channel.eventLoop === here }) {
-                let c = s.idle.remove(at: i)
-                if c.channel.isActive { return .reuse(c) }
-                // Closing: its close handler gives the slot back.
+            /// The newest live idle connection that `fits`; closing ones are dropped (their close
+            /// handler gives the slot back).
+            func takeIdle(_ fits: (Connection) -> Bool) -> Connection? {
+                while let i = s.idle.lastIndex(where: fits) {
+                    let c = s.idle.remove(at: i)
+                    if c.channel.isActive { return c }
+                }
+                return nil
             }
+            if let c = takeIdle({ here == nil || $0.channel.eventLoop === here }) { return .reuse(c) }
             // No idle connection on this event loop. Another loop's would cost two thread hand-offs per
             // request (the request out, the response back); a plaintext connection of our own costs one
             // TCP handshake, once, so open one while there is room — but only while the other loops hold
@@ -378,10 +383,7 @@ final class UpstreamPool: Sendable {
             // descriptors it does not have at 10,000 streams. A TLS handshake costs more than the
             // hand-offs: borrow.
             let local = tls == nil && here != nil && s.open < settings.maxConnections && s.idle.count < loopCount
-            while !local, let i = s.idle.indices.last {
-                let c = s.idle.remove(at: i)
-                if c.channel.isActive { return .reuse(c) }
-            }
+            if !local, let c = takeIdle({ _ in true }) { return .reuse(c) }
             if s.open < settings.maxConnections {
                 s.open += 1
                 return .open
