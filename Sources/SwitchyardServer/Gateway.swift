@@ -211,13 +211,13 @@ public final class Gateway: Sendable {
     ) -> GatewayApplication<RouterResponder<GatewayContext>> {
         GatewayApplication(
             responder: buildRouter().buildResponder(),
-            server: .http1(configuration: .init(
+            http1: .init(
                 additionalChannelHandlers: [ConnectionLimiter(budget: self.connectionBudget), ConnectionCloseWatcher()],
                 idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds),
                 httpDecoderConfiguration: .init(
                     maxHeaderFieldSize: config.limits.maxHeaderBytes, maxHeaderListSize: config.limits.maxHeaderBytes,
-                    maxHeaderFieldCount: 256))),
-            configuration: .init(address: .hostname(config.listen.host, port: config.listen.port), serverName: nil, backlog: 4096),
+                    maxHeaderFieldCount: 256)),
+            host: config.listen.host, port: config.listen.port, backlog: 4096,
             services: [
                 AuthGenerationWatcher(store: store, cache: keyCache, interval: authPollInterval ?? config.server.authPollInterval.duration, logger: logger),
                 LimiterService(gateway: self, interval: .seconds(1)),

@@ -117,7 +117,7 @@ public enum GatewayRunner {
 
 /// Runs the application and marks the gateway as draining the moment graceful shutdown starts
 /// (so `/health/ready` fails while in-flight requests finish).
-struct DrainingService<App: ApplicationProtocol>: Service {
+struct DrainingService<App: Service>: Service {
     let app: App
     let gateway: Gateway
     let logger: Logger

@@ -3,6 +3,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import ServiceLifecycle
 import SwitchyardCore
 import Synchronization
@@ -11,34 +12,37 @@ import Synchronization
 import Glibc
 #endif
 
-/// Hummingbird's `Application`, less two things every request paid for and the gateway does not use.
-/// `Application.run` handed each request a copy of the logger with a fresh `hb.request.id` (a request
-/// id generated and a metadata dictionary allocated per request) and ran it inside `withLogger`, a
-/// task-local binding a stream's task then kept for as long as the stream lasted. The gateway has its
-/// own request id (`request-id`, in the access log and the error bodies) and logs through its own
-/// logger. What the application does otherwise is the same: the router answers, errors it does not
-/// turn into a response become a 500, every response gets a `Date` header, and the background
-/// services run in one service group with the server.
-public struct GatewayApplication<Responder: HTTPResponder>: ApplicationProtocol
+/// The gateway's HTTP application: Hummingbird's router and HTTP/1.1 connection handling, run by the
+/// gateway's own server loop rather than Hummingbird's `Application` and `Server`.
+///
+/// - Per request: `Application.run` handed each request a copy of the logger with a fresh
+///   `hb.request.id` (a request id generated and a metadata dictionary allocated per request) and ran
+///   it inside `withLogger`, a task-local binding a stream's task then kept for as long as the stream
+///   lasted. The gateway has its own request id (`request-id`, in the access log and the error
+///   bodies) and logs through its own logger, so neither is done here.
+/// - Per connection: the listeners are one socket per event loop (``LoopListeners``), so a connection
+///   is accepted, set up and served on one thread.
+///
+/// What the application does otherwise is the same: the router answers, errors it does not turn into
+/// a response become a 500, every response gets a `Date` header, and the background services run in
+/// one service group with the server.
+public struct GatewayApplication<Responder: HTTPResponder>: Service
 where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
     public let responder: Responder
-    public let server: HTTPServerBuilder
-    public let configuration: ApplicationConfiguration
+    /// How each connection is served: timeouts, decoder limits, extra channel handlers.
+    public let http1: HTTP1Channel.Configuration
+    public let host: String
+    public let port: Int
+    public let backlog: Int
     public let services: [any Service]
     public let logger: Logger
     let running: @Sendable (any Channel) async -> Void
-
-    public func onServerRunning(_ channel: any Channel) async { await running(channel) }
 
     public func run() async throws {
         let responder = self.responder
         let logger = self.logger
         let dates = HTTPDate()
-        let serverConfiguration = ServerConfiguration(
-            address: configuration.address, serverName: configuration.serverName, backlog: configuration.backlog,
-            reuseAddress: configuration.reuseAddress)
-        let server = try server.buildServer(configuration: serverConfiguration, eventLoopGroup: eventLoopGroup, logger: logger) {
-            (request, responseWriter: consuming ResponseWriter, channel) in
+        let connection = HTTP1Channel(responder: { (request, responseWriter: consuming ResponseWriter, channel) in
             let context = Responder.Context(source: .init(channel: channel, logger: logger))
             var response: Response
             do {
@@ -57,9 +61,10 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
                 // make Hummingbird answer a second time with a 400.
                 throw ResponseAlreadyStarted()
             }
-        } onServerRunning: {
-            await self.onServerRunning($0)
-        }
+        }, configuration: http1)
+        let server = LoopListeners(
+            childChannel: connection, host: host, port: port, backlog: backlog,
+            loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()), logger: logger, onServerRunning: running)
         try await ServiceGroup(configuration: .init(services: services + [server], logger: logger)).run()
     }
 
