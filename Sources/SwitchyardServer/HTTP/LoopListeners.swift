@@ -73,7 +73,7 @@ struct LoopListeners<ChildChannel: ServerChildChannel>: Service {
     /// port by the same user would silently share its connections instead of failing.
     private func bind() async throws -> [(Listener, ServerQuiescingHelper)] {
         var port = self.port
-        if loops.count > 1 { port = try Self.claimPort(host: host, port: port) }
+        if loops.count > 1 { port = try await Self.claimPort(host: host, port: port, on: loops[0]) }
         var listeners: [(Listener, ServerQuiescingHelper)] = []
         do {
             for loop in loops {
@@ -103,23 +103,13 @@ struct LoopListeners<ChildChannel: ServerChildChannel>: Service {
         return listeners
     }
 
-    /// Binds and closes a socket without `SO_REUSEPORT` on `host:port`; returns the port it got.
-    static func claimPort(host: String, port: Int) throws -> Int {
-        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
-        let fd = socket(Int32(address.protocol.rawValue), Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
-        defer { close(fd) }
-        var one: Int32 = 1
-        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        let bound = address.withSockAddr { pointer, size in Glibc.bind(fd, pointer, socklen_t(size)) }
-        guard bound == 0 else { throw IOError(errnoCode: errno, reason: "bind(\(host):\(port))") }
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let named = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard named == 0 else { throw IOError(errnoCode: errno, reason: "getsockname") }
-        // `sin_port` and `sin6_port` share their offset, in network byte order.
-        return Int(withUnsafeBytes(of: &storage) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) })
+    /// Binds and closes a listener without `SO_REUSEPORT` on `host:port`; returns the port it got.
+    static func claimPort(host: String, port: Int, on loop: any EventLoop) async throws -> Int {
+        let probe = try await ServerBootstrap(group: loop)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: port).get()
+        let claimed = probe.localAddress?.port ?? port
+        try await probe.close()
+        return claimed
     }
 }
