@@ -514,6 +514,8 @@ def main() -> None:
     ap.add_argument("--litellm-exe", default=str(ROOT / ".venv-litellm" / "bin" / "litellm"), help="LiteLLM's `litellm` command")
     ap.add_argument("--jemalloc", action="store_true",
                     help="run the gateway with jemalloc (LD_PRELOAD of Debian's libjemalloc2) instead of glibc's malloc")
+    ap.add_argument("--ledger-write-delay", metavar="DURATION",
+                    help="the gateway's billing.ledger_write_delay (default: the gateway's, 5ms; 0 puts the ledger's transactions on the request path)")
     ap.add_argument("--pin", action="store_true", help="pin the relay under test to CPU 1, wrk and the upstreams to CPU 0")
     ap.add_argument("--hold", action="store_true",
                     help="set everything up and warm it, print the URLs, key, request bodies and process ids as JSON, "
@@ -570,7 +572,7 @@ plans:
   - {{name: bench, requests_per_minute: 100000000, requests_per_day: 1000000000, concurrent_requests: 100000, tokens_per_minute: 1000000000000}}
 pricing:
   input_tiers: [{{max_input_tokens: 16000, credits: 1}}, {{credits: 10}}]
-""")
+""" + (f"billing: {{ledger_write_delay: {args.ledger_write_delay}}}\n" if args.ledger_write_delay else ""))
         key = json.loads(subprocess.run([args.bin, "keys", "create", "--config", str(config), "--name", "bench", "--user", "bench@example.com", "--json"],
                                         capture_output=True, text=True, check=True).stdout)["key"]
         subprocess.run([args.bin, "credits", "grant", "bench@example.com", "1000000000", "--config", str(config)], capture_output=True, check=True)

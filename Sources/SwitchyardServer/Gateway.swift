@@ -230,6 +230,7 @@ public final class Gateway: Sendable {
     public func shutdown() async {
         await saveDailyCounts()
         await meter.flush()
+        await meter.journal?.close()
         await closeClients()
         await store.close()
     }

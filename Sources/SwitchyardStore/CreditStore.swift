@@ -45,14 +45,20 @@ public struct ReservationRequest: Sendable {
     /// The most the request can cost (µc, > 0).
     public var amount: Int64
     public var model: String
+    /// Already admitted by the gateway against the balance it holds in memory (and possibly sent
+    /// upstream): the store holds what the buckets have even when that is less than `amount`, and
+    /// answers `.insufficient` for such a partial hold. The settlement then takes the rest from the
+    /// live buckets, or reports it uncovered.
+    public var admitted: Bool
 
-    public init(id: String, requestID: String? = nil, userID: String, keyID: String, amount: Int64, model: String) {
+    public init(id: String, requestID: String? = nil, userID: String, keyID: String, amount: Int64, model: String, admitted: Bool = false) {
         self.id = id
         self.requestID = requestID ?? id
         self.userID = userID
         self.keyID = keyID
         self.amount = amount
         self.model = model
+        self.admitted = admitted
     }
 }
 
@@ -141,6 +147,12 @@ public struct SettlementResult: Sendable, Equatable {
     /// Cost the user's credits could not cover (only when a provider reported more than the reservation's
     /// bounds and the balance was spent meanwhile).
     public var uncovered: Int64
+
+    public init(charged: Int64, available: Int64, uncovered: Int64) {
+        self.charged = charged
+        self.available = available
+        self.uncovered = uncovered
+    }
 }
 
 /// One credit bucket as shown to users and operators.
@@ -254,11 +266,56 @@ public enum LedgerOutcome: Sendable {
     case recorded
 }
 
+/// A user's credits as a committed batch left them, for a gateway that decides in memory until the next batch.
+public struct LedgerUserState: Sendable, Equatable {
+    /// What the live buckets hold (holds already taken out).
+    public var available: Int64
+    /// When the first live bucket with credits in it expires (ms since the epoch): `available` is
+    /// only good until then.
+    public var nextExpiry: Int64?
+
+    public init(available: Int64, nextExpiry: Int64?) {
+        self.available = available
+        self.nextExpiry = nextExpiry
+    }
+}
+
+/// What a batch of ledger operations did: one outcome per operation, in order, and the state of every
+/// user the batch touched after it.
+public struct LedgerResult: Sendable {
+    public var outcomes: [LedgerOutcome]
+    public var users: [String: LedgerUserState]
+
+    public init(outcomes: [LedgerOutcome], users: [String: LedgerUserState]) {
+        self.outcomes = outcomes
+        self.users = users
+    }
+}
+
+/// Which requests a ledger already knows (for replaying a journal of operations, some of which were
+/// written before the process stopped).
+public struct AppliedRequests: Sendable, Equatable {
+    /// Requests whose reservation was written (held now, or settled since).
+    public var reserved: Set<String>
+    /// Requests whose usage row was written (settled, or recorded without a hold).
+    public var settled: Set<String>
+
+    public init(reserved: Set<String>, settled: Set<String>) {
+        self.reserved = reserved
+        self.settled = settled
+    }
+}
+
 /// The credit ledger: append-only entries with idempotency keys; bucket balances are a cache of their sums.
 public protocol CreditStore: Sendable {
     /// Runs reservations, settlements and usage rows in order, in one transaction (durable on return).
     /// `policy` applies due plan grants for the users who reserve.
-    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> [LedgerOutcome]
+    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> LedgerResult
+    /// Of `ids` (request ids as reservations and usage rows carry them), those already written.
+    func appliedRequests(_ ids: [String]) async throws -> AppliedRequests
+    /// Where the gateway keeps its journal of ledger operations not yet applied (a path prefix beside
+    /// the database; segments are `<prefix>.<n>`). Nil for a database that does not survive the process.
+    var ledgerJournalPrefix: String? { get }
     /// Holds credits for requests about to be sent (durable when this returns). Applies due plan
     /// grants and expiries first.
     func reserve(_ requests: [ReservationRequest], policy: CreditGrantPolicy, now: Int64) async throws -> [ReservationResult]

@@ -42,7 +42,8 @@ extension Harness {
     }
 
     func balance(_ userID: String) async throws -> Int64 {
-        try await store.creditBalance(userID: userID, policy: gateway.meter.policy, now: EpochClock.nowMilliseconds()).available
+        await gateway.meter.sync()
+        return try await store.creditBalance(userID: userID, policy: gateway.meter.policy, now: EpochClock.nowMilliseconds()).available
     }
 
     /// Waits until the user's usage rows number `count` (background rows, settlements in flight).

@@ -224,6 +224,42 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(tmp_path):
         mock.stop()
 
 
+def test_kill_9_after_answers_decided_in_memory_loses_nothing(tmp_path):
+    """Reservations and settlements are decided in memory and journaled; the database gets them later
+    (here: an hour later, so a kill -9 certainly comes first). The next start applies the journal:
+    every answered request keeps exactly its one charge and usage row."""
+    mock = start_mock(tmp_path)
+    config = priced_config(tmp_path, mock.url)
+    config.write_text(config.read_text().replace("cancelled_streams: charge", "cancelled_streams: charge\n  ledger_write_delay: 1h"))
+    gateway = start_gateway(tmp_path, config)
+    try:
+        email, key = new_user(gateway, credits=100)
+        client = OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+        for i in range(6):
+            raw = client.chat.completions.with_raw_response.create(model="omni-fast", messages=[{"role": "user", "content": f"hi {i}"}])
+            assert raw.headers["x-credits-charged"] == "2"
+            assert raw.headers["x-credits-remaining"] == str(103 - 2 * (i + 1))  # 100 + the free plan's 3 sign-up credits
+        # Read to the end: the SDK stops at [DONE], before the comment that says the stream was settled.
+        with httpx.stream("POST", gateway.url + "/v1/chat/completions", timeout=30, headers={"authorization": f"Bearer {key}"},
+                          json={"model": "omni-fast", "stream": True, "messages": HELLO}) as r:
+            assert ": credits charged=2 remaining=89" in "".join(r.iter_text())
+        gateway.popen.send_signal(signal.SIGKILL)
+        gateway.popen.wait(10)
+
+        config.write_text(config.read_text().replace("\n  ledger_write_delay: 1h", ""))
+        gateway = start_gateway(tmp_path, config, name="restarted")
+        assert "applied credit ledger operations the previous run had journaled but not written" in gateway.logs()
+        status, _, check = admin(gateway.url, "GET", "/ledger/check")
+        assert status == 200 and check["consistent"] and check["open_reservations"] == 0, check
+        _, _, usage = admin(gateway.url, "GET", f"/usage?user={email}")
+        assert len(usage["data"]) == 7 and all(row["outcome"] == "ok" and row["credits"] == 2 for row in usage["data"]), usage
+        _, _, balance = admin(gateway.url, "GET", f"/users/{email}/credits")
+        assert balance["balance"] == 103 - 14 and balance["reserved"] == 0
+    finally:
+        gateway.stop()
+        mock.stop()
+
+
 def test_parallel_requests_on_a_small_balance_never_go_below_zero(billed):
     _, _, _, gateway = billed
     email, key = new_user(gateway, credits=7)  # + 3 sign-up = 10 credits: 5 requests at 2

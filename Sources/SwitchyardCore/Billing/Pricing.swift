@@ -102,14 +102,29 @@ public enum CancelledStreamPolicy: String, Decodable, Sendable {
 /// `billing:`.
 public struct BillingConfig: Decodable, Sendable, Equatable {
     public var cancelledStreams: CancelledStreamPolicy
+    /// How long reservations and settlements decided in memory wait (journaled) before they are
+    /// written to the database together; 0 decides every one in a database transaction on the request path.
+    public var ledgerWriteDelay: ConfigDuration
 
-    enum CodingKeys: String, CodingKey { case cancelledStreams = "cancelled_streams" }
+    public static let defaultLedgerWriteDelay = ConfigDuration(milliseconds: 5)
 
-    public init(cancelledStreams: CancelledStreamPolicy = .charge) { self.cancelledStreams = cancelledStreams }
+    enum CodingKeys: String, CodingKey {
+        case cancelledStreams = "cancelled_streams"
+        case ledgerWriteDelay = "ledger_write_delay"
+    }
+
+    public init(cancelledStreams: CancelledStreamPolicy = .charge, ledgerWriteDelay: ConfigDuration = Self.defaultLedgerWriteDelay) {
+        self.cancelledStreams = cancelledStreams
+        self.ledgerWriteDelay = ledgerWriteDelay
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         cancelledStreams = try c.decodeIfPresent(CancelledStreamPolicy.self, forKey: .cancelledStreams) ?? .charge
+        ledgerWriteDelay = try c.decodeIfPresent(ConfigDuration.self, forKey: .ledgerWriteDelay) ?? Self.defaultLedgerWriteDelay
+        guard ledgerWriteDelay <= .init(milliseconds: 3_600_000) else {
+            throw ConfigValueError("ledger_write_delay must be at most 1h", at: [.key("ledger_write_delay")])
+        }
     }
 }
 

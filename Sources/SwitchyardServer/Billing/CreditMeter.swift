@@ -6,17 +6,33 @@ import SwitchyardStore
 import Synchronization
 
 /// The gateway's side of the credit ledger: reservations before dispatch, settlements after, and
-/// usage rows for every model call, each written through group commit so concurrent requests share
-/// transactions.
+/// usage rows for every model call.
+///
+/// The gateway is the one process that spends its database's credits (docs/operations.md), so it keeps
+/// each user's spendable balance in memory and decides reservations and settlements there: a decision
+/// is appended to the ledger journal (one `write`, durable against a crash of the process from then on)
+/// and written to the database with the others of the next `writeDelay`, in one transaction, off the
+/// request path. The database stays the ledger of record: every batch reports the users' balances as
+/// it left them, and memory starts again from those (so credits granted by another process, the CLI,
+/// show up with the next batch). What memory cannot decide goes to the database on the request path,
+/// in order with everything queued before it: a user not seen since the start, a balance that looks
+/// too small (a grant may have arrived), a balance whose bucket expires, a settlement that costs more
+/// than its hold.
 final class CreditMeter: Sendable {
     let store: any CreditStore
     let policy: CreditGrantPolicy
     let pricing: PricingConfig
     let cancelledStreams: CancelledStreamPolicy
     let logger: Logger
-    /// Reservations, settlements and usage rows share one queue, so a busy gateway writes them in few
-    /// transactions (each one page write per table and index, however many requests it carries).
-    private let ledger: GroupCommit<LedgerOperation, LedgerOutcome>
+    /// How long decided operations wait to share a transaction; zero writes each on the request path.
+    let writeDelay: Duration
+    /// Where decided operations wait for the database (nil for a database in memory).
+    let journal: LedgerJournal?
+    /// What a previous process left in the journal (applied by ``recoverJournal()``).
+    private let leftover: Mutex<LedgerJournal.Leftover?>
+    private let state = Mutex(LedgerState())
+    /// Operations per transaction at most.
+    let maxBatch = 512
     /// Usage rows written in the background and not yet committed (so shutdown can wait for them).
     private let pendingUsage = Atomic<Int>(0)
     /// Usage rows waiting for their window to end (`record`).
@@ -25,6 +41,39 @@ final class CreditMeter: Sendable {
     /// crash can take back is no more than what a power loss already could.
     let usageWindow: Duration = .milliseconds(20)
 
+    /// A user's spendable credits as memory knows them.
+    private struct UserCredit {
+        /// As the last batch that touched the user left them in the database.
+        var stored: Int64
+        /// What operations queued since then take (negative) or give back.
+        var pending: Int64 = 0
+        /// When `stored` stops being good (a bucket expires), ms since the epoch.
+        var validUntil: Int64
+
+        var available: Int64 { stored + pending }
+    }
+
+    private struct Queued {
+        /// Nil for a barrier (``sync()``).
+        var op: LedgerOperation?
+        /// Someone on the request path waiting for the database's answer.
+        var waiter: CheckedContinuation<LedgerOutcome?, any Error>?
+        var segment: Int?
+        var user: String?
+        /// Added to the user's `pending` when queued; taken off once written.
+        var effect: Int64 = 0
+    }
+
+    private struct LedgerState {
+        var users: [String: UserCredit] = [:]
+        var queue: [Queued] = []
+        /// Queued operations someone waits for.
+        var waiting = 0
+        var running = false
+        var timerArmed = false
+        var failures = 0
+    }
+
     init(store: any CreditStore, config: GatewayConfig, logger: Logger) {
         self.store = store
         self.logger = logger
@@ -32,17 +81,275 @@ final class CreditMeter: Sendable {
         self.policy = policy
         pricing = config.pricing
         cancelledStreams = config.billing.cancelledStreams
-        ledger = GroupCommit { batch in try await store.apply(batch, policy: policy, now: EpochClock.nowMilliseconds()) }
+        writeDelay = config.billing.ledgerWriteDelay.duration
+        if let prefix = store.ledgerJournalPrefix {
+            let found = LedgerJournal.replay(prefix: prefix)
+            leftover = Mutex(found.segments.isEmpty ? nil : found)
+            journal = LedgerJournal(prefix: prefix, firstSegment: found.nextSegment)
+        } else {
+            leftover = Mutex(nil)
+            journal = nil
+        }
     }
+
+    private var decidesInMemory: Bool { writeDelay > .zero }
+
+    // MARK: Reserve and settle
 
     func reserve(_ request: ReservationRequest) async throws -> ReservationResult {
-        guard case .reserved(let result) = try await ledger.submit(.reserve(request)) else { throw GroupCommitError.missingResult }
+        if decidesInMemory, let decided = reserveInMemory(request) { return decided }
+        guard case .reserved(let result) = try await submitAndWait(.reserve(request), user: request.userID) else { throw StoreError.unavailable("a ledger operation produced no result") }
         return result
     }
 
-    func settle(_ settlement: Settlement) async throws -> SettlementResult {
-        guard case .settled(let result) = try await ledger.submit(.settle(settlement)) else { throw GroupCommitError.missingResult }
+    /// Settles a hold of `reserved`: in memory when it costs no more than the hold.
+    func settle(_ settlement: Settlement, reserved: Int64) async throws -> SettlementResult {
+        if decidesInMemory, let decided = settleInMemory(settlement, reserved: reserved) { return decided }
+        guard case .settled(let result) = try await submitAndWait(.settle(settlement), user: settlement.usage.userID) else { throw StoreError.unavailable("a ledger operation produced no result") }
         return result
+    }
+
+    private func reserveInMemory(_ request: ReservationRequest) -> ReservationResult? {
+        guard request.amount > 0 else { return nil }
+        var admitted = request
+        admitted.admitted = true
+        let now = EpochClock.nowMilliseconds()
+        let (decided, arm) = state.withLock { s -> (ReservationResult?, Bool) in
+            guard var user = s.users[request.userID], now < user.validUntil, user.available >= request.amount else { return (nil, false) }
+            guard let arm = Self.queue(.reserve(admitted), user: request.userID, effect: -request.amount, journal: journal, &s) else { return (nil, false) }
+            user.pending -= request.amount
+            s.users[request.userID] = user
+            return (.reserved(available: user.available), arm)
+        }
+        if arm { armTimer() }
+        return decided
+    }
+
+    private func settleInMemory(_ settlement: Settlement, reserved: Int64) -> SettlementResult? {
+        let charged: Int64
+        switch settlement.kind {
+        case .refund: charged = 0
+        case .charge(let cost):
+            guard cost <= reserved else { return nil }
+            charged = max(0, cost)
+        }
+        guard let userID = settlement.usage.userID else { return nil }
+        let (decided, arm) = state.withLock { s -> (SettlementResult?, Bool) in
+            guard var user = s.users[userID] else { return (nil, false) }
+            guard let arm = Self.queue(.settle(settlement), user: userID, effect: reserved - charged, journal: journal, &s) else { return (nil, false) }
+            user.pending += reserved - charged
+            s.users[userID] = user
+            return (SettlementResult(charged: charged, available: user.available, uncovered: 0), arm)
+        }
+        if arm { armTimer() }
+        return decided
+    }
+
+    /// Journals and queues a decided operation; nil when the journal cannot take it (the caller then
+    /// goes to the database). Returns whether the caller must arm the write timer.
+    private static func queue(_ op: LedgerOperation, user: String, effect: Int64, journal: LedgerJournal?, _ s: inout LedgerState) -> Bool? {
+        var segment: Int?
+        if let journal {
+            guard let written = journal.append(op) else { return nil }
+            segment = written
+        }
+        s.queue.append(Queued(op: op, segment: segment, user: user, effect: effect))
+        guard !s.running, !s.timerArmed else { return false }
+        s.timerArmed = true
+        return true
+    }
+
+    private func armTimer() {
+        LoopTimer.after(writeDelay) {
+            let start = self.state.withLock { s -> Bool in
+                s.timerArmed = false
+                guard !s.running, !s.queue.isEmpty else { return false }
+                s.running = true
+                return true
+            }
+            if start { Task { await self.drain() } }
+        }
+    }
+
+    /// Queues `op` behind everything decided before it and waits for the database's answer.
+    private func submitAndWait(_ op: LedgerOperation?, user: String?) async throws -> LedgerOutcome? {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<LedgerOutcome?, any Error>) in
+            let start = state.withLock { s -> Bool in
+                s.queue.append(Queued(op: op, waiter: c, user: user))
+                s.waiting += 1
+                guard !s.running else { return false }
+                s.running = true
+                return true
+            }
+            if start { Task { await self.drain() } }
+        }
+    }
+
+    /// Waits until everything decided so far is in the database (readers of the ledger call it first).
+    func sync() async {
+        do {
+            _ = try await submitAndWait(nil, user: nil)
+        } catch {
+            logger.warning("cannot write the ledger's queued operations before a read", metadata: ["error": .string("\(error)")])
+        }
+    }
+
+    /// Makes the next reservation of `userID` ask the database (after credits were granted in this process).
+    func forget(_ userID: String) {
+        state.withLock { s in s.users[userID]?.validUntil = 0 }
+    }
+
+    /// Writes queued operations, a batch per transaction, until none is waited for; the rest wait for the timer.
+    private func drain() async {
+        while true {
+            let batch = state.withLock { s -> [Queued] in
+                let n = min(maxBatch, s.queue.count)
+                let b = Array(s.queue.prefix(n))
+                s.queue.removeFirst(n)
+                s.waiting -= b.reduce(0) { $0 + ($1.waiter == nil ? 0 : 1) }
+                return b
+            }
+            let ops = batch.compactMap(\.op)
+            let result: LedgerResult
+            do {
+                result = ops.isEmpty ? LedgerResult(outcomes: [], users: [:]) : try await store.apply(ops, policy: policy, now: EpochClock.nowMilliseconds())
+            } catch {
+                failed(batch, error)
+                return
+            }
+            applied(batch, result)
+            let (goOn, arm) = state.withLock { s -> (Bool, Bool) in
+                s.failures = 0
+                if s.queue.isEmpty || s.waiting == 0 {
+                    s.running = false
+                    guard !s.queue.isEmpty, !s.timerArmed else { return (false, false) }
+                    s.timerArmed = true
+                    return (false, true)
+                }
+                return (true, false)
+            }
+            if arm { armTimer() }
+            if !goOn { return }
+        }
+    }
+
+    /// Takes a written batch's effects off the users' pending amounts, starts them again from what the
+    /// database reports, and answers who waits.
+    private func applied(_ batch: [Queued], _ result: LedgerResult) {
+        state.withLock { s in
+            for q in batch where q.effect != 0 {
+                if let u = q.user { s.users[u]?.pending -= q.effect }
+            }
+            for (id, stored) in result.users {
+                let validUntil = stored.nextExpiry ?? .max
+                if var user = s.users[id] {
+                    user.stored = stored.available
+                    user.validUntil = validUntil
+                    s.users[id] = user
+                } else {
+                    s.users[id] = UserCredit(stored: stored.available, validUntil: validUntil)
+                }
+            }
+            if s.users.count > 200_000 { s.users = s.users.filter { $0.value.pending != 0 } }
+        }
+        if let journal {
+            var bySegment: [Int: Int] = [:]
+            for q in batch { if let segment = q.segment { bySegment[segment, default: 0] += 1 } }
+            for (segment, count) in bySegment { journal.applied(segment: segment, count: count) }
+        }
+        var next = result.outcomes.makeIterator()
+        for q in batch {
+            let outcome = q.op == nil ? nil : next.next()
+            if let waiter = q.waiter {
+                waiter.resume(returning: outcome)
+            } else if let outcome {
+                noteDecidedOutcome(q, outcome)
+            }
+        }
+    }
+
+    /// A decision memory made that the database could not fully back (a balance spent meanwhile by a
+    /// bucket's expiry or another process): logged; the settlement charges what the balance has.
+    private func noteDecidedOutcome(_ q: Queued, _ outcome: LedgerOutcome) {
+        switch (q.op, outcome) {
+        case (.reserve(let r)?, .reserved(.insufficient(let available))):
+            logger.warning("a reservation decided in memory was more than the database could hold; the rest is charged when the request settles", metadata: [
+                "request_id": .string(r.requestID), "user_id": .string(r.userID), "available_credits": .string(Credits(micros: available).description),
+            ])
+        case (.settle(let settlement)?, .settled(let result)) where result.uncovered > 0:
+            logger.warning("a request cost more than its reservation and the balance could not cover the rest", metadata: [
+                "request_id": .string(settlement.usage.requestID), "uncovered_credits": .string(Credits(micros: result.uncovered).description),
+            ])
+        default: break
+        }
+    }
+
+    /// A batch that could not be written: who waits gets the error; decided operations (journaled, so
+    /// safe) go back to the front of the queue and are retried after a pause.
+    private func failed(_ batch: [Queued], _ error: any Error) {
+        let retry = batch.filter { $0.waiter == nil && $0.op != nil }
+        let failures = state.withLock { s -> Int in
+            s.queue.insert(contentsOf: retry, at: 0)
+            s.failures += 1
+            s.running = false
+            s.timerArmed = true
+            return s.failures
+        }
+        for q in batch { q.waiter?.resume(throwing: error) }
+        if failures == 1 || failures % 50 == 0 {
+            logger.error("cannot write the credit ledger; decided operations stay journaled and are retried", metadata: [
+                "operations": .stringConvertible(retry.count), "attempts": .stringConvertible(failures), "error": .string("\(error)"),
+            ])
+        }
+        LoopTimer.after(.milliseconds(min(5_000, 50 << min(failures, 7)))) {
+            let start = self.state.withLock { s -> Bool in
+                s.timerArmed = false
+                guard !s.running, !s.queue.isEmpty else { return false }
+                s.running = true
+                return true
+            }
+            if start { Task { await self.drain() } }
+        }
+    }
+
+    /// Applies what a previous process journaled and did not write to the database (a crash or
+    /// `kill -9`), skipping what it did write; then deletes those segments. Call before serving.
+    func recoverJournal() async {
+        guard let found = leftover.withLock({ l in defer { l = nil }; return l }), let prefix = store.ledgerJournalPrefix else { return }
+        let ops = found.operations
+        do {
+            var ids: [String] = []
+            for op in ops {
+                switch op {
+                case .reserve(let r): ids.append(r.id)
+                case .settle(let s): ids.append(s.usage.id)
+                case .usage(let u): ids.append(u.id)
+                }
+            }
+            let known = try await store.appliedRequests(ids)
+            let missing = ops.filter { op in
+                switch op {
+                case .reserve(let r): !known.reserved.contains(r.id)
+                case .settle(let s): !known.settled.contains(s.usage.id)
+                case .usage(let u): !known.settled.contains(u.id)
+                }
+            }
+            var start = 0
+            while start < missing.count {
+                let end = min(missing.count, start + maxBatch)
+                _ = try await store.apply(Array(missing[start..<end]), policy: policy, now: EpochClock.nowMilliseconds())
+                start = end
+            }
+            LedgerJournal.remove(prefix: prefix, segments: found.segments)
+            logger.warning("applied credit ledger operations the previous run had journaled but not written", metadata: [
+                "operations": .stringConvertible(missing.count), "already_written": .stringConvertible(ops.count - missing.count),
+                "unreadable_lines": .stringConvertible(found.unreadable),
+            ])
+        } catch {
+            logger.error("cannot apply the credit ledger's journal; it is kept and applied at the next start", metadata: [
+                "segments": .string(found.segments.map { "\($0)" }.joined(separator: ",")), "error": .string("\(error)"),
+            ])
+        }
     }
 
     /// Writes the usage row of a request that held no credits, in the background. Rows wait up to
@@ -76,8 +383,10 @@ final class CreditMeter: Sendable {
         pendingUsage.subtract(rows.count, ordering: .relaxed)
     }
 
-    /// Writes the buffered usage rows and waits (up to `timeout`) for those in flight to be committed.
+    /// Writes the buffered usage rows and the queued ledger operations, and waits (up to `timeout`)
+    /// for usage rows in flight to be committed.
     func flush(timeout: Duration = .seconds(5)) async {
+        await sync()
         await writeBufferedUsage()
         let deadline = ContinuousClock.now + timeout
         while pendingUsage.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
@@ -168,10 +477,12 @@ final class CreditTicket: Sendable {
         guard !settled.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
         let settlement = settlement(outcome, reported: reported, outputEstimate: outputEstimate, status: status, errorCode: errorCode)
         let meter = self.meter
+        let reserved = self.reserved
         for attempt in 0..<5 {
             do {
                 // A request whose client left may run in a cancelled task; the ledger write must not be cancelled.
-                let result = Task.isCancelled ? try await Task { try await meter.settle(settlement) }.value : try await meter.settle(settlement)
+                let result = Task.isCancelled
+                    ? try await Task { try await meter.settle(settlement, reserved: reserved) }.value : try await meter.settle(settlement, reserved: reserved)
                 if result.uncovered > 0 { logUncovered(result) }
                 return result
             } catch {

@@ -31,9 +31,11 @@ extension Gateway {
         guard call.principal.allows(call.model) else { throw call.principal.denial(for: call.model, plans: config.plans) }
     }
 
-    /// Settles credit reservations a previous run left open, loads today's request counts saved by an
-    /// earlier run, and warns about users on plans the configuration no longer defines. Call before serving.
+    /// Applies the credit operations a previous run journaled but did not write, settles credit
+    /// reservations it left open, loads today's request counts saved by an earlier run, and warns about
+    /// users on plans the configuration no longer defines. Call before serving.
     public func prepare() async {
+        await meter.recoverJournal()
         await meter.recoverOpenReservations()
         do {
             let day = limiter.today

@@ -145,6 +145,7 @@ extension Gateway {
         admin.get("/users/{user}/credits") { request, context in
             try self.authenticateAdmin(request)
             let user = try await self.findUser(context)
+            await self.meter.sync()
             return Self.json(try await self.store.creditBalance(userID: user.id, policy: self.meter.policy, now: EpochClock.nowMilliseconds()).json)
         }
         admin.post("/users/{user}/credits") { request, context in
@@ -160,6 +161,8 @@ extension Gateway {
             let bucket = try await self.store.grant(
                 userEmail: user.email, amount: amount.micros, kind: kind, note: try input.string("note", maxBytes: 500), expiresAt: expires,
                 idempotencyKey: try input.string("idempotency_key", maxBytes: 200), now: EpochClock.nowMilliseconds())
+            self.meter.forget(user.id)
+            await self.meter.sync()
             let balance = try await self.store.creditBalance(userID: user.id, policy: self.meter.policy, now: EpochClock.nowMilliseconds())
             guard case .object(var obj) = balance.json else { return Self.json(balance.json) }
             obj["granted"] = bucket.json
@@ -169,6 +172,7 @@ extension Gateway {
             try self.authenticateAdmin(request)
             let user = try await self.findUser(context)
             let limit = request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100
+            await self.meter.sync()
             let entries = try await self.store.creditHistory(userID: user.id, limit: limit)
             return Self.json(["object": "list", "data": .array(entries.map(\.json))])
         }
@@ -191,6 +195,7 @@ extension Gateway {
         }
         admin.get("/ledger/check") { request, _ in
             try self.authenticateAdmin(request)
+            await self.meter.sync()
             return Self.json(try await self.store.checkLedger().json)
         }
 
@@ -237,7 +242,8 @@ extension Gateway {
             query.since = ms
         }
         let emails = Dictionary(users.map { ($0.id, $0.email) }, uniquingKeysWith: { a, _ in a })
-        // Rows of the last few milliseconds may still be buffered (`CreditMeter.record`).
+        // Rows of the last few milliseconds may still be queued or buffered (`CreditMeter.record`).
+        await meter.sync()
         await meter.writeBufferedUsage()
         let rows = try await store.usage(query)
         return ["object": "list", "data": .array(rows.map { $0.json(email: $0.userID.flatMap { emails[$0] }) })]

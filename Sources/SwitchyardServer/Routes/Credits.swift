@@ -8,6 +8,8 @@ extension Gateway {
     /// `GET /v1/credits`: the caller's own balance, with its buckets in spend order.
     func creditsBalance(_ request: Request, context: GatewayContext) async throws -> Response {
         let principal = try await authenticate(request, context: context)
+        // Reservations and settlements decided in memory go to the database first.
+        await meter.sync()
         let balance = try await store.creditBalance(userID: principal.key.userID ?? "usr_service", policy: meter.policy, now: EpochClock.nowMilliseconds())
         return Self.json(balance.json)
     }
@@ -30,6 +32,7 @@ extension Gateway {
             code: code, userID: principal.key.userID ?? "usr_service", policy: meter.policy, now: EpochClock.nowMilliseconds())
         switch result {
         case .redeemed(let credits, let available):
+            meter.forget(principal.key.userID ?? "usr_service")
             return Self.json(["redeemed": Credits(micros: credits).json, "balance": Credits(micros: available).json])
         case .unknown:
             throw GatewayError(status: 404, category: .notFound, code: "invalid_code", message: "no such redemption code", param: "code")

@@ -18,6 +18,11 @@ extension SQLiteStore {
 
         func available(_ user: String) -> Int64 { CreditAllocator.available(buckets[user] ?? [], now: now) }
 
+        /// When the user's first live bucket with credits in it expires.
+        func nextExpiry(_ user: String) -> Int64? {
+            (buckets[user] ?? []).compactMap { b in b.balance > 0 ? b.expiresAt.flatMap { $0 > now ? $0 : nil } : nil }.min()
+        }
+
         mutating func adjust(_ user: String, _ bucket: String, by amount: Int64) {
             guard let i = buckets[user]?.firstIndex(where: { $0.id == bucket }) else { return }
             buckets[user]![i].balance += amount
@@ -163,14 +168,14 @@ extension SQLiteStore {
     // MARK: Reserve and settle
 
     public func reserve(_ requests: [ReservationRequest], policy: CreditGrantPolicy, now: Int64) async throws -> [ReservationResult] {
-        try await apply(requests.map { .reserve($0) }, policy: policy, now: now).map {
+        try await apply(requests.map { .reserve($0) }, policy: policy, now: now).outcomes.map {
             if case .reserved(let r) = $0 { return r }
             throw StoreError.unavailable("a reservation produced no result")
         }
     }
 
     public func settle(_ settlements: [Settlement], now: Int64) async throws -> [SettlementResult] {
-        try await apply(settlements.map { .settle($0) }, policy: nil, now: now).map {
+        try await apply(settlements.map { .settle($0) }, policy: nil, now: now).outcomes.map {
             if case .settled(let r) = $0 { return r }
             throw StoreError.unavailable("a settlement produced no result")
         }
@@ -180,14 +185,29 @@ extension SQLiteStore {
         _ = try await apply(rows.map { .usage($0) }, policy: nil, now: EpochClock.nowMilliseconds())
     }
 
-    public func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> [LedgerOutcome] {
-        guard !operations.isEmpty else { return [] }
+    public func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> LedgerResult {
+        guard !operations.isEmpty else { return LedgerResult(outcomes: [], users: [:]) }
         return try await transactionHere { db in try self.apply(operations, policy: policy, now: now, db: db) }
+    }
+
+    public func appliedRequests(_ ids: [String]) async throws -> AppliedRequests {
+        var applied = AppliedRequests(reserved: [], settled: [])
+        for chunk in ids.chunked(500) {
+            let values = chunk.map { SQLValue.text($0) }
+            for row in try await reader.query("SELECT id FROM reservations WHERE id IN (\(Self.placeholders(chunk.count)))", values) {
+                if let id = row.column("id")?.string { applied.reserved.insert(id) }
+            }
+            for row in try await reader.query("SELECT id FROM usage_records WHERE id IN (\(Self.placeholders(chunk.count)))", values) {
+                if let id = row.column("id")?.string { applied.settled.insert(id) }
+            }
+        }
+        applied.reserved.formUnion(applied.settled)
+        return applied
     }
 
     /// Runs a batch of reservations, settlements and usage rows in one transaction: each user's buckets
     /// are read once, and the batch's entries, holds and rows are written together.
-    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64, db: SQLiteDB.Handle) throws -> [LedgerOutcome] {
+    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64, db: SQLiteDB.Handle) throws -> LedgerResult {
         var reserveUsers = Set<String>()
         var settleUsers = Set<String>()
         var settleIDs: [String] = []
@@ -228,18 +248,28 @@ extension SQLiteStore {
                     outcomes.append(.reserved(.reserved(available: work.available(r.userID))))
                     continue
                 }
-                guard let allocation = CreditAllocator.allocate(r.amount, from: work.buckets[r.userID] ?? [], now: now) else {
-                    outcomes.append(.reserved(.insufficient(available: work.available(r.userID))))
-                    continue
+                var allocation = CreditAllocator.allocate(r.amount, from: work.buckets[r.userID] ?? [], now: now)
+                let partial = allocation == nil
+                if partial {
+                    guard r.admitted else {
+                        outcomes.append(.reserved(.insufficient(available: work.available(r.userID))))
+                        continue
+                    }
+                    // Admitted in memory and maybe sent already: hold what there is; the settlement takes the rest.
+                    allocation = CreditAllocator.allocate(work.available(r.userID), from: work.buckets[r.userID] ?? [], now: now) ?? []
                 }
-                for (bucket, amount) in allocation {
+                let held = allocation ?? []
+                for (bucket, amount) in held {
                     work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: Self.requestEntryKey(r.id, .reservation, bucket))
                 }
                 newHolds.append([
-                    .text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(r.amount)),
-                    .text(Self.encodeAllocation(allocation)), .text(r.model), .integer(Int(now)),
+                    .text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(held.reduce(0) { $0 + $1.amount })),
+                    .text(Self.encodeAllocation(held)), .text(r.model), .integer(Int(now)),
                 ])
-                outcomes.append(.reserved(.reserved(available: work.available(r.userID))))
+                // Its settlement may follow in this same batch (both decided in memory, written behind).
+                holds[r.id] = (r.userID, held.map { ($0.bucket, $0.amount) })
+                let available = work.available(r.userID)
+                outcomes.append(.reserved(partial ? .insufficient(available: available) : .reserved(available: available)))
             case .usage(let row):
                 usageRows.append(Self.usageRow(row))
                 outcomes.append(.recorded)
@@ -268,7 +298,9 @@ extension SQLiteStore {
         try Self.insertRows(db, "reservations", ["id", "request_id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], newHolds)
         for id in settled { _ = try db.query("DELETE FROM reservations WHERE id = ?", [.text(id)]) }
         try Self.insertRows(db, "usage_records", Self.usageColumns, usageRows)
-        return outcomes
+        var states: [String: LedgerUserState] = [:]
+        for user in users { states[user] = LedgerUserState(available: work.available(user), nextExpiry: work.nextExpiry(user)) }
+        return LedgerResult(outcomes: outcomes, users: states)
     }
 
     /// Releases (or refunds) a hold and takes the cost: from the held buckets first (even one that

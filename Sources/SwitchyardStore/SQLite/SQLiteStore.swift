@@ -41,12 +41,18 @@ public final class SQLiteStore: GatewayStore {
     /// How often ``WALSyncer`` writes the WAL's new frames to disk.
     static let walSyncInterval = Duration.milliseconds(20)
 
-    private init(writer: SQLiteDB, reader: SQLiteDB, walPath: String?, logger: Logger) {
+    /// The database file (nil in memory).
+    let path: String?
+
+    private init(writer: SQLiteDB, reader: SQLiteDB, path: String?, logger: Logger) {
         self.writer = writer
         self.reader = reader
         self.logger = logger
-        walSyncer = walPath.map { WALSyncer(path: $0, interval: Self.walSyncInterval) }
+        self.path = path
+        walSyncer = path.map { WALSyncer(path: $0 + "-wal", interval: Self.walSyncInterval) }
     }
+
+    public var ledgerJournalPrefix: String? { path.map { $0 + "-ledger" } }
 
     /// Opens (creating if needed) the database and applies pending migrations.
     public static func open(_ location: DatabaseLocation, logger: Logger) async throws -> SQLiteStore {
@@ -65,8 +71,8 @@ public final class SQLiteStore: GatewayStore {
                 throw StoreError.unavailable("cannot open SQLite database at \(path): \(error)")
             }
         }
-        let walPath: String? = if case .sqlite(let path) = location { path + "-wal" } else { nil }
-        let store = SQLiteStore(writer: writer, reader: reader, walPath: walPath, logger: logger)
+        let path: String? = if case .sqlite(let path) = location { path } else { nil }
+        let store = SQLiteStore(writer: writer, reader: reader, path: path, logger: logger)
         do {
             try await store.configure(isFile: reader !== writer)
             try await store.migrate()

@@ -1,0 +1,337 @@
+import NIOPosix
+import Synchronization
+import SwitchyardCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An append-only journal of the ledger operations the gateway decided in memory and has not yet
+/// written to the database: one line per operation, one `write` per line, so an operation survives a
+/// crash of the process (`kill -9`) from the moment `append` returns. A thread syncs the file to disk
+/// every `syncInterval` (as the WAL's syncer does), so a power loss takes back no more than that.
+///
+/// The journal is split into segments (`<prefix>.<n>`); a segment is deleted once it is closed and
+/// every operation in it is in the database. At start, ``replay(prefix:)`` reads what a previous
+/// process left behind, in order.
+public final class LedgerJournal: Sendable {
+    private struct State {
+        var fd: Int32 = -1
+        var segment: Int
+        var linesInSegment = 0
+        /// Operations not yet in the database, per segment.
+        var unapplied: [Int: Int] = [:]
+        /// Closed segments' descriptors, to be synced and closed by the syncer thread.
+        var closing: [Int32] = []
+        var failed = false
+    }
+
+    public let prefix: String
+    /// Operations per segment before the next one starts.
+    let segmentLines: Int
+    private let state: Mutex<State>
+    private let thread = NIOThreadPool(numberOfThreads: 1)
+    private let stopping = Atomic<Bool>(false)
+    private let syncInterval: Duration
+
+    /// Starts a new journal after the segments `replay` found (which the caller deletes once applied).
+    public init(prefix: String, firstSegment: Int, segmentLines: Int = 16_384, syncInterval: Duration = .milliseconds(20)) {
+        self.prefix = prefix
+        self.segmentLines = segmentLines
+        self.syncInterval = syncInterval
+        state = Mutex(State(segment: firstSegment))
+        thread.start()
+        thread.submit { [self] s in
+            guard case .active = s else { return }
+            self.syncLoop()
+        }
+    }
+
+    public func path(of segment: Int) -> String { "\(prefix).\(segment)" }
+
+    /// Appends one operation; returns the segment it went to, or nil if it could not be written (the
+    /// caller then writes the operation to the database before going on).
+    public func append(_ operation: LedgerOperation) -> Int? {
+        var line = LedgerJournalCodec.encode(operation)
+        line.append("\n")
+        return state.withLock { s -> Int? in
+            if s.fd < 0 || s.linesInSegment >= segmentLines {
+                if s.fd >= 0 {
+                    s.closing.append(s.fd)
+                    s.fd = -1
+                    // A segment whose operations are all in the database already goes now.
+                    if (s.unapplied[s.segment] ?? 0) == 0 { unlink(path(of: s.segment)) }
+                    s.segment += 1
+                }
+                s.fd = open(path(of: s.segment), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+                s.linesInSegment = 0
+                if s.fd < 0 {
+                    s.failed = true
+                    return nil
+                }
+            }
+            let written = line.utf8.withContiguousStorageIfAvailable { bytes in Self.writeAll(s.fd, bytes) } ?? {
+                var copy = line
+                return copy.withUTF8 { Self.writeAll(s.fd, $0) }
+            }()
+            guard written else {
+                s.failed = true
+                return nil
+            }
+            s.linesInSegment += 1
+            s.unapplied[s.segment, default: 0] += 1
+            return s.segment
+        }
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        return true
+    }
+
+    /// Records that `count` operations of `segment` are in the database; deletes the segment when it
+    /// is closed and none is left.
+    public func applied(segment: Int, count: Int = 1) {
+        let remove = state.withLock { s -> Bool in
+            let left = (s.unapplied[segment] ?? 0) - count
+            if left > 0 {
+                s.unapplied[segment] = left
+                return false
+            }
+            s.unapplied[segment] = nil
+            return segment != s.segment
+        }
+        if remove { unlink(path(of: segment)) }
+    }
+
+    /// Operations appended and not yet reported applied.
+    public var pending: Int { state.withLock { $0.unapplied.values.reduce(0, +) } }
+
+    /// Syncs and closes the journal; with nothing left unapplied, deletes its segments.
+    public func close() async {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        try? await thread.shutdownGracefully()
+        let (fds, segments) = state.withLock { s -> ([Int32], [Int]) in
+            var fds = s.closing
+            if s.fd >= 0 { fds.append(s.fd) }
+            s.closing = []
+            s.fd = -1
+            let empty = s.unapplied.values.allSatisfy { $0 == 0 }
+            return (fds, empty ? Array(Set(Array(s.unapplied.keys) + [s.segment])) : [])
+        }
+        for fd in fds {
+            _ = fdatasync(fd)
+            _ = Glibc.close(fd)
+        }
+        for segment in segments { unlink(path(of: segment)) }
+    }
+
+    private func syncLoop() {
+        let nanos = syncInterval.components.seconds * 1_000_000_000 + syncInterval.components.attoseconds / 1_000_000_000
+        var pause = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
+        while !stopping.load(ordering: .acquiring) {
+            _ = nanosleep(&pause, nil)
+            // The current segment is synced through a duplicate, so appends never wait for the disk.
+            let (current, closing) = state.withLock { s -> (Int32, [Int32]) in
+                defer { s.closing = [] }
+                return (s.fd >= 0 ? dup(s.fd) : -1, s.closing)
+            }
+            if current >= 0 {
+                _ = fdatasync(current)
+                _ = Glibc.close(current)
+            }
+            for fd in closing {
+                _ = fdatasync(fd)
+                _ = Glibc.close(fd)
+            }
+        }
+    }
+
+    // MARK: Reading back
+
+    /// What a previous process left: its segments in order and the operations in them.
+    public struct Leftover: Sendable {
+        public var segments: [Int]
+        public var operations: [LedgerOperation]
+        /// Lines that could not be read (a line cut short by a crash, at the end of a segment).
+        public var unreadable: Int
+        /// The segment number a new journal starts at.
+        public var nextSegment: Int { (segments.max() ?? 0) + 1 }
+    }
+
+    /// Reads every segment under `prefix`, oldest first.
+    public static func replay(prefix: String) -> Leftover {
+        let directory: String
+        let base: String
+        if let slash = prefix.lastIndex(of: "/") {
+            directory = String(prefix[..<slash]).isEmpty ? "/" : String(prefix[..<slash])
+            base = String(prefix[prefix.index(after: slash)...])
+        } else {
+            directory = "."
+            base = prefix
+        }
+        var segments: [Int] = []
+        if let dir = opendir(directory) {
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                guard name.hasPrefix(base + "."), let n = Int(name.dropFirst(base.count + 1)) else { continue }
+                segments.append(n)
+            }
+            closedir(dir)
+        }
+        segments.sort()
+        var operations: [LedgerOperation] = []
+        var unreadable = 0
+        for segment in segments {
+            guard let text = readFile("\(prefix).\(segment)") else { continue }
+            for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+                if let op = LedgerJournalCodec.decode(line) { operations.append(op) } else { unreadable += 1 }
+            }
+        }
+        return Leftover(segments: segments, operations: operations, unreadable: unreadable)
+    }
+
+    /// Deletes segments a replay read (once their operations are in the database).
+    public static func remove(prefix: String, segments: [Int]) {
+        for segment in segments { unlink("\(prefix).\(segment)") }
+    }
+
+    private static func readFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { _ = Glibc.close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// One ledger operation per line: fields separated by tabs; tabs, line breaks and backslashes in text
+/// escaped; `\N` for a missing value. `R` reservations, `S` settlements (`c<cost>` or `r` for a
+/// refund, then the usage row), `U` usage rows.
+public enum LedgerJournalCodec {
+    public static func encode(_ operation: LedgerOperation) -> String {
+        var f: [String] = []
+        switch operation {
+        case .reserve(let r):
+            f = ["R", escape(r.id), escape(r.requestID), escape(r.userID), escape(r.keyID), String(r.amount), escape(r.model)]
+        case .settle(let s):
+            let kind: String = switch s.kind {
+            case .refund: "r"
+            case .charge(let cost): "c\(cost)"
+            }
+            f = ["S", kind]
+            append(s.usage, to: &f)
+        case .usage(let u):
+            f = ["U"]
+            append(u, to: &f)
+        }
+        return f.joined(separator: "\t")
+    }
+
+    private static func append(_ u: UsageRecord, to f: inout [String]) {
+        f += [
+            escape(u.id), escape(u.requestID), String(u.createdAt), optional(u.userID), optional(u.keyID), escape(u.model),
+            optional(u.provider), optional(u.upstreamModel), String(u.inputTokens), String(u.outputTokens), String(u.cachedTokens),
+            u.usageEstimated ? "1" : "0", String(u.credits), String(u.status), escape(u.outcome), String(u.latencyMs), u.stream ? "1" : "0",
+            optional(u.errorCode),
+        ]
+    }
+
+    public static func decode(_ line: Substring) -> LedgerOperation? {
+        let f = line.split(separator: "\t", omittingEmptySubsequences: false)
+        guard let tag = f.first else { return nil }
+        switch tag {
+        case "R":
+            guard f.count == 7, let amount = Int64(f[5]) else { return nil }
+            return .reserve(ReservationRequest(
+                id: unescape(f[1]), requestID: unescape(f[2]), userID: unescape(f[3]), keyID: unescape(f[4]), amount: amount,
+                model: unescape(f[6]), admitted: true))
+        case "S":
+            guard f.count == 20, let usage = usage(f[2...]) else { return nil }
+            let kind: Settlement.Kind
+            if f[1] == "r" {
+                kind = .refund
+            } else if f[1].hasPrefix("c"), let cost = Int64(f[1].dropFirst()) {
+                kind = .charge(cost: cost)
+            } else {
+                return nil
+            }
+            return .settle(Settlement(kind, usage: usage))
+        case "U":
+            guard f.count == 19, let usage = usage(f[1...]) else { return nil }
+            return .usage(usage)
+        default:
+            return nil
+        }
+    }
+
+    private static func usage(_ f: ArraySlice<Substring>) -> UsageRecord? {
+        let v = Array(f)
+        guard v.count == 18, let created = Int64(v[2]), let input = Int(v[8]), let output = Int(v[9]), let cached = Int(v[10]),
+              let credits = Int64(v[12]), let status = Int(v[13]), let latency = Int(v[15])
+        else { return nil }
+        return UsageRecord(
+            id: unescape(v[0]), requestID: unescape(v[1]), createdAt: created, userID: optional(v[3]), keyID: optional(v[4]),
+            model: unescape(v[5]), provider: optional(v[6]), upstreamModel: optional(v[7]), inputTokens: input, outputTokens: output,
+            cachedTokens: cached, usageEstimated: v[11] == "1", credits: credits, status: status, outcome: unescape(v[14]),
+            latencyMs: latency, stream: v[16] == "1", errorCode: optional(v[17]))
+    }
+
+    static func escape(_ s: String) -> String {
+        guard s.utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) else { return s }
+        var out = ""
+        out.reserveCapacity(s.utf8.count + 4)
+        for c in s.unicodeScalars {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\t": out += "\\t"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+
+    static func unescape(_ s: Substring) -> String {
+        guard s.utf8.contains(0x5C) else { return String(s) }
+        var out = ""
+        var escaped = false
+        for c in s.unicodeScalars {
+            if escaped {
+                switch c {
+                case "t": out += "\t"
+                case "n": out += "\n"
+                case "r": out += "\r"
+                default: out.unicodeScalars.append(c)
+                }
+                escaped = false
+            } else if c == "\\" {
+                escaped = true
+            } else {
+                out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+
+    private static func optional(_ s: String?) -> String { s.map(escape) ?? "\\N" }
+    private static func optional(_ s: Substring) -> String? { s == "\\N" ? nil : unescape(s) }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import NIOHTTP1
+@testable import SwitchyardServer
+import SwitchyardCore
+import SwitchyardStore
+import Testing
+
+/// Reservations and settlements decided in memory, journaled, and written to the database behind the
+/// request path (`CreditMeter`, `LedgerJournal`).
+@Suite("Ledger written behind the request path")
+struct LedgerWriteBehindTests {
+    /// `billing()` with decided operations held back for an hour (until something reads the ledger).
+    static func heldBack(_ config: inout GatewayConfig, _ port: Int) {
+        billing()(&config, port)
+        config.billing.ledgerWriteDelay = .init(milliseconds: 3_600_000)
+    }
+
+    @Test func theAnswerDoesNotWaitForTheDatabaseAndReadersSeeEverything() async throws {
+        try await Harness.run(configure: Self.heldBack) { h in
+            let (key, user) = try await h.funded(10)
+            // The first request of a user asks the database (memory does not know the balance yet).
+            let first = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "tiered"))
+            #expect(first.status == 200 && first.headers.first(name: "X-Credits-Remaining") == "9")
+            let second = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "tiered"))
+            #expect(second.status == 200)
+            #expect(second.headers.first(name: "X-Credits-Charged") == "1" && second.headers.first(name: "X-Credits-Remaining") == "8")
+            // Decided in memory: both settlements and the second hold wait; only the first hold is written.
+            #expect(try await h.store.usage(UsageQuery(userID: user)).count == 0)
+            #expect(try await h.store.openReservations().map(\.requestID).count == 1)
+            #expect(h.gateway.meter.journal == nil)  // a database in memory needs no journal
+            // Readers write what is queued first.
+            let balance = try await h.request(.GET, "/v1/credits", key: key)
+            #expect(balance.json?["balance"] == .number("8") && balance.json?["reserved"] == .number("0"))
+            #expect(try await h.store.usage(UsageQuery(userID: user)).map(\.credits) == [Credits.scale, Credits.scale])
+            let check = try await h.store.checkLedger()
+            #expect(check.isConsistent && check.openReservations == 0 && check.totalCharged == 2 * Credits.scale)
+        }
+    }
+
+    @Test func parallelRequestsDecidedInMemoryNeverOverdraw() async throws {
+        try await Harness.run(configure: Self.heldBack) { h in
+            let (key, user) = try await h.funded(12)
+            // Memory learns the balance from the first request, then decides the rest itself.
+            #expect(try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "tiered")).status == 200)
+            let responses = try await h.parallel(40, key: key, body: Harness.chat(model: "tiered"))
+            #expect(responses.filter { $0.status == 200 }.count == 11 && responses.filter { $0.status == 402 }.count == 29)
+            #expect(try await h.balance(user) == 0)
+            let check = try await h.store.checkLedger()
+            #expect(check.isConsistent && check.totalCharged == 12 * Credits.scale && check.negativeBuckets.isEmpty)
+        }
+    }
+
+    @Test func aBalanceThatLooksTooSmallAsksTheDatabase() async throws {
+        try await Harness.run(configure: billing()) { h in
+            let (key, user) = try await h.funded(1)
+            #expect(try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "tiered")).status == 200)
+            // Another process (the CLI) grants credits: memory still says 0.
+            _ = try await h.store.grant(userEmail: "payer@example.com", amount: 5 * Credits.scale, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: EpochClock.nowMilliseconds())
+            let r = try await h.request("/v1/chat/completions", key: key, body: Harness.chat(model: "tiered"))
+            #expect(r.status == 200 && r.headers.first(name: "X-Credits-Remaining") == "4")
+            #expect(try await h.balance(user) == 4 * Credits.scale)
+        }
+    }
+
+    @Test func aBucketThatExpiresIsNotSpentFromMemory() async throws {
+        try await Harness.run(configure: billing()) { h in
+            let key = try await h.store.createKey(name: "k", userEmail: "bonus@example.com", prefix: "sy-")
+            let expires = EpochClock.nowMilliseconds() + 1_500
+            _ = try await h.store.grant(userEmail: "bonus@example.com", amount: 5 * Credits.scale, kind: .bonus, note: nil, expiresAt: expires, idempotencyKey: nil, now: EpochClock.nowMilliseconds())
+            #expect(try await h.request("/v1/chat/completions", key: key.secret, body: Harness.chat(model: "tiered")).status == 200)
+            while EpochClock.nowMilliseconds() <= expires + 20 { try await Task.sleep(for: .milliseconds(50)) }
+            // Memory would still say 4; the bonus expired.
+            let r = try await h.request("/v1/chat/completions", key: key.secret, body: Harness.chat(model: "tiered"))
+            #expect(r.status == 402 && r.headers.first(name: "X-Credits-Remaining") == "0")
+        }
+    }
+
+    /// A process killed with decided operations still queued: the next one applies them from the
+    /// journal, skipping what was written, so nothing is lost or charged twice.
+    @Test func operationsJournaledBeforeACrashAreAppliedAtTheNextStart() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-journal-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = GatewayConfig(database: .sqlite(path: dir + "/ledger.db"))
+        Self.heldBack(&config, 1)
+        let store = try await SQLiteStore.open(config.database, logger: Harness.quiet)
+        _ = try await store.createKey(name: "k", userEmail: "payer@example.com", prefix: "sy-")
+        _ = try await store.grant(userEmail: "payer@example.com", amount: 10 * Credits.scale, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: EpochClock.nowMilliseconds())
+        let user = try #require(try await store.listUsers().first { $0.email == "payer@example.com" }).id
+
+        let crashed = CreditMeter(store: store, config: config, logger: Harness.quiet)
+        func hold(_ id: String, _ credits: Int64) async throws -> ReservationResult {
+            try await crashed.reserve(ReservationRequest(id: id, userID: user, keyID: "key_x", amount: credits * Credits.scale, model: "tiered"))
+        }
+        func usage(_ id: String) -> UsageRecord {
+            UsageRecord(id: id, requestID: id, createdAt: EpochClock.nowMilliseconds(), userID: user, keyID: "key_x", model: "tiered", status: 200, outcome: "ok")
+        }
+        // Asked of the database (memory does not know the user yet), then settled in memory.
+        #expect(try await hold("req_a", 3) == .reserved(available: 7 * Credits.scale))
+        _ = try await crashed.settle(Settlement(.charge(cost: 2 * Credits.scale), usage: usage("req_a")), reserved: 3 * Credits.scale)
+        // Decided in memory: a completed request, a refunded one, and one still in flight at the crash.
+        #expect(try await hold("req_b", 2) == .reserved(available: 6 * Credits.scale))
+        _ = try await crashed.settle(Settlement(.charge(cost: Credits.scale), usage: usage("req_b")), reserved: 2 * Credits.scale)
+        #expect(try await hold("req_c", 2) == .reserved(available: 5 * Credits.scale))
+        _ = try await crashed.settle(Settlement(.refund, usage: usage("req_c")), reserved: 2 * Credits.scale)
+        #expect(try await hold("req_d", 4) == .reserved(available: 3 * Credits.scale))
+        #expect(try await store.usage(UsageQuery(userID: user)).count == 0)
+        #expect(crashed.journal?.pending == 6)
+
+        // The next process (same database, the journal as the crash left it).
+        let next = CreditMeter(store: store, config: config, logger: Harness.quiet)
+        await next.recoverJournal()
+        await next.recoverOpenReservations()
+        let rows = try await store.usage(UsageQuery(userID: user))
+        #expect(Dictionary(uniqueKeysWithValues: rows.map { ($0.id, $0.credits) })
+            == ["req_a": 2 * Credits.scale, "req_b": Credits.scale, "req_c": 0, "req_d": 4 * Credits.scale])  // req_d: `charge` charges the hold
+        #expect(rows.first { $0.id == "req_d" }?.outcome == "interrupted")
+        let balance = try await store.creditBalance(userID: user, policy: next.policy, now: EpochClock.nowMilliseconds())
+        #expect(balance.available == 3 * Credits.scale && balance.reserved == 0)
+        let check = try await store.checkLedger()
+        #expect(check.isConsistent && check.openReservations == 0)
+        // The journal it applied is gone; applying it again would change nothing.
+        #expect(LedgerJournal.replay(prefix: dir + "/ledger.db-ledger").operations.isEmpty)
+
+        await crashed.journal?.close()
+        await next.journal?.close()
+        await store.close()
+    }
+
+    @Test func journalLinesRoundTripAndACutLineIsSkipped() throws {
+        let usage = UsageRecord(
+            id: "req_1", requestID: "client\tid\\with\nbreaks", createdAt: 1_764_000_000_123, userID: nil, keyID: "key_1", model: "gpt-5.1",
+            provider: "up", upstreamModel: nil, inputTokens: 12, outputTokens: 34, cachedTokens: 5, usageEstimated: true, credits: 0,
+            status: 499, outcome: "client_closed", latencyMs: 17, stream: true, errorCode: "\\N")
+        let ops: [LedgerOperation] = [
+            .reserve(ReservationRequest(id: "req_1", requestID: "r", userID: "usr_1", keyID: "key_1", amount: 1_500_000, model: "m\tx")),
+            .settle(Settlement(.charge(cost: 1_250_000), usage: usage)),
+            .settle(Settlement(.refund, usage: usage)),
+            .usage(usage),
+        ]
+        for op in ops {
+            let line = LedgerJournalCodec.encode(op)
+            #expect(!line.contains("\n"))
+            let back = try #require(LedgerJournalCodec.decode(Substring(line)))
+            switch (op, back) {
+            case (.reserve(let a), .reserve(let b)):
+                #expect(a.id == b.id && a.requestID == b.requestID && a.userID == b.userID && a.amount == b.amount && a.model == b.model && b.admitted)
+            case (.settle(let a), .settle(let b)):
+                #expect(a.kind == b.kind && a.usage == b.usage)
+            case (.usage(let a), .usage(let b)):
+                #expect(a == b)
+            default:
+                Issue.record("decoded into another operation")
+            }
+        }
+        let cut = LedgerJournalCodec.encode(ops[1]).dropLast(7)
+        #expect(LedgerJournalCodec.decode(cut) == nil)
+    }
+
+    @Test func segmentsAreDeletedOnceWrittenAndClosed() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-segments-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let prefix = dir + "/db-ledger"
+        let journal = LedgerJournal(prefix: prefix, firstSegment: 1, segmentLines: 2)
+        let op = LedgerOperation.reserve(ReservationRequest(id: "req_1", userID: "usr_1", keyID: "key_1", amount: 1, model: "m"))
+        #expect(journal.append(op) == 1 && journal.append(op) == 1 && journal.append(op) == 2)
+        #expect(FileManager.default.fileExists(atPath: prefix + ".1") && FileManager.default.fileExists(atPath: prefix + ".2"))
+        journal.applied(segment: 1, count: 2)
+        #expect(!FileManager.default.fileExists(atPath: prefix + ".1"), "a closed segment fully written stays")
+        journal.applied(segment: 2)
+        #expect(FileManager.default.fileExists(atPath: prefix + ".2"), "the open segment goes only when it is closed")
+        #expect(LedgerJournal.replay(prefix: prefix).operations.count == 1)
+        await journal.close()
+        #expect(!FileManager.default.fileExists(atPath: prefix + ".2"))
+    }
+}
