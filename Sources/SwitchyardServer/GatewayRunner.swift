@@ -63,7 +63,12 @@ public enum GatewayRunner {
         let gateway = Gateway(config: config, store: store, logger: logger)
 
         logger.info("client connection limit", metadata: ["max_connections": .stringConvertible(gateway.connectionBudget.limit)])
-        await gateway.prepare()
+        do {
+            try await gateway.prepare()
+        } catch {
+            await gateway.shutdown()
+            throw error
+        }
         let finalConfig = config
         let shownDemoKey = demoKey
         let shownGenerated = generatedAdminKey

@@ -23,7 +23,6 @@ public final class LedgerJournal: Sendable {
         var unapplied: [Int: Int] = [:]
         /// Closed segments' descriptors, to be synced and closed by the syncer thread.
         var closing: [Int32] = []
-        var failed = false
     }
 
     public let prefix: String
@@ -66,7 +65,6 @@ public final class LedgerJournal: Sendable {
                 s.fd = open(path(of: s.segment), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
                 s.linesInSegment = 0
                 if s.fd < 0 {
-                    s.failed = true
                     return nil
                 }
             }
@@ -75,7 +73,10 @@ public final class LedgerJournal: Sendable {
                 return copy.withUTF8 { Self.writeAll(s.fd, $0) }
             }()
             guard written else {
-                s.failed = true
+                // A line cut short (a full disk) would swallow the next one: the next goes to a new segment.
+                s.closing.append(s.fd)
+                s.fd = -1
+                s.segment += 1
                 return nil
             }
             s.linesInSegment += 1

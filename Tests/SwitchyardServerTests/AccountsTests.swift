@@ -411,7 +411,7 @@ struct AccountsTests {
 
             // A second gateway on the same database starts from the saved count.
             let restarted = Gateway(config: h.gateway.config, store: h.store, logger: Harness.quiet)
-            await restarted.prepare()
+            try await restarted.prepare()
             await restarted.closeClients()
             let counters = restarted.limiter.counters()
             #expect(counters.count == 1 && counters[0].requestsToday == 3)

@@ -238,7 +238,7 @@ struct BillingServerTests {
             let now = EpochClock.nowMilliseconds()
             _ = try await h.store.reserve([ReservationRequest(id: "req_crashed", userID: user, keyID: "key_x", amount: 4 * Credits.scale, model: "tiered")], policy: h.gateway.meter.policy, now: now)
             let restarted = Gateway(config: h.gateway.config, store: h.store, logger: Harness.quiet)
-            await restarted.prepare()
+            try await restarted.prepare()
             await restarted.closeClients()
             #expect(try await h.store.openReservations().isEmpty)
             #expect(try await h.balance(user) == 6 * Credits.scale)  // `charge`: the hold is charged

@@ -69,7 +69,7 @@ struct Harness: Sendable {
                 configure(&config, mockPort)
                 let store = try await SQLiteStore.open(config.database, logger: logger)
                 let gateway = Gateway(config: config, store: store, logger: logger)
-                await gateway.prepare()
+                try await gateway.prepare()
                 let (ports, portSink) = AsyncStream<Int>.makeStream()
                 let app = gateway.makeApplication(authPollInterval: .milliseconds(100)) { portSink.yield($0.localAddress?.port ?? 0) }
                 group.addTask { try await app.run() }

@@ -2,7 +2,7 @@ import Foundation
 import NIOHTTP1
 @testable import SwitchyardServer
 import SwitchyardCore
-import SwitchyardStore
+@testable import SwitchyardStore
 import Testing
 
 /// Reservations and settlements decided in memory, journaled, and written to the database behind the
@@ -109,7 +109,7 @@ struct LedgerWriteBehindTests {
 
         // The next process (same database, the journal as the crash left it).
         let next = CreditMeter(store: store, config: config, logger: Harness.quiet)
-        await next.recoverJournal()
+        try await next.recoverJournal()
         await next.recoverOpenReservations()
         let rows = try await store.usage(UsageQuery(userID: user))
         #expect(Dictionary(uniqueKeysWithValues: rows.map { ($0.id, $0.credits) })
@@ -124,6 +124,31 @@ struct LedgerWriteBehindTests {
 
         await crashed.journal?.close()
         await next.journal?.close()
+        await store.close()
+    }
+
+    /// A journal the database refuses: the start fails (after a few attempts) and the journal is kept,
+    /// rather than serving — or settling the last run's holds — on a ledger missing what it says.
+    @Test func aJournalThatCannotBeAppliedStopsTheStart() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-badjournal-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = GatewayConfig(database: .sqlite(path: dir + "/ledger.db"))
+        billing()(&config, 1)
+        let store = try await SQLiteStore.open(config.database, logger: Harness.quiet)
+        _ = try await store.grant(userEmail: "payer@example.com", amount: 10 * Credits.scale, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: EpochClock.nowMilliseconds())
+        let user = try #require(try await store.listUsers().first { $0.email == "payer@example.com" }).id
+        // A hold written whose reservation row went missing: its journal line would write its entries twice.
+        let hold = ReservationRequest(id: "req_x", userID: user, keyID: "key_x", amount: Credits.scale, model: "tiered", admitted: true)
+        _ = try await store.apply([.reserve(hold)], policy: nil, now: EpochClock.nowMilliseconds())
+        _ = try await store.writer.query("DELETE FROM reservations")
+        let segment = dir + "/ledger.db-ledger.1"
+        try (LedgerJournalCodec.encode(.reserve(hold)) + "\n").write(toFile: segment, atomically: true, encoding: .utf8)
+
+        let meter = CreditMeter(store: store, config: config, logger: Harness.quiet)
+        await #expect(throws: StoreError.self) { try await meter.recoverJournal() }
+        #expect(FileManager.default.fileExists(atPath: segment))
+        await meter.journal?.close()
         await store.close()
     }
 

@@ -49,6 +49,8 @@ final class CreditMeter: Sendable {
         var pending: Int64 = 0
         /// When `stored` stops being good (a bucket expires), ms since the epoch.
         var validUntil: Int64
+        /// Decided operations of the user still queued (the entry is kept while there are any).
+        var queued = 0
 
         var available: Int64 { stored + pending }
     }
@@ -66,6 +68,9 @@ final class CreditMeter: Sendable {
 
     private struct LedgerState {
         var users: [String: UserCredit] = [:]
+        /// Per user, queued operations the database decides: memory decides no reservation of the
+        /// user until they are written (their effect on the balance is not known before).
+        var undecided: [String: Int] = [:]
         var queue: [Queued] = []
         /// Queued operations someone waits for.
         var waiting = 0
@@ -94,6 +99,10 @@ final class CreditMeter: Sendable {
 
     private var decidesInMemory: Bool { writeDelay > .zero }
 
+    /// How long before a bucket's expiry memory stops spending from it: the write delay and then some,
+    /// for the batch that writes the hold (the database holds nothing from an expired bucket).
+    private var expiryMargin: Int64 { Int64(writeDelay.components.seconds * 1000 + writeDelay.components.attoseconds / 1_000_000_000_000_000) + 10_000 }
+
     // MARK: Reserve and settle
 
     func reserve(_ request: ReservationRequest) async throws -> ReservationResult {
@@ -115,9 +124,13 @@ final class CreditMeter: Sendable {
         admitted.admitted = true
         let now = EpochClock.nowMilliseconds()
         let (decided, arm) = state.withLock { s -> (ReservationResult?, Bool) in
-            guard var user = s.users[request.userID], now < user.validUntil, user.available >= request.amount else { return (nil, false) }
+            // The batch that writes the hold runs later than now: a bucket must outlive it.
+            guard var user = s.users[request.userID], now + expiryMargin < user.validUntil, user.available >= request.amount,
+                  s.undecided[request.userID] == nil
+            else { return (nil, false) }
             guard let arm = Self.queue(.reserve(admitted), user: request.userID, effect: -request.amount, journal: journal, &s) else { return (nil, false) }
             user.pending -= request.amount
+            user.queued += 1
             s.users[request.userID] = user
             return (.reserved(available: user.available), arm)
         }
@@ -138,6 +151,7 @@ final class CreditMeter: Sendable {
             guard var user = s.users[userID] else { return (nil, false) }
             guard let arm = Self.queue(.settle(settlement), user: userID, effect: reserved - charged, journal: journal, &s) else { return (nil, false) }
             user.pending += reserved - charged
+            user.queued += 1
             s.users[userID] = user
             return (SettlementResult(charged: charged, available: user.available, uncovered: 0), arm)
         }
@@ -177,6 +191,7 @@ final class CreditMeter: Sendable {
             let start = state.withLock { s -> Bool in
                 s.queue.append(Queued(op: op, waiter: c, user: user))
                 s.waiting += 1
+                if let user { s.undecided[user, default: 0] += 1 }
                 guard !s.running else { return false }
                 s.running = true
                 return true
@@ -237,9 +252,7 @@ final class CreditMeter: Sendable {
     /// database reports, and answers who waits.
     private func applied(_ batch: [Queued], _ result: LedgerResult) {
         state.withLock { s in
-            for q in batch where q.effect != 0 {
-                if let u = q.user { s.users[u]?.pending -= q.effect }
-            }
+            Self.dequeued(batch, &s)
             for (id, stored) in result.users {
                 let validUntil = stored.nextExpiry ?? .max
                 if var user = s.users[id] {
@@ -250,7 +263,7 @@ final class CreditMeter: Sendable {
                     s.users[id] = UserCredit(stored: stored.available, validUntil: validUntil)
                 }
             }
-            if s.users.count > 200_000 { s.users = s.users.filter { $0.value.pending != 0 } }
+            if s.users.count > 200_000 { s.users = s.users.filter { $0.value.queued > 0 } }
         }
         if let journal {
             var bySegment: [Int: Int] = [:]
@@ -264,6 +277,21 @@ final class CreditMeter: Sendable {
                 waiter.resume(returning: outcome)
             } else if let outcome {
                 noteDecidedOutcome(q, outcome)
+            }
+        }
+    }
+
+    /// Takes written (or failed) operations off the users' queued counts; decided ones' effects too.
+    private static func dequeued(_ batch: [Queued], _ s: inout LedgerState) {
+        for q in batch {
+            guard let u = q.user else { continue }
+            if q.waiter != nil {
+                let left = (s.undecided[u] ?? 1) - 1
+                s.undecided[u] = left > 0 ? left : nil
+            } else if var user = s.users[u] {
+                user.pending -= q.effect
+                user.queued -= 1
+                s.users[u] = user
             }
         }
     }
@@ -289,6 +317,7 @@ final class CreditMeter: Sendable {
     private func failed(_ batch: [Queued], _ error: any Error) {
         let retry = batch.filter { $0.waiter == nil && $0.op != nil }
         let failures = state.withLock { s -> Int in
+            Self.dequeued(batch.filter { $0.waiter != nil }, &s)
             s.queue.insert(contentsOf: retry, at: 0)
             s.failures += 1
             s.running = false
@@ -314,42 +343,56 @@ final class CreditMeter: Sendable {
 
     /// Applies what a previous process journaled and did not write to the database (a crash or
     /// `kill -9`), skipping what it did write; then deletes those segments. Call before serving.
-    func recoverJournal() async {
-        guard let found = leftover.withLock({ l in defer { l = nil }; return l }), let prefix = store.ledgerJournalPrefix else { return }
-        let ops = found.operations
-        do {
-            var ids: [String] = []
-            for op in ops {
-                switch op {
-                case .reserve(let r): ids.append(r.id)
-                case .settle(let s): ids.append(s.usage.id)
-                case .usage(let u): ids.append(u.id)
+    /// Throws when the journal cannot be applied (after a few attempts): serving then, or settling the
+    /// previous run's open holds, would spend or charge credits the journal says otherwise about.
+    func recoverJournal() async throws {
+        guard let found = leftover.withLock({ $0 }), let prefix = store.ledgerJournalPrefix else { return }
+        var attempt = 0
+        while true {
+            do {
+                let (applied, skipped) = try await apply(found.operations)
+                leftover.withLock { $0 = nil }
+                LedgerJournal.remove(prefix: prefix, segments: found.segments)
+                logger.warning("applied credit ledger operations the previous run had journaled but not written", metadata: [
+                    "operations": .stringConvertible(applied), "already_written": .stringConvertible(skipped),
+                    "unreadable_lines": .stringConvertible(found.unreadable),
+                ])
+                return
+            } catch {
+                attempt += 1
+                guard attempt < 4 else {
+                    logger.error("cannot apply the credit ledger's journal; it is kept for the next start", metadata: [
+                        "segments": .string(found.segments.map { "\(prefix).\($0)" }.joined(separator: ",")), "error": .string("\(error)"),
+                    ])
+                    throw StoreError.unavailable("cannot apply the credit ledger's journal (\(prefix).*): \(error)")
                 }
+                try? await LoopTimer.sleep(for: .milliseconds(200 << attempt))
             }
-            let known = try await store.appliedRequests(ids)
-            let missing = ops.filter { op in
-                switch op {
-                case .reserve(let r): !known.reserved.contains(r.id)
-                case .settle(let s): !known.settled.contains(s.usage.id)
-                case .usage(let u): !known.settled.contains(u.id)
-                }
-            }
-            var start = 0
-            while start < missing.count {
-                let end = min(missing.count, start + maxBatch)
-                _ = try await store.apply(Array(missing[start..<end]), policy: policy, now: EpochClock.nowMilliseconds())
-                start = end
-            }
-            LedgerJournal.remove(prefix: prefix, segments: found.segments)
-            logger.warning("applied credit ledger operations the previous run had journaled but not written", metadata: [
-                "operations": .stringConvertible(missing.count), "already_written": .stringConvertible(ops.count - missing.count),
-                "unreadable_lines": .stringConvertible(found.unreadable),
-            ])
-        } catch {
-            logger.error("cannot apply the credit ledger's journal; it is kept and applied at the next start", metadata: [
-                "segments": .string(found.segments.map { "\($0)" }.joined(separator: ",")), "error": .string("\(error)"),
-            ])
         }
+    }
+
+    /// Writes journaled operations the database does not have yet, in order; returns how many were
+    /// written and how many skipped.
+    private func apply(_ ops: [LedgerOperation]) async throws -> (Int, Int) {
+        func id(_ op: LedgerOperation) -> String {
+            switch op {
+            case .reserve(let r): r.id
+            case .settle(let s): s.usage.id
+            case .usage(let u): u.id
+            }
+        }
+        let known = try await store.appliedRequests(ops.map(id))
+        let missing = ops.filter { op in
+            if case .reserve = op { return !known.reserved.contains(id(op)) }
+            return !known.settled.contains(id(op))
+        }
+        var start = 0
+        while start < missing.count {
+            let end = min(missing.count, start + maxBatch)
+            _ = try await store.apply(Array(missing[start..<end]), policy: policy, now: EpochClock.nowMilliseconds())
+            start = end
+        }
+        return (missing.count, ops.count - missing.count)
     }
 
     /// Writes the usage row of a request that held no credits, in the background. Rows wait up to

@@ -33,9 +33,10 @@ extension Gateway {
 
     /// Applies the credit operations a previous run journaled but did not write, settles credit
     /// reservations it left open, loads today's request counts saved by an earlier run, and warns about
-    /// users on plans the configuration no longer defines. Call before serving.
-    public func prepare() async {
-        await meter.recoverJournal()
+    /// users on plans the configuration no longer defines. Call before serving. Throws when the
+    /// journal cannot be applied (the gateway must not serve on a ledger it cannot complete).
+    public func prepare() async throws {
+        try await meter.recoverJournal()
         await meter.recoverOpenReservations()
         do {
             let day = limiter.today
