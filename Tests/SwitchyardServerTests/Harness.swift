@@ -19,6 +19,12 @@ struct TestResponse {
     var errorCode: String? { json?["error"]?["code"]?.stringValue }
 }
 
+/// A server of the harness ended before it listened (its error, if it threw, is in the task group).
+struct StoppedBeforeListening: Error, CustomStringConvertible {
+    let server: String
+    var description: String { "the \(server) stopped before it listened" }
+}
+
 /// A real gateway and a real mock upstream on free loopback ports, for end-to-end tests.
 struct Harness: Sendable {
     let gatewayURL: String
@@ -49,9 +55,13 @@ struct Harness: Sendable {
                     configuration: .init(address: .hostname("127.0.0.1", port: 0)),
                     onServerRunning: { mockPortSink.yield($0.localAddress?.port ?? 0) },
                     logger: logger)
-                group.addTask { try await mockApp.run() }
+                // A server that stops before it listens ends its port stream, so the test fails instead of waiting forever.
+                group.addTask {
+                    defer { mockPortSink.finish() }
+                    try await mockApp.run()
+                }
                 var mockIterator = mockPorts.makeAsyncIterator()
-                let mockPort = await mockIterator.next() ?? 0
+                guard let mockPort = await mockIterator.next() else { throw StoppedBeforeListening(server: "mock upstream") }
 
                 var config = GatewayConfig(
                     listen: .init(host: "127.0.0.1", port: 0),
@@ -72,9 +82,16 @@ struct Harness: Sendable {
                 try await gateway.prepare()
                 let (ports, portSink) = AsyncStream<Int>.makeStream()
                 let app = gateway.makeApplication(authPollInterval: .milliseconds(100)) { portSink.yield($0.localAddress?.port ?? 0) }
-                group.addTask { try await app.run() }
+                group.addTask {
+                    defer { portSink.finish() }
+                    try await app.run()
+                }
                 var iterator = ports.makeAsyncIterator()
-                let port = await iterator.next() ?? 0
+                guard let port = await iterator.next() else {
+                    group.cancelAll()
+                    await gateway.shutdown()
+                    throw StoppedBeforeListening(server: "gateway")
+                }
 
                 let harness = Harness(
                     gatewayURL: "http://127.0.0.1:\(port)", mockURL: "http://127.0.0.1:\(mockPort)", client: client,

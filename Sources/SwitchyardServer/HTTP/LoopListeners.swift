@@ -67,13 +67,16 @@ struct LoopListeners<ChildChannel: ServerChildChannel>: Service {
         }
     }
 
-    /// Binds a listener per loop. With more than one loop the port is first claimed by a plain socket,
-    /// which fails as usual if another process holds it (or picks the free port for port 0); the
-    /// `SO_REUSEPORT` group then binds that port. Without the probe a second gateway started on the same
-    /// port by the same user would silently share its connections instead of failing.
+    /// Binds a listener per loop. With more than one loop a given port is first claimed by a plain
+    /// socket, which fails as usual if another process holds it; the `SO_REUSEPORT` group then binds
+    /// that port. Without the probe a second gateway started on the same port by the same user would
+    /// silently share its connections instead of failing. Port 0 needs no probe: the first listener
+    /// gets a free port from the kernel and the others join it. (Probing port 0 too left the free port
+    /// unbound between the probe's close and the first listener's bind, and a busy machine handed it
+    /// to someone else in between: a start that failed at random.)
     private func bind() async throws -> [(Listener, ServerQuiescingHelper)] {
         var port = self.port
-        if loops.count > 1 { port = try await Self.claimPort(host: host, port: port, on: loops[0]) }
+        if loops.count > 1, port != 0 { port = try await Self.claimPort(host: host, port: port, on: loops[0]) }
         var listeners: [(Listener, ServerQuiescingHelper)] = []
         do {
             for loop in loops {
