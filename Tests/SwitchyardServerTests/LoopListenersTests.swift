@@ -46,7 +46,10 @@ import Testing
     {
         let (ports, sink) = AsyncStream<Int>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await listeners(probe, group: group, port: 0) { sink.yield($0.localAddress!.port!) }.run() }
+            tasks.addTask {
+                defer { sink.finish() }  // listeners that fail to start end the stream: the #require below fails, nothing hangs
+                try await listeners(probe, group: group, port: 0) { sink.yield($0.localAddress!.port!) }.run()
+            }
             var iterator = ports.makeAsyncIterator()
             try await body(try #require(await iterator.next()))
             tasks.cancelAll()
