@@ -255,6 +255,15 @@ def test_kill_9_after_answers_decided_in_memory_loses_nothing(tmp_path):
         assert len(usage["data"]) == 7 and all(row["outcome"] == "ok" and row["credits"] == 2 for row in usage["data"]), usage
         _, _, balance = admin(gateway.url, "GET", f"/users/{email}/credits")
         assert balance["balance"] == 103 - 14 and balance["reserved"] == 0
+        # The replayed journal is gone; a graceful stop writes what is queued and leaves no journal behind.
+        client = OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+        client.chat.completions.create(model="omni-fast", messages=HELLO)
+        assert gateway.stop() == 0
+        assert sorted(p.name for p in tmp_path.glob("switchyard.db-ledger.*")) == []
+        gateway = start_gateway(tmp_path, config, name="third")
+        assert "journaled but not written" not in gateway.logs()
+        _, _, usage = admin(gateway.url, "GET", f"/usage?user={email}")
+        assert len(usage["data"]) == 8
     finally:
         gateway.stop()
         mock.stop()
