@@ -68,11 +68,8 @@ public final class LedgerJournal: Sendable {
                     return nil
                 }
             }
-            let written = line.utf8.withContiguousStorageIfAvailable { bytes in Self.writeAll(s.fd, bytes) } ?? {
-                var copy = line
-                return copy.withUTF8 { Self.writeAll(s.fd, $0) }
-            }()
-            guard written else {
+            let fd = s.fd
+            guard line.withUTF8({ Self.writeAll(fd, $0) }) else {
                 // A line cut short (a full disk) would swallow the next one: the next goes to a new segment.
                 s.closing.append(s.fd)
                 s.fd = -1
@@ -125,8 +122,8 @@ public final class LedgerJournal: Sendable {
             if s.fd >= 0 { fds.append(s.fd) }
             s.closing = []
             s.fd = -1
-            let empty = s.unapplied.values.allSatisfy { $0 == 0 }
-            return (fds, empty ? Array(Set(Array(s.unapplied.keys) + [s.segment])) : [])
+            // Segments leave `unapplied` when their last operation is written: empty means all are in.
+            return (fds, s.unapplied.isEmpty ? [s.segment] : [])
         }
         for fd in fds {
             _ = fdatasync(fd)

@@ -26,6 +26,9 @@ final class CreditMeter: Sendable {
     let logger: Logger
     /// How long decided operations wait to share a transaction; zero writes each on the request path.
     let writeDelay: Duration
+    /// How long before a bucket's expiry memory stops spending from it (ms): the write delay and then
+    /// some, for the batch that writes the hold (the database holds nothing from an expired bucket).
+    let expiryMargin: Int64
     /// Where decided operations wait for the database (nil for a database in memory).
     let journal: LedgerJournal?
     /// What a previous process left in the journal (applied by ``recoverJournal()``).
@@ -87,6 +90,7 @@ final class CreditMeter: Sendable {
         pricing = config.pricing
         cancelledStreams = config.billing.cancelledStreams
         writeDelay = config.billing.ledgerWriteDelay.duration
+        expiryMargin = config.billing.ledgerWriteDelay.milliseconds + 10_000
         if let prefix = store.ledgerJournalPrefix {
             let found = LedgerJournal.replay(prefix: prefix)
             leftover = Mutex(found.segments.isEmpty ? nil : found)
@@ -99,9 +103,7 @@ final class CreditMeter: Sendable {
 
     private var decidesInMemory: Bool { writeDelay > .zero }
 
-    /// How long before a bucket's expiry memory stops spending from it: the write delay and then some,
-    /// for the batch that writes the hold (the database holds nothing from an expired bucket).
-    private var expiryMargin: Int64 { Int64(writeDelay.components.seconds * 1000 + writeDelay.components.attoseconds / 1_000_000_000_000_000) + 10_000 }
+
 
     // MARK: Reserve and settle
 
@@ -173,8 +175,9 @@ final class CreditMeter: Sendable {
         return true
     }
 
-    private func armTimer() {
-        LoopTimer.after(writeDelay) {
+    /// After `delay` (the write delay by default), drains the queue unless a drain runs already.
+    private func armTimer(after delay: Duration? = nil) {
+        LoopTimer.after(delay ?? writeDelay) {
             let start = self.state.withLock { s -> Bool in
                 s.timerArmed = false
                 guard !s.running, !s.queue.isEmpty else { return false }
@@ -330,15 +333,7 @@ final class CreditMeter: Sendable {
                 "operations": .stringConvertible(retry.count), "attempts": .stringConvertible(failures), "error": .string("\(error)"),
             ])
         }
-        LoopTimer.after(.milliseconds(min(5_000, 50 << min(failures, 7)))) {
-            let start = self.state.withLock { s -> Bool in
-                s.timerArmed = false
-                guard !s.running, !s.queue.isEmpty else { return false }
-                s.running = true
-                return true
-            }
-            if start { Task { await self.drain() } }
-        }
+        armTimer(after: .milliseconds(min(5_000, 50 << min(failures, 7))))
     }
 
     /// Applies what a previous process journaled and did not write to the database (a crash or
