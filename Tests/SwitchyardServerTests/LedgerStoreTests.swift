@@ -180,6 +180,36 @@ struct LedgerStoreTests {
         await s.close()
     }
 
+    /// Reservations and settlements decided in memory reach the database together; a hold settled in
+    /// the same batch leaves no `reservations` row behind and is never written at all (two b-tree
+    /// writes per metered request fewer), while a hold still open at the batch's end is written.
+    @Test func aHoldSettledInItsOwnBatchIsNeverWritten() async throws {
+        let s = try await store()
+        let u = try await user(s)
+        let now = EpochClock.nowMilliseconds()
+        _ = try await s.grant(userEmail: "ann@example.com", amount: 10 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        let before = try await s.writer.run { $0.totalChanges }
+        let result = try await s.apply([
+            .reserve(ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")),
+            .reserve(ReservationRequest(id: "r2", userID: u, keyID: "k", amount: 3 * Self.c, model: "m")),
+            .settle(Settlement(.charge(cost: Self.c), usage: usage("r1", user: u))),
+        ], policy: noGrants, now: now)
+        let changed = try await s.writer.run { $0.totalChanges } - before
+        #expect(result.users[u]?.available == 6 * Self.c)
+        #expect(try await s.openReservations().map(\.id) == ["r2"])
+        let entries = try await s.creditHistory(userID: u, limit: 100).filter { $0.kind != .topup }
+        #expect(entries.map(\.kind).sorted { $0.rawValue < $1.rawValue } == [.charge, .release, .reservation, .reservation])
+        // The entries, the one bucket's balance, r2's hold and r1's usage row: nothing for r1's hold.
+        #expect(changed == entries.count + 1 + 1 + 1)
+        let check = try await s.checkLedger()
+        #expect(check.isConsistent && check.openReservations == 1, "\(check)")
+        // Settling r2 later, in a batch of its own, deletes its hold as before.
+        _ = try await s.settle([Settlement(.refund, usage: usage("r2", user: u))], now: now)
+        #expect(try await s.openReservations().isEmpty)
+        #expect(try await s.creditBalance(userID: u, policy: noGrants, now: now).available == 9 * Self.c)
+        await s.close()
+    }
+
     @Test func openReservationsSurviveAReopen() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -57,6 +57,9 @@ final class SQLiteDB: Sendable {
 
         init(_ raw: OpaquePointer) { self.raw = raw }
 
+        /// Rows inserted, updated or deleted through this connection since it opened.
+        var totalChanges: Int { Int(sqlite_nio_sqlite3_total_changes64(raw)) }
+
         var lastError: String { sqlite_nio_sqlite3_errmsg(raw).map { String(cString: $0) } ?? "unknown error" }
 
         /// Runs one statement and returns its rows.

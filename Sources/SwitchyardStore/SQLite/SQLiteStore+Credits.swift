@@ -238,7 +238,11 @@ extension SQLiteStore {
 
         var outcomes: [LedgerOutcome] = []
         outcomes.reserveCapacity(operations.count)
-        var newHolds: [[SQLValue]] = []
+        // A hold settled in the same batch (both decided in memory, written behind) is never written:
+        // its ledger entries and usage row say all there is, and recovery counts a usage row as the
+        // reservation applied too. Inserting and then deleting it cost two b-tree writes per request.
+        var newHolds: [[SQLValue]?] = []
+        var newHoldIndex: [String: Int] = [:]
         var usageRows: [[SQLValue]] = []
         var settled: [String] = []
         for op in operations {
@@ -262,6 +266,7 @@ extension SQLiteStore {
                 for (bucket, amount) in held {
                     work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: Self.requestEntryKey(r.id, .reservation, bucket))
                 }
+                newHoldIndex[r.id] = newHolds.count
                 newHolds.append([
                     .text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(held.reduce(0) { $0 + $1.amount })),
                     .text(Self.encodeAllocation(held)), .text(r.model), .integer(Int(now)),
@@ -290,12 +295,12 @@ extension SQLiteStore {
                 let (charged, uncovered) = Self.settle(s.kind, id: usage.id, hold: hold, work: &work, now: now)
                 usage.credits = charged
                 usageRows.append(Self.usageRow(usage))
-                settled.append(usage.id)
+                if let i = newHoldIndex.removeValue(forKey: usage.id) { newHolds[i] = nil } else { settled.append(usage.id) }
                 outcomes.append(.settled(SettlementResult(charged: charged, available: work.available(hold.user), uncovered: uncovered)))
             }
         }
         try Self.flush(work, db: db)
-        try Self.insertRows(db, "reservations", ["id", "request_id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], newHolds)
+        try Self.insertRows(db, "reservations", ["id", "request_id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], newHolds.compactMap { $0 })
         for id in settled { _ = try db.query("DELETE FROM reservations WHERE id = ?", [.text(id)]) }
         try Self.insertRows(db, "usage_records", Self.usageColumns, usageRows)
         var states: [String: LedgerUserState] = [:]
