@@ -31,12 +31,16 @@ struct GlobalOptions: ParsableArguments {
     }
 }
 
-/// Installs the log handler once per process.
-func bootstrapLogging(_ log: LogConfig, level override: Logger.Level? = nil) -> Logger {
+/// Installs the log handler once per process. The long-running commands (`serve`, `mock-upstream`)
+/// log through a writer thread (`background`) and flush it as they exit; the others write directly.
+func bootstrapLogging(_ log: LogConfig, level override: Logger.Level? = nil, background: Bool = false) -> (Logger, LogWriter?) {
     let level = override ?? Logger.Level(rawValue: log.level) ?? .info
     let format: SwitchyardLogHandler.Format = log.format == .json ? .json : .text
-    LoggingSystem.bootstrap { label in SwitchyardLogHandler(label: label, level: level, format: format) }
-    return Logger(label: "switchyard")
+    let writer = background
+        ? LogWriter(capacity: log.buffer.bytes) { SwitchyardLogHandler.droppedNotice($0, format: format) }
+        : nil
+    LoggingSystem.bootstrap { label in SwitchyardLogHandler(label: label, level: level, format: format, writer: writer) }
+    return (Logger(label: "switchyard"), writer)
 }
 
 struct Serve: AsyncParsableCommand {
@@ -63,7 +67,8 @@ struct Serve: AsyncParsableCommand {
             guard let address = ListenAddress.parse(listen) else { throw ValidationError("--listen expects host:port, got \(listen)") }
             config.listen = address
         }
-        let logger = bootstrapLogging(config.log)
+        let (logger, writer) = bootstrapLogging(config.log, background: true)
+        defer { writer?.flush() }
         runTasksOnEventLoops()
         try await GatewayRunner.serve(config: config, demo: demo, logger: logger)
     }
@@ -96,7 +101,9 @@ struct MockUpstream: AsyncParsableCommand {
 
     func run() async throws {
         let config = try global.load()
-        var logger = bootstrapLogging(config.log, level: .warning)
+        let (base, writer) = bootstrapLogging(config.log, level: .warning, background: true)
+        defer { writer?.flush() }
+        var logger = base
         logger[metadataKey: "component"] = "mock-upstream"
         runTasksOnEventLoops()
         let settings = MockSettings(latencyMs: latencyMs, chunkDelayMs: chunkDelayMs, chunks: chunks, requiredKey: requireKey)

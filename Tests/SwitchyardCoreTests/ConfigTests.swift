@@ -58,6 +58,14 @@ struct ConfigTests {
         #expect(c.keyPrefix == "sy-")
     }
 
+    @Test func theLogBufferHasADefaultAndAFloor() throws {
+        #expect(try load("listen: \"127.0.0.1:4000\"\n").log.buffer.bytes == 4 << 20)
+        #expect(try load("log:\n  buffer: 256KB\n").log.buffer.bytes == 256 << 10)
+        let e = try #require(error("log:\n  buffer: 1KB\n"))
+        #expect(e.path == "log.buffer")
+        #expect(e.message.contains("at least 4KB"))
+    }
+
     @Test func unknownKeyNamesKeyAndLine() throws {
         let e = try #require(error("listen: \"127.0.0.1:4000\"\nproviders:\n  - name: a\n    type: openai\n    base_url: http://x\n    api_kee: k\n"))
         #expect(e.line == 6)

@@ -1,6 +1,7 @@
 """The `switchyard` command line and process lifecycle: keys, demo mode, config errors, SIGTERM drain."""
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
@@ -16,7 +17,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import create_key, run_cli, start, start_gateway, start_mock, write_config
+from conftest import Proc, binary, create_key, run_cli, start, start_gateway, start_mock, write_config
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 
@@ -300,3 +301,43 @@ def test_more_connections_than_descriptors_are_refused_not_fatal(tmp_path):
         popen.send_signal(signal.SIGTERM)
         popen.wait(30)
         mock.stop()
+
+
+def test_a_stalled_log_reader_never_stalls_requests(tmp_path):
+    """The gateway writes an access line per request to stderr. When whatever reads stderr stops (a
+    stuck log shipper), requests go on: the lines that do not fit the log buffer are dropped and
+    counted in a warning line once the reader is back, never written half or lost uncounted."""
+    mock = start_mock(tmp_path)
+    config = write_config(tmp_path, mock.url, extra="log:\n  buffer: 16KB\n")
+    key = create_key(tmp_path, config)["key"]
+    out = tmp_path / "gateway.out"
+    popen = subprocess.Popen([binary(), "serve", "--config", str(config)], cwd=tmp_path,
+                             stdout=out.open("w"), stderr=subprocess.PIPE)
+    gateway = Proc(popen, out, tmp_path / "gateway.err")
+    try:
+        try:
+            fcntl.fcntl(popen.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+        except OSError:
+            pass  # the startup lines already hold more than a page: the pipe keeps its 64 KB
+        url = gateway.wait_for(r"listening on (http://\S+)").group(1)
+        body = json.dumps({"model": "gpt-5.1", "messages": HELLO}).encode()
+        total = 600  # ~300 KB of access lines: several times the pipe and the buffer
+        for _ in range(total):
+            request = urllib.request.Request(url + "/v1/chat/completions", data=body, method="POST", headers={
+                "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as r:
+                assert r.status == 200
+        # The reader comes back; the gateway stops and writes what it holds.
+        lines: list[bytes] = []
+        reader = threading.Thread(target=lambda: lines.extend(popen.stderr.readlines()))
+        reader.start()
+        assert gateway.stop() == 0
+        reader.join(30)
+    finally:
+        gateway.stop()
+        mock.stop()
+    events = [json.loads(line) for line in lines]  # every line whole
+    served = sum(1 for e in events if e.get("path") == "/v1/chat/completions" and e.get("status") == 200)
+    dropped = sum(e.get("dropped_lines", 0) for e in events)
+    assert dropped > 0, "the stalled reader should have cost lines"
+    assert served + dropped == total, (served, dropped)

@@ -605,12 +605,16 @@ public struct LogConfig: Decodable, Sendable {
     public enum Format: String, Decodable, Sendable { case json, text }
     public var level: String
     public var format: Format
+    /// Log lines the server holds while stderr does not take them (a slow or stalled reader); lines
+    /// beyond it are dropped and counted rather than blocking the requests that log them.
+    public var buffer: ByteSize
 
-    enum CodingKeys: String, CodingKey { case level, format }
+    enum CodingKeys: String, CodingKey { case level, format, buffer }
 
-    public init(level: String = "info", format: Format = .json) {
+    public init(level: String = "info", format: Format = .json, buffer: ByteSize = .init(bytes: 4 << 20)) {
         self.level = level
         self.format = format
+        self.buffer = buffer
     }
 
     public init(from decoder: any Decoder) throws {
@@ -623,6 +627,8 @@ public struct LogConfig: Decodable, Sendable {
         guard levels.contains(level) else {
             throw ConfigValueError("log level must be one of \(levels.joined(separator: ", "))", key: "level")
         }
+        buffer = try c.decodeIfPresent(ByteSize.self, forKey: .buffer) ?? .init(bytes: 4 << 20)
+        guard buffer.bytes >= 4096 else { throw ConfigValueError("log buffer must be at least 4KB", key: "buffer") }
     }
 }
 

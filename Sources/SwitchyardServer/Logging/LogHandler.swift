@@ -54,8 +54,9 @@ public struct AccessLogLine: CustomStringConvertible, Sendable {
     }
 }
 
-/// Writes one line per log event to stderr: JSON objects (`format: json`) or `key=value` text.
-/// Never given secrets: request headers are not logged anywhere.
+/// Writes one line per log event to stderr: JSON objects (`format: json`) or `key=value` text, through
+/// a ``LogWriter`` when given one (the server: the logging thread never waits for stderr), otherwise
+/// directly (the CLI commands). Never given secrets: request headers are not logged anywhere.
 public struct SwitchyardLogHandler: LogHandler {
     public enum Format: Sendable { case json, text }
 
@@ -63,13 +64,15 @@ public struct SwitchyardLogHandler: LogHandler {
     public var logLevel: Logger.Level
     let label: String
     let format: Format
+    let writer: LogWriter?
 
     private static let lock = Mutex(())
 
-    public init(label: String, level: Logger.Level, format: Format) {
+    public init(label: String, level: Logger.Level, format: Format, writer: LogWriter? = nil) {
         self.label = label
         self.logLevel = level
         self.format = format
+        self.writer = writer
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -80,6 +83,31 @@ public struct SwitchyardLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        let line = Self.render(level: event.level, message: event.message.description, metadata: merged, format: format)
+        if let writer {
+            writer.append(line)
+            return
+        }
+        Self.lock.withLock { _ in
+            line.withUnsafeReadableBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                    if n <= 0 { if n < 0 && errno == EINTR { continue } else { break } }
+                    offset += n
+                }
+            }
+        }
+    }
+
+    /// The line a ``LogWriter`` adds when it had to drop `count` lines.
+    public static func droppedNotice(_ count: Int, format: Format) -> ByteBuffer {
+        render(level: .warning, message: "log lines dropped: stderr did not take them fast enough",
+               metadata: ["dropped_lines": .stringConvertible(count)], format: format)
+    }
+
+    /// One log line, newline included.
+    static func render(level: Logger.Level, message: String, metadata merged: Logger.Metadata, format: Format) -> ByteBuffer {
         let ts = EpochClock.iso8601Millis(EpochClock.nowMilliseconds())
         var line = ByteBuffer()
         line.reserveCapacity(512)
@@ -88,9 +116,9 @@ public struct SwitchyardLogHandler: LogHandler {
             line.writeStaticString("{\"ts\":\"")
             line.writeString(ts)
             line.writeStaticString("\",\"level\":\"")
-            line.writeString(event.level.rawValue)
+            line.writeString(level.rawValue)
             line.writeStaticString("\",\"msg\":")
-            JSONString.write(event.message.description, into: &line)
+            JSONString.write(message, into: &line)
             for key in merged.keys.sorted() {
                 line.writeStaticString(",")
                 if case .stringConvertible(let value) = merged[key]!, let access = value as? AccessLogLine {
@@ -103,7 +131,7 @@ public struct SwitchyardLogHandler: LogHandler {
             }
             line.writeStaticString("}\n")
         case .text:
-            line.writeString("\(ts) \(event.level.rawValue) \(event.message)")
+            line.writeString("\(ts) \(level.rawValue) \(message)")
             for key in merged.keys.sorted() {
                 if case .stringConvertible(let value) = merged[key]!, let access = value as? AccessLogLine {
                     line.writeString(" \(access)")
@@ -113,16 +141,7 @@ public struct SwitchyardLogHandler: LogHandler {
             }
             line.writeStaticString("\n")
         }
-        Self.lock.withLock { _ in
-            line.withUnsafeReadableBytes { bytes in
-                var offset = 0
-                while offset < bytes.count {
-                    let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
-                    if n <= 0 { if n < 0 && errno == EINTR { continue } else { break } }
-                    offset += n
-                }
-            }
-        }
+        return line
     }
 
     static func writeJSON(_ value: Logger.Metadata.Value, into out: inout ByteBuffer) {
