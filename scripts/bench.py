@@ -345,6 +345,51 @@ def stream_latency(base_url: str, key: str, request=None, streams: int = 150) ->
             "event_p99": pct(held, 0.99), "event_max": max(held) if held else float("nan"), "events": len(held)}
 
 
+SPACED_GAP_MS = 10
+SPACED_REQUESTS = 300
+
+
+def spaced_latency(base_url: str, key: str, body: str, requests: int = SPACED_REQUESTS, gap_ms: int = SPACED_GAP_MS) -> dict:
+    """One keep-alive connection, one small request every `gap_ms`: the latency of a path that goes cold
+    between requests, as it does for an agent whose calls are seconds apart. Back-to-back load (wrk at
+    one connection) keeps every cache warm and does not show it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base_url)
+    payload = body.encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n" + (f"Authorization: Bearer {key}\r\n" if key else "") + "\r\n").encode()
+    length = re.compile(rb"(?im)^content-length:\s*(\d+)")
+    sock = socket.create_connection((u.hostname, u.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    times = []
+    try:
+        for i in range(requests + 20):
+            sent = time.perf_counter_ns()
+            sock.sendall(head + payload)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError(f"{base_url} closed the connection")
+                buf += chunk
+            top, rest = buf.split(b"\r\n\r\n", 1)
+            m = length.search(top)
+            while (len(rest) < int(m.group(1))) if m else not rest.endswith(b"0\r\n\r\n"):
+                rest += sock.recv(65536)
+            done = time.perf_counter_ns()
+            if not top.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{base_url}: {top.splitlines()[0]!r}")
+            if i >= 20:  # warm-up: the connection pools and the first-use paths
+                times.append((done - sent) / 1000)
+            time.sleep(gap_ms / 1000)
+    finally:
+        sock.close()
+    pct = lambda q: sorted(times)[min(len(times) - 1, int(len(times) * q))]
+    return {"requests": requests, "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)}
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -603,6 +648,7 @@ pricing:
         many = None
         big = None
         latency = []
+        spaced = []
         try:
             # Warm up every path (connection pools, caches).
             for u in upstream_urls.values():
@@ -637,6 +683,11 @@ pricing:
                     if label != RAW_LABEL:  # it opens an upstream connection per client connection: no pool
                         latency.append((label, stream_latency(urls["mock"], k, request)))
                 print("  stream latency: " + ", ".join(f"{label} TTFB p99 {r['ttfb_p99']:.0f} µs, event p99 {r['event_p99']:.0f} µs" for label, r in latency), file=sys.stderr)
+            if not args.only or args.only in "spaced requests":
+                spaced.append(("direct to " + fast_name, spaced_latency(fast_url, "", SMALL)))
+                for label, _, urls, k, request in relays:
+                    spaced.append((label, spaced_latency(urls["fast"], k, request(FAST_SMALL) if request else SMALL)))
+                print("  spaced requests: " + ", ".join(f"{label} p50 {r['p50']:.0f} µs" for label, r in spaced), file=sys.stderr)
             if not args.only or args.only in "large prompts":
                 big = big_prompt_streams(gateway, gateway_url, key, script, 500, pin)
             if not args.skip_many:
@@ -715,6 +766,19 @@ pricing:
             held = (f"{r['event_p50']:.0f} µs | {r['event_p99']:.0f} µs | {r['event_max']:.0f} µs | {added('event_p99')}" if r["events"]
                     else "n/a: drops the stamp | | |")
             lines.append(f"| {label} | {r['ttfb_p50']:.0f} µs | {r['ttfb_p99']:.0f} µs | {added('ttfb_p99')} | {held} |")
+    if spaced:
+        base = spaced[0][1]
+        lines += [
+            "",
+            f"Spaced requests, one keep-alive connection ({base['requests']} small requests {SPACED_GAP_MS} ms apart, each timed "
+            "from the first byte sent to the last byte received; the path goes cold between requests):",
+            "",
+            "| target | p50 | p90 | p99 | added p50 | added p99 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for label, r in spaced:
+            added = lambda k: "" if r is base else f"{r[k] - base[k]:.0f} µs"
+            lines.append(f"| {label} | {r['p50']:.0f} µs | {r['p90']:.0f} µs | {r['p99']:.0f} µs | {added('p50')} | {added('p99')} |")
     if big or many:
         lines.append("")
     if big:
