@@ -23,6 +23,8 @@ public final class LedgerJournal: Sendable {
         var unapplied: [Int: Int] = [:]
         /// Closed segments' descriptors, to be synced and closed by the syncer thread.
         var closing: [Int32] = []
+        /// Lines written so far, so the syncer can tell whether the current segment changed.
+        var appended = 0
     }
 
     public let prefix: String
@@ -32,6 +34,10 @@ public final class LedgerJournal: Sendable {
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let stopping = Atomic<Bool>(false)
     private let syncInterval: Duration
+    private let syncs = Atomic<Int>(0)
+
+    /// `fdatasync` calls made by the syncer so far (for tests).
+    public var syncCount: Int { syncs.load(ordering: .relaxed) }
 
     /// Starts a new journal after the segments `replay` found (which the caller deletes once applied).
     public init(prefix: String, firstSegment: Int, segmentLines: Int = 16_384, syncInterval: Duration = .milliseconds(20)) {
@@ -77,6 +83,7 @@ public final class LedgerJournal: Sendable {
                 return nil
             }
             s.linesInSegment += 1
+            s.appended += 1
             s.unapplied[s.segment, default: 0] += 1
             return s.segment
         }
@@ -135,21 +142,25 @@ public final class LedgerJournal: Sendable {
     private func syncLoop() {
         let nanos = syncInterval.components.seconds * 1_000_000_000 + syncInterval.components.attoseconds / 1_000_000_000
         var pause = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
+        // Lines already synced. A segment with no new line is not synced again: a `fdatasync` with
+        // nothing to write still sends the disk a cache flush (see `WALSyncer`).
+        var synced = 0
         while !stopping.load(ordering: .acquiring) {
             _ = nanosleep(&pause, nil)
             // The current segment is synced through a duplicate, so appends never wait for the disk.
-            let (current, closing) = state.withLock { s -> (Int32, [Int32]) in
+            let (current, closing, appended) = state.withLock { s -> (Int32, [Int32], Int) in
                 defer { s.closing = [] }
-                return (s.fd >= 0 ? dup(s.fd) : -1, s.closing)
+                return (s.fd >= 0 && s.appended != synced ? dup(s.fd) : -1, s.closing, s.appended)
             }
             if current >= 0 {
-                _ = fdatasync(current)
+                if fdatasync(current) == 0 { syncs.add(1, ordering: .relaxed) }
                 _ = Glibc.close(current)
             }
             for fd in closing {
-                _ = fdatasync(fd)
+                if fdatasync(fd) == 0 { syncs.add(1, ordering: .relaxed) }
                 _ = Glibc.close(fd)
             }
+            if current >= 0 || !closing.isEmpty { synced = appended }
         }
     }
 

@@ -199,4 +199,22 @@ struct LedgerWriteBehindTests {
         await journal.close()
         #expect(!FileManager.default.fileExists(atPath: prefix + ".2"))
     }
+
+    @Test func theJournalIsSyncedAfterAppendsNotWhileIdle() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-journal-sync-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let journal = LedgerJournal(prefix: dir + "/db-ledger", firstSegment: 1, syncInterval: .milliseconds(5))
+        let op = LedgerOperation.reserve(ReservationRequest(id: "req_1", userID: "usr_1", keyID: "key_1", amount: 1, model: "m"))
+        #expect(journal.append(op) == 1)
+        #expect(try await StoreTests.waitFor({ journal.syncCount }, above: 0), "the appended line was not synced")
+        // The segment stays open with nothing new: forty intervals bring no sync.
+        try await Task.sleep(for: .milliseconds(50))
+        let idle = journal.syncCount
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(journal.syncCount == idle, "an unchanged segment was synced again")
+        #expect(journal.append(op) == 1)
+        #expect(try await StoreTests.waitFor({ journal.syncCount }, above: idle), "the next line was not synced")
+        await journal.close()
+    }
 }

@@ -55,17 +55,44 @@ struct StoreTests {
         await store.close()
     }
 
-    @Test func theWALIsSyncedToDiskInSmallStepsUntilTheStoreCloses() async throws {
+    /// Waits until `count` passes `floor` (true) or 10 s pass (false).
+    static func waitFor(_ count: () -> Int, above floor: Int) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while count() <= floor, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        return count() > floor
+    }
+
+    @Test func theWALIsSyncedAfterEachWriteNotWhileIdleAndNotAfterClose() async throws {
         try await withFileStore { path in
             let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
             let syncer = try #require(store.walSyncer)
             #expect(syncer.path == path + "-wal")
             _ = try await store.createKey(name: "a", userEmail: nil, prefix: "sy-")
-            let deadline = ContinuousClock.now + .seconds(10)
-            while syncer.syncCount < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-            #expect(syncer.syncCount >= 3, "the WAL was not synced in the background")
+            #expect(try await Self.waitFor({ syncer.syncCount }, above: 0), "the WAL was not synced in the background")
+            // Idle: ten intervals without a write bring no sync (each would be a cache flush to the disk).
+            try await Task.sleep(for: .milliseconds(100))
+            let idle = syncer.syncCount
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(syncer.syncCount == idle, "an unchanged WAL was synced again")
+            // Each commit is counted and synced within an interval or so.
+            let commits = try #require(syncer.commits)
+            for i in 0..<3 {
+                let before = syncer.syncCount
+                let counted = commits.count
+                _ = try await store.createKey(name: "k\(i)", userEmail: nil, prefix: "sy-")
+                #expect(commits.count > counted, "commit \(i) was not counted")
+                #expect(try await Self.waitFor({ syncer.syncCount }, above: before), "commit \(i) was not synced")
+            }
+            // A commit by another process on the same database (the CLI) changes the file: synced too.
+            let other = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            try await Task.sleep(for: .milliseconds(100))
+            let before = syncer.syncCount
+            _ = try await other.createKey(name: "cli", userEmail: nil, prefix: "sy-")
+            #expect(try await Self.waitFor({ syncer.syncCount }, above: before), "another process's commit was not synced")
+            await other.close()
             await store.close()
             let after = syncer.syncCount
+            _ = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet).createKey(name: "later", userEmail: nil, prefix: "sy-")
             try await Task.sleep(for: .milliseconds(200))
             #expect(syncer.syncCount == after, "the WAL syncer kept running after the store closed")
         }

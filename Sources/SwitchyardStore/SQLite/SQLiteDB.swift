@@ -49,13 +49,34 @@ public struct SQLiteFailure: Error, CustomStringConvertible {
 /// metered request's dozen statements cost about a millisecond.) Short units of work on the request
 /// path may run on the caller's thread instead (``runHere(_:)``) when the connection is free: no
 /// hop at all. A lock keeps the two from ever using the handle at once.
+/// Commits made through one connection (see ``SQLiteDB/Handle/countCommits()``).
+final class CommitCounter: Sendable {
+    let value = Atomic<Int>(0)
+    var count: Int { value.load(ordering: .acquiring) }
+}
+
 final class SQLiteDB: Sendable {
     /// The handle and its statement cache; touched only on `thread`.
     final class Handle: @unchecked Sendable {
         let raw: OpaquePointer
         var statements: [String: OpaquePointer] = [:]
 
+        /// Counts this connection's commits once ``countCommits(into:)`` installed the WAL hook.
+        private(set) var commits: CommitCounter?
+
         init(_ raw: OpaquePointer) { self.raw = raw }
+
+        /// Counts every commit this connection makes to a WAL-mode database from now on, with SQLite's
+        /// WAL hook (run after each commit). The hook is the automatic checkpoint's too: setting
+        /// `PRAGMA wal_autocheckpoint` afterwards replaces it, so install it after configuring. The
+        /// handle keeps the counter alive.
+        func countCommits(into counter: CommitCounter) {
+            commits = counter
+            sqlite_nio_sqlite3_wal_hook(raw, { context, _, _, _ in
+                Unmanaged<CommitCounter>.fromOpaque(context!).takeUnretainedValue().value.add(1, ordering: .releasing)
+                return SQLITE_OK
+            }, Unmanaged.passUnretained(counter).toOpaque())
+        }
 
         /// Rows inserted, updated or deleted through this connection since it opened.
         var totalChanges: Int { Int(sqlite_nio_sqlite3_total_changes64(raw)) }

@@ -44,12 +44,12 @@ public final class SQLiteStore: GatewayStore {
     /// The database file (nil in memory).
     let path: String?
 
-    private init(writer: SQLiteDB, reader: SQLiteDB, path: String?, logger: Logger) {
+    private init(writer: SQLiteDB, reader: SQLiteDB, path: String?, commits: CommitCounter?, logger: Logger) {
         self.writer = writer
         self.reader = reader
         self.logger = logger
         self.path = path
-        walSyncer = path.map { WALSyncer(path: $0 + "-wal", interval: Self.walSyncInterval) }
+        walSyncer = path.map { WALSyncer(path: $0 + "-wal", interval: Self.walSyncInterval, commits: commits) }
     }
 
     public var ledgerJournalPrefix: String? { path.map { $0 + "-ledger" } }
@@ -72,9 +72,12 @@ public final class SQLiteStore: GatewayStore {
             }
         }
         let path: String? = if case .sqlite(let path) = location { path } else { nil }
-        let store = SQLiteStore(writer: writer, reader: reader, path: path, logger: logger)
+        let commits = path == nil ? nil : CommitCounter()
+        let store = SQLiteStore(writer: writer, reader: reader, path: path, commits: commits, logger: logger)
         do {
             try await store.configure(isFile: reader !== writer)
+            // After `wal_autocheckpoint`, which replaces the WAL hook the counter is kept by.
+            if let commits { try await writer.run { $0.countCommits(into: commits) } }
             try await store.migrate()
         } catch {
             await store.close()
