@@ -41,6 +41,12 @@ public struct SQLiteFailure: Error, CustomStringConvertible {
     public var description: String { "SQLite error \(code): \(message)" }
 }
 
+/// Commits made through one connection (see ``SQLiteDB/Handle/countCommits(into:)``).
+final class CommitCounter: Sendable {
+    let value = Atomic<Int>(0)
+    var count: Int { value.load(ordering: .acquiring) }
+}
+
 /// One SQLite connection driven directly through the C API on a thread of its own.
 ///
 /// A whole unit of work — a transaction with all its statements — runs as one job on that thread
@@ -49,12 +55,6 @@ public struct SQLiteFailure: Error, CustomStringConvertible {
 /// metered request's dozen statements cost about a millisecond.) Short units of work on the request
 /// path may run on the caller's thread instead (``runHere(_:)``) when the connection is free: no
 /// hop at all. A lock keeps the two from ever using the handle at once.
-/// Commits made through one connection (see ``SQLiteDB/Handle/countCommits()``).
-final class CommitCounter: Sendable {
-    let value = Atomic<Int>(0)
-    var count: Int { value.load(ordering: .acquiring) }
-}
-
 final class SQLiteDB: Sendable {
     /// The handle and its statement cache; touched only on `thread`.
     final class Handle: @unchecked Sendable {
