@@ -38,79 +38,44 @@ extension Gateway {
         }
     }
 
-    /// Tries `target`'s deployments, then its fallbacks, until one answers. Every attempt happens
-    /// before anything reaches the client. A retryable failure (no connection, a timeout, 429, 5xx,
-    /// 529) counts toward the deployment's cooldown and moves on after an exponential, jittered
-    /// backoff that honours the provider's `retry-after`; any other error ends routing at once.
+    /// Tries `target`'s deployments, then its fallbacks, until one answers (``RoutePlan`` decides
+    /// what to try and when). Every attempt happens before anything reaches the client. A retryable
+    /// failure (no connection, a timeout, 429, 5xx, 529) counts toward the deployment's cooldown and
+    /// moves on after a backoff; any other error ends routing at once.
     func route<T: Sendable>(
         _ target: ResolvedModel, requestID: String, _ perform: (Attempt) async throws -> AttemptOutcome<T>
     ) async throws -> Result<T, RoutingFailure> {
-        var chain = [target]
-        for name in target.route.fallbacks {
-            if let route = models[name] { chain.append(ResolvedModel(route: route, clientModel: name)) }
-        }
-        var last: AttemptOutcome<Never>?
-        var lastDeployment: String?
-        var lastRetryAfterMs: Int64?
-        var attemptsMade = 0
-        var soonest: Int64?
-        for resolved in chain {
-            let route = resolved.route
-            var tried = Set<String>()
-            var attemptsLeft = 1 + route.retries
-            var waits = 0
-            while attemptsLeft > 0 {
-                let now = EpochClock.nowMilliseconds()
-                guard let deployment = route.pick(excluding: tried, now: now) else {
-                    // Everything is cooling down or out of requests for the minute: wait if it is soon.
-                    let at = route.availableAt(now)
-                    soonest = min(soonest ?? .max, at)
-                    let wait = at - now
-                    guard wait > 0, wait <= config.routing.maxRetryWait.milliseconds, waits < 3 else { break }
-                    waits += 1
-                    try await LoopTimer.sleep(for: .milliseconds(wait))
-                    continue
-                }
-                if attemptsMade > 0 {
-                    var delay = Self.backoff(attempt: attemptsMade)
-                    if deployment.id == lastDeployment, let ra = lastRetryAfterMs {
-                        guard ra <= config.routing.maxRetryWait.milliseconds else { break }
-                        delay = max(delay, ra)
-                    }
-                    try await LoopTimer.sleep(for: .milliseconds(delay))
-                }
-                guard let lease = deployment.begin(EpochClock.nowMilliseconds(), cooldown: config.routing.cooldown) else { continue }
-                tried.insert(deployment.id)
-                attemptsLeft -= 1
-                attemptsMade += 1
-                switch try await perform(Attempt(target: resolved, deployment: deployment, lease: lease)) {
+        var plan = RoutePlan(target: target, models: models, routing: config.routing)
+        while true {
+            switch plan.next(now: EpochClock.nowMilliseconds()) {
+            case .wait(let milliseconds):
+                try await LoopTimer.sleep(for: .milliseconds(milliseconds))
+            case .finished(let failure):
+                return .failure(failure)
+            case .attempt(let attempt):
+                let failure: AttemptOutcome<Never>
+                switch try await perform(attempt) {
                 case .success(let value):
                     return .success(value)
                 case .upstreamError(let status, let headers, let body, let provider):
-                    let failure = AttemptOutcome<Never>.upstreamError(status: status, headers: headers, body: body, provider: provider)
-                    let retryAfter = Self.retryAfterMs(headers)
-                    guard Self.retryableStatuses.contains(status) else {
-                        lease.release()
-                        return .failure(.attempt(failure))
-                    }
-                    lease.failed(retryAfterMs: status == 429 || status == 503 || status == 529 ? retryAfter : nil)
-                    lease.release()
-                    logger.info("retrying after an upstream error", metadata: [
-                        "request_id": .string(requestID), "deployment": .string(deployment.id), "upstream_status": .stringConvertible(status),
-                    ])
-                    (last, lastDeployment, lastRetryAfterMs) = (failure, deployment.id, retryAfter)
+                    failure = .upstreamError(status: status, headers: headers, body: body, provider: provider)
                 case .transportError(let error):
-                    lease.failed()
-                    lease.release()
-                    logger.info("retrying after a transport error", metadata: [
-                        "request_id": .string(requestID), "deployment": .string(deployment.id), "error": .string(error.code),
+                    failure = .transportError(error)
+                }
+                if case .stop(let end) = plan.record(failure, of: attempt) { return .failure(end) }
+                switch failure {
+                case .upstreamError(let status, _, _, _):
+                    logger.info("retrying after an upstream error", metadata: [
+                        "request_id": .string(requestID), "deployment": .string(attempt.deployment.id), "upstream_status": .stringConvertible(status),
                     ])
-                    (last, lastDeployment, lastRetryAfterMs) = (.transportError(error), deployment.id, nil)
+                case .transportError(let error):
+                    logger.info("retrying after a transport error", metadata: [
+                        "request_id": .string(requestID), "deployment": .string(attempt.deployment.id), "error": .string(error.code),
+                    ])
+                case .success: break
                 }
             }
         }
-        if let last { return .failure(.attempt(last)) }
-        return .failure(.unavailable(availableAt: soonest))
     }
 
     /// The client's answer when routing failed: the provider's error in the client's format, the
