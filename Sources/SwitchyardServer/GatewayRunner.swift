@@ -31,14 +31,7 @@ public enum ConfigLoader {
 /// Writes to stdout unbuffered, so banners reach pipes (tests, supervisors) at once.
 public func writeStdout(_ text: String) {
     var text = text
-    text.withUTF8 { bytes in
-        var offset = 0
-        while offset < bytes.count {
-            let n = write(1, bytes.baseAddress! + offset, bytes.count - offset)
-            if n <= 0 { if n < 0 && errno == EINTR { continue } else { break } }
-            offset += n
-        }
-    }
+    text.withUTF8 { writeFully(1, UnsafeRawBufferPointer($0)) }
 }
 
 /// `switchyard serve`: opens the store, builds the gateway, and runs it until SIGTERM/SIGINT, draining

@@ -611,7 +611,9 @@ public struct LogConfig: Decodable, Sendable {
 
     enum CodingKeys: String, CodingKey { case level, format, buffer }
 
-    public init(level: String = "info", format: Format = .json, buffer: ByteSize = .init(bytes: 4 << 20)) {
+    public static let defaultBuffer = ByteSize(bytes: 4 << 20)
+
+    public init(level: String = "info", format: Format = .json, buffer: ByteSize = LogConfig.defaultBuffer) {
         self.level = level
         self.format = format
         self.buffer = buffer
@@ -627,7 +629,7 @@ public struct LogConfig: Decodable, Sendable {
         guard levels.contains(level) else {
             throw ConfigValueError("log level must be one of \(levels.joined(separator: ", "))", key: "level")
         }
-        buffer = try c.decodeIfPresent(ByteSize.self, forKey: .buffer) ?? .init(bytes: 4 << 20)
+        buffer = try c.decodeIfPresent(ByteSize.self, forKey: .buffer) ?? Self.defaultBuffer
         guard buffer.bytes >= 4096 else { throw ConfigValueError("log buffer must be at least 4KB", key: "buffer") }
     }
 }

@@ -88,16 +88,7 @@ public struct SwitchyardLogHandler: LogHandler {
             writer.append(line)
             return
         }
-        Self.lock.withLock { _ in
-            line.withUnsafeReadableBytes { bytes in
-                var offset = 0
-                while offset < bytes.count {
-                    let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
-                    if n <= 0 { if n < 0 && errno == EINTR { continue } else { break } }
-                    offset += n
-                }
-            }
-        }
+        Self.lock.withLock { _ in line.withUnsafeReadableBytes { writeFully(2, $0) } }
     }
 
     /// The line a ``LogWriter`` adds when it had to drop `count` lines.

@@ -104,14 +104,18 @@ public final class LogWriter: @unchecked Sendable {
     }
 
     private func writeAll(_ buffer: ByteBuffer) {
-        buffer.withUnsafeReadableBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if n < 0, errno == EINTR { continue }
-                if n <= 0 { return }
-                offset += n
-            }
-        }
+        buffer.withUnsafeReadableBytes { writeFully(fd, $0) }
+    }
+}
+
+/// Writes all of `bytes` to `fd`, going on after partial writes and interruptions; stops at an error
+/// (a closed or broken descriptor: there is nowhere to report it).
+func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
+    var offset = 0
+    while offset < bytes.count {
+        let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+        if n < 0, errno == EINTR { continue }
+        if n <= 0 { return }
+        offset += n
     }
 }
