@@ -47,6 +47,10 @@ extension Gateway {
             return try await request.collectBody(upTo: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw GatewayError.bodyTooLarge(limit: limit)
+        } catch is NIOTooManyBytesError {
+            // A chunked body (no `Content-Length`) is only found too large while it is read, and
+            // SwiftNIO's collector says so with its own error.
+            throw GatewayError.bodyTooLarge(limit: limit)
         }
     }
 
