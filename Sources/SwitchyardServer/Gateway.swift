@@ -217,6 +217,7 @@ public final class Gateway: Sendable {
                 httpDecoderConfiguration: .init(
                     maxHeaderFieldSize: config.limits.maxHeaderBytes, maxHeaderListSize: config.limits.maxHeaderBytes,
                     maxHeaderFieldCount: 256)),
+            maxBodyBytes: config.limits.maxBodyBytes,
             host: config.listen.host, port: config.listen.port, backlog: 4096,
             services: [
                 AuthGenerationWatcher(store: store, cache: keyCache, interval: authPollInterval ?? config.server.authPollInterval.duration, logger: logger),

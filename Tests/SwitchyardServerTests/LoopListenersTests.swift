@@ -12,32 +12,31 @@ import Testing
 @Suite struct LoopListenersTests {
     /// Records, for each accepted connection, the loop that accepted it (its listener's) and whether
     /// the connection lives on that same loop; then closes it.
-    struct Probe: ServerChildChannel {
-        struct Value: ServerChildChannelValue {
-            let channel: any Channel
+    struct Probe: Sendable {
+        struct Value: Sendable {
             let acceptedOn: ObjectIdentifier
             let servedOnSameLoop: Bool
         }
         let seen: NIOLockedValueBox<[Value]>
 
-        func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        func initialize(_ channel: any Channel) -> EventLoopFuture<Void> {
             let listener = channel.parent!.eventLoop
-            return channel.eventLoop.makeSucceededFuture(
-                Value(channel: channel, acceptedOn: ObjectIdentifier(listener), servedOnSameLoop: listener === channel.eventLoop))
-        }
-
-        func handle(value: Value, logger: Logger) async {
-            seen.withLockedValue { $0.append(value) }
-            try? await value.channel.close()
+            seen.withLockedValue {
+                $0.append(Value(acceptedOn: ObjectIdentifier(listener), servedOnSameLoop: listener === channel.eventLoop))
+            }
+            // Closed once set up, from the loop it lives on.
+            channel.eventLoop.execute { channel.close(promise: nil) }
+            return channel.eventLoop.makeSucceededVoidFuture()
         }
     }
 
     static func listeners(_ probe: Probe, group: MultiThreadedEventLoopGroup, port: Int, running: @escaping @Sendable (any Channel) async -> Void)
-        -> LoopListeners<Probe>
+        -> LoopListeners
     {
         LoopListeners(
-            childChannel: probe, host: "127.0.0.1", port: port, backlog: 64, loops: Array(group.makeIterator()),
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), onServerRunning: running)
+            host: "127.0.0.1", port: port, backlog: 64, loops: Array(group.makeIterator()),
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), onServerRunning: running,
+            initialize: probe.initialize)
     }
 
     /// Runs listeners on a free port while `body` uses that port, then stops them.
@@ -60,7 +59,7 @@ import Testing
 
     /// Runs `listeners`, which should fail to bind at once; if they are still running after 5 s they
     /// started, and are stopped with ``StartedInsteadOfRefusing`` (so a regression fails, not hangs).
-    static func refusedOrTimedOut(_ listeners: LoopListeners<Probe>) async throws {
+    static func refusedOrTimedOut(_ listeners: LoopListeners) async throws {
         try await withThrowingTaskGroup(of: Void.self) { race in
             race.addTask { try await listeners.run() }
             race.addTask {

@@ -3,6 +3,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypesHTTP1
 import NIOPosix
 import ServiceLifecycle
 import SwitchyardCore
@@ -12,16 +13,17 @@ import Synchronization
 import Glibc
 #endif
 
-/// The gateway's HTTP application: Hummingbird's router and HTTP/1.1 connection handling, run by the
-/// gateway's own server loop rather than Hummingbird's `Application` and `Server`.
+/// The gateway's HTTP application: Hummingbird's router behind the gateway's own HTTP/1.1 connection
+/// handling (``GatewayConnection``) and listeners (``LoopListeners``), rather than Hummingbird's
+/// `Application`, `Server` and `HTTP1Channel`.
 ///
 /// - Per request: `Application.run` handed each request a copy of the logger with a fresh
 ///   `hb.request.id` (a request id generated and a metadata dictionary allocated per request) and ran
 ///   it inside `withLogger`, a task-local binding a stream's task then kept for as long as the stream
 ///   lasted. The gateway has its own request id (`request-id`, in the access log and the error
 ///   bodies) and logs through its own logger, so neither is done here.
-/// - Per connection: the listeners are one socket per event loop (``LoopListeners``), so a connection
-///   is accepted, set up and served on one thread.
+/// - Per connection: the listeners are one socket per event loop, so a connection is accepted, set up
+///   and served on one thread, and a connection holds no task of its own (one runs per request).
 ///
 /// What the application does otherwise is the same: the router answers, errors it does not turn into
 /// a response become a 500, every response gets a `Date` header, and the background services run in
@@ -31,6 +33,8 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     public let responder: Responder
     /// How each connection is served: timeouts, decoder limits, extra channel handlers.
     public let http1: HTTP1Channel.Configuration
+    /// The largest request body collected; a larger one makes the route's body read throw `413`.
+    public let maxBodyBytes: Int
     public let host: String
     public let port: Int
     public let backlog: Int
@@ -42,33 +46,52 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         let responder = self.responder
         let logger = self.logger
         let dates = HTTPDate()
-        let connection = HTTP1Channel(responder: { (request, responseWriter: consuming ResponseWriter, channel) in
+        let serve: GatewayConnection.Serve = { request, channel, writer in
             let context = Responder.Context(source: .init(channel: channel, logger: logger))
             var response: Response
             do {
                 response = try await responder.respond(to: request, context: context)
-            } catch let error as HTTPParserError {
-                throw error
             } catch {
                 logger.debug("unhandled error", metadata: ["error.type": "\(error)"])
                 response = Response(status: .internalServerError, body: .init())
             }
             response.headers[.date] = dates.current
-            do {
-                try await responseWriter.write(response: response.head, body: response.body)
-            } catch is HTTPParserError {
-                // The head is out: a parse error of the request's body must close the connection, not
-                // make Hummingbird answer a second time with a 400.
-                throw ResponseAlreadyStarted()
+            if response.body.contentLength == nil {
+                // A streamed body is written by a task of its own, which holds only the body's frames for as
+                // long as the stream lasts; the request path's (deeper) frames end with this task.
+                Task { await writer.send(response) }
+            } else {
+                await writer.send(response)
             }
-        }, configuration: http1)
+        }
         let server = LoopListeners(
-            childChannel: connection, host: host, port: port, backlog: backlog,
-            loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()), logger: logger, onServerRunning: running)
+            host: host, port: port, backlog: backlog, loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()),
+            logger: logger, onServerRunning: running, initialize: Self.initializer(http1, maxBodyBytes: maxBodyBytes, logger: logger, serve: serve))
         try await ServiceGroup(configuration: .init(services: services + [server], logger: logger)).run()
     }
 
-    struct ResponseAlreadyStarted: Error {}
+    /// Sets up a client connection: SwiftNIO's HTTP/1.1 codec with the decoder limits, the conversion
+    /// to HTTP types, the configured extra handlers, and the ``GatewayConnection`` serving it.
+    static func initializer(
+        _ http1: HTTP1Channel.Configuration, maxBodyBytes: Int, logger: Logger, serve: @escaping GatewayConnection.Serve
+    ) -> @Sendable (any Channel) -> EventLoopFuture<Void> {
+        { channel in
+            channel.eventLoop.makeCompletedFuture {
+                var limits = NIOHTTPDecoderLimitConfiguration()
+                limits.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
+                limits.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
+                limits.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
+                let pipeline = channel.pipeline.syncOperations
+                try pipeline.configureHTTPServerPipeline(
+                    withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+                    withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+                try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                try pipeline.addHandlers(http1.additionalChannelHandlers())
+                try pipeline.addHandler(GatewayConnection(
+                    maxBodyBytes: maxBodyBytes, idleTimeout: http1.idleTimeout, logger: logger, serve: serve))
+            }
+        }
+    }
 }
 
 /// The `Date` header's value (`EpochClock.httpDate`), formatted once per second.

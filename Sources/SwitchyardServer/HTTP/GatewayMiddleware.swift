@@ -41,18 +41,13 @@ struct GatewayMiddleware: RouterMiddleware {
     let limiter: RateLimiter
     let meter: CreditMeter
 
+    // Everything up to the response head (auth, limits, credits, routing, the provider call) runs in
+    // the request's task, which ends once the head is out; a streamed body is written by a task of its
+    // own (`GatewayApplication`). A task keeps the stack memory of its deepest moment until it ends:
+    // written from the request's task, each open stream would carry the whole request path's frames
+    // (~15 KB) for as long as it lasts.
     func handle(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
-        // Everything up to the response head (auth, limits, credits, routing, the provider call) runs
-        // in a child task. A task keeps the stack memory of its deepest moment until it ends, and a
-        // streamed body is written from the connection's own task: without the child, each open
-        // stream would carry the whole request path's frames (~15 KB) for as long as it lasts.
-        try await withoutActuallyEscaping(next) { next in
-            let next = UncheckedSendable(next)
-            return try await withThrowingTaskGroup(of: Response.self) { group in
-                group.addTask { try await self.respond(request, context: context, next: next.value) }
-                return try await group.next()!
-            }
-        }
+        try await respond(request, context: context, next: next)
     }
 
     private func respond(_ request: Request, context: GatewayContext, next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
@@ -124,13 +119,6 @@ struct GatewayMiddleware: RouterMiddleware {
         }
         return ErrorResponse.make(gatewayError, format: WireFormat.of(request), requestID: id)
     }
-}
-
-/// Hands `next` to the child task that runs it; the parent waits for the child, so it is never used
-/// concurrently or after `handle` returns.
-private struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 extension WireFormat {

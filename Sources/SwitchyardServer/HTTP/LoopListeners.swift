@@ -4,6 +4,7 @@ import NIOCore
 import NIOExtras
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -16,54 +17,47 @@ import Glibc
 /// half the connections were accepted on one thread and served on the other: the registration, the
 /// connection's task and its first read each woke the other thread (three `eventfd` wake-ups on the
 /// way to a new connection's first request). Here the kernel spreads connections over the loops'
-/// sockets, and a connection's channel, its task (started from the accepting loop, which Swift
-/// Concurrency's global executor keeps it on) and its upstream connection (the pool prefers the
+/// sockets, and a connection's channel, its requests' tasks (started from the connection's loop, which
+/// Swift Concurrency's global executor keeps them on) and its upstream connection (the pool prefers the
 /// request's loop) stay on one thread from accept to close.
 ///
-/// Everything else is as Hummingbird's server does it: `HTTP1Channel` sets up and serves each
-/// connection, and a graceful shutdown closes the listeners and lets open connections finish.
-struct LoopListeners<ChildChannel: ServerChildChannel>: Service {
-    let childChannel: ChildChannel
+/// Each accepted connection is set up by `initialize` (the gateway's: ``GatewayConnection`` and the
+/// HTTP codec) and then serves itself from its pipeline: no task is kept per connection. A graceful
+/// shutdown closes the listeners, asks every open connection to finish what it is serving, and waits
+/// until all have closed; cancellation closes them at once.
+struct LoopListeners: Service {
     let host: String
     let port: Int
     let backlog: Int
     let loops: [any EventLoop]
     let logger: Logger
     let onServerRunning: @Sendable (any Channel) async -> Void
-
-    typealias Listener = NIOAsyncChannel<ChildChannel.Value, Never>
+    /// Sets up an accepted connection's pipeline.
+    let initialize: @Sendable (any Channel) -> EventLoopFuture<Void>
 
     func run() async throws {
-        let listeners = try await bind()
-        logger.info("Server started and listening on \(host):\(listeners[0].0.channel.localAddress?.port ?? port)",
+        let connections = OpenConnections()
+        let listeners = try await bind(connections)
+        logger.info("Server started and listening on \(host):\(listeners[0].0.localAddress?.port ?? port)",
             metadata: ["listeners": .stringConvertible(listeners.count)])
-        await withGracefulShutdownHandler {
-            await onServerRunning(listeners[0].0.channel)
-            await withDiscardingTaskGroup { group in
-                for (listener, _) in listeners {
-                    group.addTask { await accept(on: listener) }
-                }
-            }
-        } onGracefulShutdown: {
-            // Each listener closes and its open connections are asked to finish what they are serving.
-            for (_, quiescing) in listeners { quiescing.initiateShutdown(promise: nil) }
+        let drained = listeners.map { $0.0.eventLoop.makePromise(of: Void.self) }
+        let shutdown = ShutdownOnce {
+            for ((_, quiescing), promise) in zip(listeners, drained) { quiescing.initiateShutdown(promise: promise) }
         }
-    }
-
-    /// Serves one listener's connections, each in a task of its own started on that listener's loop.
-    private func accept(on listener: Listener) async {
-        let childChannel = self.childChannel
-        let logger = self.logger
-        await withDiscardingTaskGroup { group in
-            do {
-                try await listener.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask { await childChannel.handle(value: connection, logger: logger) }
-                    }
-                }
-            } catch {
-                logger.error("Waiting on child channel: \(error)")
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await onServerRunning(listeners[0].0)
+                for (listener, _) in listeners { try? await listener.closeFuture.get() }
+                // A listener closes only through a shutdown, which completes its promise once the
+                // connections it accepted have closed too.
+                shutdown.run()
+                for promise in drained { try? await promise.futureResult.get() }
+            } onGracefulShutdown: {
+                shutdown.run()
             }
+        } onCancel: {
+            shutdown.run()
+            connections.closeAll()
         }
     }
 
@@ -74,15 +68,14 @@ struct LoopListeners<ChildChannel: ServerChildChannel>: Service {
     /// gets a free port from the kernel and the others join it. (Probing port 0 too left the free port
     /// unbound between the probe's close and the first listener's bind, and a busy machine handed it
     /// to someone else in between: a start that failed at random.)
-    private func bind() async throws -> [(Listener, ServerQuiescingHelper)] {
+    private func bind(_ connections: OpenConnections) async throws -> [(any Channel, ServerQuiescingHelper)] {
         var port = self.port
         if loops.count > 1, port != 0 { port = try await Self.claimPort(host: host, port: port, on: loops[0]) }
-        var listeners: [(Listener, ServerQuiescingHelper)] = []
+        var listeners: [(any Channel, ServerQuiescingHelper)] = []
         do {
             for loop in loops {
                 let quiescing = ServerQuiescingHelper(group: loop)
-                let childChannel = self.childChannel
-                let logger = self.logger
+                let initialize = self.initialize
                 let listener = try await ServerBootstrap(group: loop, childGroup: loop)
                     .serverChannelOption(.backlog, value: numericCast(backlog))
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -93,14 +86,16 @@ struct LoopListeners<ChildChannel: ServerChildChannel>: Service {
                             try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
                         }
                     }
-                    .bind(host: host, port: port, serverBackPressureStrategy: nil) { channel in
-                        childChannel.setup(channel: channel, logger: logger)
+                    .childChannelInitializer { channel in
+                        connections.add(channel)
+                        return initialize(channel)
                     }
-                port = listener.channel.localAddress?.port ?? port
+                    .bind(host: host, port: port).get()
+                port = listener.localAddress?.port ?? port
                 listeners.append((listener, quiescing))
             }
         } catch {
-            for (listener, _) in listeners { try? await listener.channel.close() }
+            for (listener, _) in listeners { try? await listener.close() }
             throw error
         }
         return listeners
@@ -115,4 +110,26 @@ struct LoopListeners<ChildChannel: ServerChildChannel>: Service {
         try await probe.close()
         return claimed
     }
+}
+
+/// The connections the listeners accepted and that are still open, for closing them on cancellation.
+final class OpenConnections: Sendable {
+    private let open = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    func add(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        open.withLock { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in _ = self.open.withLock { $0.removeValue(forKey: id) } }
+    }
+
+    func closeAll() {
+        for channel in open.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+}
+
+/// Runs its action the first time `run()` is called.
+final class ShutdownOnce: Sendable {
+    private let action: Mutex<(@Sendable () -> Void)?>
+    init(_ action: @escaping @Sendable () -> Void) { self.action = Mutex(action) }
+    func run() { action.withLock { a in defer { a = nil }; return a }?() }
 }

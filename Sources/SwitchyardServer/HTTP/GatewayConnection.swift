@@ -1,0 +1,388 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+
+/// Serves one client connection's HTTP/1.1 requests from the channel pipeline: reads each request's
+/// head and body, starts one task that answers it, and writes the answer through
+/// ``GatewayResponseWriter``; then the next request, or the connection closes.
+///
+/// Hummingbird's `HTTP1Channel` ran a task for every connection, fed by a `NIOAsyncChannel`: each
+/// request part crossed into that task through an async sequence and each response part back through
+/// an async writer, and the task (with the frames of its deepest moment) lived as long as the
+/// connection. Here a connection with nothing in flight holds no task, and a request's parts reach its
+/// task already collected. What a client sees is the same: requests answered one at a time in order
+/// (a pipelined request waits for the answer before it), `Connection: close` honoured, a malformed
+/// request answered 400 and the connection closed, the idle timeout applied while no request is being
+/// answered, and a graceful shutdown letting the request in flight finish.
+///
+/// Bodies are collected here up to `maxBodyBytes`; a larger body is read to its end and discarded, and
+/// the request's body then throws `413` when a route reads it (routes answer `body_too_large` in the
+/// client's format, as they did when Hummingbird's collector threw it).
+final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// Answers a complete request through the writer; runs in a task of its own.
+    typealias Serve = @Sendable (Request, any Channel, GatewayResponseWriter) async -> Void
+
+    private enum State {
+        /// Waiting for a request head.
+        case idle
+        /// A head arrived; its body is being collected (nil once it passed the limit).
+        case reading(HTTPRequest, body: ByteBuffer?, tooLarge: Bool)
+        /// A request is being answered.
+        case responding
+        case closed
+    }
+
+    private let serve: Serve
+    private let maxBodyBytes: Int
+    private let idleTimeout: TimeAmount?
+    private let logger: Logger
+
+    private var context: ChannelHandlerContext?
+    private var state = State.idle
+    /// Numbers each answer, so a writer left over from an earlier request cannot write into a later one.
+    private var exchange = 0
+    /// Whether the request being answered allows another after it (`Connection: close` does not).
+    private var keepAlive = true
+    /// A graceful shutdown, or the client's half-close, asked for the connection to end after the answer.
+    private var closeAfterResponse = false
+    /// Parts that arrived while a request was being answered (a pipelining client), served after it.
+    private var pending = CircularBuffer<HTTPRequestPart>()
+    private var pendingBytes = 0
+    /// Reading was paused because `pending` grew past a request's worth.
+    private var readingPaused = false
+    /// A malformed request followed the one being answered: answered 400 after it.
+    private var parseErrorPending = false
+    private var lastActivity = NIODeadline.now()
+    private var idleTimer: Scheduled<Void>?
+    /// Writes waiting for the channel to become writable again.
+    private var writabilityWaiters: [EventLoopPromise<Void>] = []
+
+    init(maxBodyBytes: Int, idleTimeout: TimeAmount?, logger: Logger, serve: @escaping Serve) {
+        self.maxBodyBytes = maxBodyBytes
+        self.idleTimeout = idleTimeout
+        self.logger = logger
+        self.serve = serve
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { becameIdle() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        becameIdle()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .closed
+        idleTimer?.cancel()
+        idleTimer = nil
+        failWaiters()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            let waiters = writabilityWaiters
+            writabilityWaiters.removeAll()
+            for w in waiters { w.succeed() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if case .responding = state {
+            queue(part, context: context)
+            return
+        }
+        process(part, context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is ChannelShouldQuiesceEvent:
+            // A graceful shutdown: an idle connection closes now, a busy one after its answer.
+            endWhenIdle(context: context)
+        case let e as ChannelEvent where e == .inputClosed:
+            // The client will send nothing more: whatever is in flight is answered, then the connection ends.
+            endWhenIdle(context: context)
+            context.fireUserInboundEventTriggered(event)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch state {
+        case .idle, .reading:
+            if error is HTTPParserError { badRequestAndClose(context: context) } else { context.close(promise: nil) }
+        case .responding:
+            // The request being answered was read in full; the malformed one after it is refused after the answer.
+            if error is HTTPParserError { parseErrorPending = true } else { context.close(promise: nil) }
+        case .closed:
+            break
+        }
+    }
+
+    // MARK: Requests
+
+    private func process(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        lastActivity = .now()
+        switch (state, part) {
+        case (.idle, .head(let head)):
+            state = .reading(head, body: nil, tooLarge: false)
+        case (.reading(let head, var body, var tooLarge), .body(let bytes)):
+            state = .responding  // nothing else runs while the buffer is out of `state` (no copy-on-write)
+            if !tooLarge {
+                if (body?.readableBytes ?? 0) + bytes.readableBytes > maxBodyBytes {
+                    tooLarge = true
+                    body = nil
+                } else if body == nil {
+                    body = bytes
+                } else {
+                    body!.writeImmutableBuffer(bytes)
+                }
+            }
+            state = .reading(head, body: body, tooLarge: tooLarge)
+        case (.reading(let head, let body, let tooLarge), .end):
+            respond(to: head, body: body, tooLarge: tooLarge, context: context)
+        case (.closed, _):
+            break
+        default:
+            // A body without a head, or a head inside a body: the codec guarantees neither.
+            context.close(promise: nil)
+        }
+    }
+
+    private func respond(to head: HTTPRequest, body: ByteBuffer?, tooLarge: Bool, context: ChannelHandlerContext) {
+        state = .responding
+        exchange &+= 1
+        idleTimer?.cancel()
+        idleTimer = nil
+        keepAlive = head.headerFields[.connection].map { $0.lowercased() != "close" } ?? true
+        let requestBody = tooLarge ? RequestBody(asyncSequence: BodyTooLarge()) : RequestBody(buffer: body ?? ByteBuffer())
+        let request = Request(head: head, body: requestBody)
+        let writer = GatewayResponseWriter(connection: NIOLoopBound(self, eventLoop: context.eventLoop), exchange: exchange)
+        let channel = context.channel
+        let serve = self.serve
+        Task { await serve(request, channel, writer) }
+    }
+
+    /// Holds a part that arrived during an answer; stops reading once more than a request's worth waits.
+    private func queue(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        pending.append(part)
+        if case .body(let bytes) = part { pendingBytes += bytes.readableBytes }
+        if !readingPaused, pendingBytes > maxBodyBytes {
+            readingPaused = true
+            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        }
+    }
+
+    private func endWhenIdle(context: ChannelHandlerContext) {
+        switch state {
+        case .idle: context.close(promise: nil)
+        case .reading: context.close(promise: nil)  // a request that can no longer arrive in full
+        case .responding: closeAfterResponse = true
+        case .closed: break
+        }
+    }
+
+    private func badRequestAndClose(context: ChannelHandlerContext) {
+        state = .closed
+        logger.debug("HTTP parse error, closing connection")
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"]))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    private func becameIdle() {
+        lastActivity = .now()
+        armIdleTimer()
+    }
+
+    private func armIdleTimer() {
+        guard let idleTimeout, idleTimer == nil, let context else { return }
+        let loop = context.eventLoop
+        idleTimer = loop.assumeIsolated().scheduleTask(deadline: lastActivity + idleTimeout) { [self] in
+            idleTimer = nil
+            switch state {
+            case .idle, .reading:
+                if NIODeadline.now() >= lastActivity + idleTimeout { self.context?.close(promise: nil) } else { armIdleTimer() }
+            case .responding, .closed:
+                break  // re-armed when the answer ends
+            }
+        }
+    }
+
+    // MARK: Answers (called by the writer, on the connection's loop)
+
+    /// Whether `exchange` is the answer in progress on an open connection.
+    private func current(_ exchange: Int) throws -> ChannelHandlerContext {
+        guard case .responding = state, exchange == self.exchange, let context else { throw ChannelError.ioOnClosedChannel }
+        return context
+    }
+
+    func writeHead(_ head: HTTPResponse, exchange: Int, flush: Bool) throws {
+        let context = try current(exchange)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if flush { context.flush() }
+    }
+
+    /// Writes a body part; returns a future to wait on when the channel is not writable.
+    func writeBody(_ bytes: ByteBuffer, exchange: Int, flush: Bool) throws -> EventLoopFuture<Void>? {
+        let context = try current(exchange)
+        context.write(wrapOutboundOut(.body(bytes)), promise: nil)
+        if flush { context.flush() }
+        guard !context.channel.isWritable else { return nil }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        writabilityWaiters.append(promise)
+        return promise.futureResult
+    }
+
+    /// Ends the answer and moves on to the next request (or closes the connection).
+    func writeEnd(_ trailers: HTTPFields?, exchange: Int) throws {
+        let context = try current(exchange)
+        context.write(wrapOutboundOut(.end(trailers)), promise: nil)
+        context.flush()
+        answered(context: context)
+    }
+
+    /// Whether `exchange`'s answer is still open (its body writer did not finish it).
+    func isOpen(_ exchange: Int) -> Bool {
+        if case .responding = state, exchange == self.exchange { return true }
+        return false
+    }
+
+    /// The answer failed part-way (the client left, or the body's producer threw): the connection
+    /// cannot carry another request.
+    func abort(exchange: Int) {
+        guard let context = try? current(exchange) else { return }
+        state = .closed
+        context.close(promise: nil)
+    }
+
+    private func answered(context: ChannelHandlerContext) {
+        state = .idle
+        exchange &+= 1
+        if !keepAlive || closeAfterResponse {
+            state = .closed
+            context.close(promise: nil)
+            return
+        }
+        if parseErrorPending {
+            badRequestAndClose(context: context)
+            return
+        }
+        becameIdle()
+        while case .idle = state, let part = pending.popFirst() {
+            if case .body(let bytes) = part { pendingBytes -= bytes.readableBytes }
+            process(part, context: context)
+        }
+        // `process` may have started another answer, which queues whatever follows.
+        while case .reading = state, let part = pending.popFirst() {
+            if case .body(let bytes) = part { pendingBytes -= bytes.readableBytes }
+            process(part, context: context)
+        }
+        if readingPaused, pendingBytes <= maxBodyBytes {
+            readingPaused = false
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        }
+    }
+
+    private func failWaiters() {
+        let waiters = writabilityWaiters
+        writabilityWaiters.removeAll()
+        for w in waiters { w.fail(ChannelError.ioOnClosedChannel) }
+    }
+}
+
+/// Writes one answer on its connection: head, body and end, from the answer's task. Each call does
+/// its work at once when the task runs on the connection's loop (where the gateway's tasks run), and
+/// hops there otherwise.
+struct GatewayResponseWriter: Sendable {
+    let connection: NIOLoopBound<GatewayConnection>
+    let exchange: Int
+
+    var loop: any EventLoop { connection.eventLoop }
+
+    /// Writes `response` in full. A body of known length goes out with one flush at its end; a
+    /// streamed one is flushed part by part. If the body fails the connection is closed (the client
+    /// cannot tell a cut-off answer from a complete one otherwise).
+    func send(_ response: Response) async {
+        let streamed = response.body.contentLength == nil
+        do {
+            try await onLoop { c in try c.writeHead(response.head, exchange: exchange, flush: streamed) }
+            try await response.body.write(GatewayBodyWriter(writer: self, flushEach: streamed))
+            // A body closure that returned without finishing still ends its answer.
+            try await onLoop { c in if c.isOpen(exchange) { try c.writeEnd(nil, exchange: exchange) } }
+        } catch {
+            let exchange = self.exchange
+            let connection = self.connection
+            if loop.inEventLoop { connection.value.abort(exchange: exchange) } else { loop.execute { connection.value.abort(exchange: exchange) } }
+        }
+    }
+
+    func body(_ bytes: ByteBuffer, flush: Bool) async throws {
+        let wait = try await onLoop { c in try c.writeBody(bytes, exchange: exchange, flush: flush) }
+        if let wait { try await wait.get() }
+    }
+
+    func end(_ trailers: HTTPFields?) async throws {
+        try await onLoop { c in try c.writeEnd(trailers, exchange: exchange) }
+    }
+
+    private func onLoop<T: Sendable>(_ work: @escaping @Sendable (GatewayConnection) throws -> T) async throws -> T {
+        let connection = self.connection
+        if loop.inEventLoop { return try work(connection.value) }
+        return try await loop.submit { try work(connection.value) }.get()
+    }
+}
+
+/// The body writer Hummingbird's response bodies write into.
+struct GatewayBodyWriter: ResponseBodyWriter {
+    let writer: GatewayResponseWriter
+    let flushEach: Bool
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        try await writer.body(buffer, flush: flushEach)
+    }
+
+    /// Writes the buffers with one flush after the last.
+    mutating func write(contentsOf buffers: some Sequence<ByteBuffer>) async throws {
+        var iterator = buffers.makeIterator()
+        var current = iterator.next()
+        while let buffer = current {
+            let next = iterator.next()
+            try await writer.body(buffer, flush: flushEach && next == nil)
+            current = next
+        }
+    }
+
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+        try await writer.end(trailingHeaders)
+    }
+}
+
+/// The body of a request that exceeded the size limit: reading it throws `413`.
+struct BodyTooLarge: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    struct AsyncIterator: AsyncIteratorProtocol {
+        mutating func next() async throws -> ByteBuffer? { throw HTTPError(.contentTooLarge) }
+    }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator() }
+}
