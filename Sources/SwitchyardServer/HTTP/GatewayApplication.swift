@@ -59,7 +59,8 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
             if response.body.contentLength == nil {
                 // A streamed body is written by a task of its own, which holds only the body's frames for as
                 // long as the stream lasts; the request path's (deeper) frames end with this task.
-                Task { await writer.send(response) }
+                let handoff = ResponseHandoff(response)
+                Task { await writer.send(handoff) }
             } else {
                 await writer.send(response)
             }

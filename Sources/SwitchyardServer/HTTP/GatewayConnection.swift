@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
+import Synchronization
 
 /// Serves one client connection's HTTP/1.1 requests from the channel pipeline: reads each request's
 /// head and body, starts one task that answers it, and writes the answer through
@@ -53,7 +54,9 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// A graceful shutdown, or the client's half-close, asked for the connection to end after the answer.
     private var closeAfterResponse = false
     /// Parts that arrived while a request was being answered (a pipelining client), served after it.
-    private var pending = CircularBuffer<HTTPRequestPart>()
+    /// An array, not a `CircularBuffer`, which would allocate room for 16 parts on every connection
+    /// (pipelining is rare; an empty array allocates nothing).
+    private var pending: [HTTPRequestPart] = []
     private var pendingBytes = 0
     /// Reading was paused because `pending` grew past a request's worth.
     private var readingPaused = false
@@ -289,12 +292,14 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         becameIdle()
-        while case .idle = state, let part = pending.popFirst() {
+        while case .idle = state, let part = pending.first {
+            pending.removeFirst()
             if case .body(let bytes) = part { pendingBytes -= bytes.readableBytes }
             process(part, context: context)
         }
         // `process` may have started another answer, which queues whatever follows.
-        while case .reading = state, let part = pending.popFirst() {
+        while case .reading = state, let part = pending.first {
+            pending.removeFirst()
             if case .body(let bytes) = part { pendingBytes -= bytes.readableBytes }
             process(part, context: context)
         }
@@ -324,10 +329,21 @@ struct GatewayResponseWriter: Sendable {
     /// streamed one is flushed part by part. If the body fails the connection is closed (the client
     /// cannot tell a cut-off answer from a complete one otherwise).
     func send(_ response: Response) async {
-        let streamed = response.body.contentLength == nil
+        await send(ResponseHandoff(response))
+    }
+
+    /// Writes the response `handoff` holds. The head's fields are let go once the head is written, so
+    /// a long stream does not keep them (~1 KB) for as long as it lasts.
+    func send(_ handoff: ResponseHandoff) async {
+        let exchange = self.exchange
         do {
-            try await onLoop { c in try c.writeHead(response.head, exchange: exchange, flush: streamed) }
-            try await response.body.write(GatewayBodyWriter(writer: self, flushEach: streamed))
+            let (body, streamed) = try await onLoop { c -> (ResponseBody, Bool) in
+                let response = handoff.take()
+                let streamed = response.body.contentLength == nil
+                try c.writeHead(response.head, exchange: exchange, flush: streamed)
+                return (response.body, streamed)
+            }
+            try await body.write(GatewayBodyWriter(writer: self, flushEach: streamed))
             // A body closure that returned without finishing still ends its answer.
             try await onLoop { c in if c.isOpen(exchange) { try c.writeEnd(nil, exchange: exchange) } }
         } catch {
@@ -351,6 +367,13 @@ struct GatewayResponseWriter: Sendable {
         if loop.inEventLoop { return try work(connection.value) }
         return try await loop.submit { try work(connection.value) }.get()
     }
+}
+
+/// A response on its way to the connection, taken out once to be written.
+final class ResponseHandoff: Sendable {
+    private let response: Mutex<Response?>
+    init(_ response: Response) { self.response = Mutex(response) }
+    func take() -> Response { response.withLock { r in defer { r = nil }; return r! } }
 }
 
 /// The body writer Hummingbird's response bodies write into.
