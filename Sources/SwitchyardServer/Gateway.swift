@@ -224,7 +224,8 @@ public final class Gateway: Sendable {
                 LimiterService(gateway: self, interval: .seconds(1)),
             ],
             logger: logger,
-            running: onServerRunning)
+            running: onServerRunning,
+            direct: LoopPassthrough(gateway: self))
     }
 
     /// Releases upstream connection pools and the store (after the server has stopped).

@@ -49,6 +49,12 @@ public final class KeyCache: Sendable {
         return record
     }
 
+    /// The cached answer for a key hash, without asking the store: `.some(nil)` for a key known to be
+    /// unknown, nil when the hash is not cached.
+    func cached(_ hash: KeyHash) -> Principal?? {
+        state.withLock { $0.entries[hash] }
+    }
+
     /// Drops every entry (after any change to keys).
     public func invalidateAll() {
         state.withLock { s in

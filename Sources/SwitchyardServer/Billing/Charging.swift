@@ -25,8 +25,14 @@ extension Gateway {
     func reserveCredits(_ call: ClientCall, attempt: Attempt, upstreamBody body: ByteBuffer, context: GatewayContext) async throws -> CreditTicket? {
         // One hold per request, taken on the first attempt; retries and fallbacks use it.
         if let held = context.log.ticket { return held }
+        guard let (amount, price) = maxCost(call, attempt: attempt, upstreamBody: body) else { return nil }
+        return try await holdCredits(call, amount: amount, price: price, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, context: context)
+    }
+
+    /// The most `call` can cost on `attempt` and the price it is billed at (the model the client asked
+    /// for, even when a fallback serves it); nil when it costs nothing.
+    func maxCost(_ call: ClientCall, attempt: Attempt, upstreamBody body: ByteBuffer) -> (Int64, ModelPrice)? {
         let target = attempt.target
-        // Billed as the model the client asked for, even when a fallback serves it.
         let price = ((try? resolve(call.model))?.route ?? target.route).config.pricing
         guard !price.isFree else { return nil }
         let input = UsageBounds.inputTokens(body)
@@ -36,37 +42,54 @@ extension Gateway {
             output = (cap ?? (target.route.config.maxTokens ?? 8192)) + thinking
         }
         let amount = CostCalculator.maxCost(price, inputTokens: input, outputTokens: output, pricing: config.pricing)
-        guard amount > 0 else { return nil }
-        return try await holdCredits(call, amount: amount, price: price, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, context: context)
+        return amount > 0 ? (amount, price) : nil
     }
 
     /// Reserves `amount` for the call, durably; 402 `insufficient_credits` when the balance cannot cover it.
     func holdCredits(
         _ call: ClientCall, amount: Int64, price: ModelPrice, provider: String, upstreamModel: String, context: GatewayContext
     ) async throws -> CreditTicket {
-        let principal = call.principal
-        let userID = principal.key.userID ?? "usr_service"
+        let request = reservationRequest(call, amount: amount, log: context.log, requestID: context.requestID)
         let result: ReservationResult
         do {
-            result = try await meter.reserve(ReservationRequest(
-                id: context.log.uniqueID, requestID: context.requestID, userID: userID, keyID: principal.key.id, amount: amount, model: call.model))
+            result = try await meter.reserve(request)
         } catch {
-            logger.error("cannot reserve credits", metadata: ["request_id": .string(context.requestID), "error": .string("\(error)")])
-            throw GatewayError(status: 503, category: .unavailable, code: "ledger_unavailable",
-                               message: "the credit ledger is unavailable; retry shortly", retryAfterSeconds: 1)
+            throw ledgerUnavailable(error, requestID: context.requestID)
         }
+        return try ticket(
+            for: result, call, amount: amount, price: price, provider: provider, upstreamModel: upstreamModel, log: context.log, requestID: context.requestID)
+    }
+
+    func reservationRequest(_ call: ClientCall, amount: Int64, log: RequestLog, requestID: String) -> ReservationRequest {
+        let principal = call.principal
+        return ReservationRequest(
+            id: log.uniqueID, requestID: requestID, userID: principal.key.userID ?? "usr_service", keyID: principal.key.id, amount: amount, model: call.model)
+    }
+
+    func ledgerUnavailable(_ error: any Error, requestID: String) -> GatewayError {
+        logger.error("cannot reserve credits", metadata: ["request_id": .string(requestID), "error": .string("\(error)")])
+        return GatewayError(status: 503, category: .unavailable, code: "ledger_unavailable",
+                            message: "the credit ledger is unavailable; retry shortly", retryAfterSeconds: 1)
+    }
+
+    /// The hold a reservation decision makes (recorded in `log`), or 402 `insufficient_credits`.
+    func ticket(
+        for result: ReservationResult, _ call: ClientCall, amount: Int64, price: ModelPrice, provider: String, upstreamModel: String,
+        log: RequestLog, requestID: String
+    ) throws(GatewayError) -> CreditTicket {
         switch result {
         case .insufficient(let available):
-            context.log.set(creditsRemaining: available)
+            log.set(creditsRemaining: available)
             throw GatewayError(
                 status: 402, category: .billing, code: "insufficient_credits",
                 message: "Insufficient credits: this request may cost up to \(Credits(micros: amount)) credits and your balance is \(Credits(micros: available)). Top up or upgrade your plan.")
         case .reserved(let available):
+            let principal = call.principal
             let ticket = CreditTicket(
-                meter: meter, id: context.log.uniqueID, requestID: context.requestID, userID: userID, keyID: principal.key.id,
+                meter: meter, id: log.uniqueID, requestID: requestID, userID: principal.key.userID ?? "usr_service", keyID: principal.key.id,
                 model: call.model, provider: provider, upstreamModel: upstreamModel, stream: call.stream, price: price,
                 reserved: amount, inputEstimate: call.body.readableBytes / 4)
-            context.log.set(ticket: ticket, reserved: amount, remaining: available)
+            log.set(ticket: ticket, reserved: amount, remaining: available)
             return ticket
         }
     }

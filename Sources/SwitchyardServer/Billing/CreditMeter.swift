@@ -120,6 +120,17 @@ final class CreditMeter: Sendable {
         return result
     }
 
+    /// The reservation decided in memory, at once; nil when only the database can decide it (then
+    /// ``reserve(_:)``). For callers that must not wait: the request path served from the event loop.
+    func reserveImmediately(_ request: ReservationRequest) -> ReservationResult? {
+        decidesInMemory ? reserveInMemory(request) : nil
+    }
+
+    /// The settlement decided in memory, at once; nil when only the database can decide it.
+    func settleImmediately(_ settlement: Settlement, reserved: Int64) -> SettlementResult? {
+        decidesInMemory ? settleInMemory(settlement, reserved: reserved) : nil
+    }
+
     private func reserveInMemory(_ request: ReservationRequest) -> ReservationResult? {
         guard request.amount > 0 else { return nil }
         var admitted = request
@@ -513,7 +524,36 @@ final class CreditTicket: Sendable {
     @discardableResult
     func settle(_ outcome: BilledOutcome, reported: TokenUsage?, outputEstimate: Int = 0, status: Int, errorCode: String? = nil) async -> SettlementResult? {
         guard !settled.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
+        return await write(settlement(outcome, reported: reported, outputEstimate: outputEstimate, status: status, errorCode: errorCode))
+    }
+
+    /// What ``settleImmediately(_:reported:outputEstimate:status:errorCode:later:)`` did.
+    enum Immediate {
+        /// Settled now (nil: settled before, by another path).
+        case settled(SettlementResult?)
+        /// Only the database can decide: `later` gets the result from a task of its own.
+        case pending
+    }
+
+    /// ``settle(_:reported:outputEstimate:status:errorCode:)`` for a caller that must not wait (the
+    /// request path served from the event loop): decided in memory when the meter can, which is the
+    /// usual case; otherwise written from a task that hands the result to `later`.
+    func settleImmediately(
+        _ outcome: BilledOutcome, reported: TokenUsage?, outputEstimate: Int = 0, status: Int, errorCode: String? = nil,
+        later: @escaping @Sendable (SettlementResult?) -> Void
+    ) -> Immediate {
+        guard !settled.exchange(true, ordering: .acquiringAndReleasing) else { return .settled(nil) }
         let settlement = settlement(outcome, reported: reported, outputEstimate: outputEstimate, status: status, errorCode: errorCode)
+        if let result = meter.settleImmediately(settlement, reserved: reserved) {
+            if result.uncovered > 0 { logUncovered(result) }
+            return .settled(result)
+        }
+        Task { later(await self.write(settlement)) }
+        return .pending
+    }
+
+    /// Writes a claimed settlement, retrying while the database is unavailable.
+    private func write(_ settlement: Settlement) async -> SettlementResult? {
         let meter = self.meter
         let reserved = self.reserved
         for attempt in 0..<5 {

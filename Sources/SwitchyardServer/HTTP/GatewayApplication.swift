@@ -41,6 +41,8 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     public let services: [any Service]
     public let logger: Logger
     let running: @Sendable (any Channel) async -> Void
+    /// Answers the requests it takes on the connection's event loop, before the router sees them.
+    var direct: (any LoopResponder)? = nil
 
     public func run() async throws {
         let responder = self.responder
@@ -67,14 +69,15 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         }
         let server = LoopListeners(
             host: host, port: port, backlog: backlog, loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()),
-            logger: logger, onServerRunning: running, initialize: Self.initializer(http1, maxBodyBytes: maxBodyBytes, logger: logger, serve: serve))
+            logger: logger, onServerRunning: running, initialize: Self.initializer(http1, maxBodyBytes: maxBodyBytes, logger: logger, direct: direct, serve: serve))
         try await ServiceGroup(configuration: .init(services: services + [server], logger: logger)).run()
     }
 
     /// Sets up a client connection: SwiftNIO's HTTP/1.1 codec with the decoder limits, the conversion
     /// to HTTP types, the configured extra handlers, and the ``GatewayConnection`` serving it.
     static func initializer(
-        _ http1: HTTP1Channel.Configuration, maxBodyBytes: Int, logger: Logger, serve: @escaping GatewayConnection.Serve
+        _ http1: HTTP1Channel.Configuration, maxBodyBytes: Int, logger: Logger, direct: (any LoopResponder)? = nil,
+        serve: @escaping GatewayConnection.Serve
     ) -> @Sendable (any Channel) -> EventLoopFuture<Void> {
         { channel in
             channel.eventLoop.makeCompletedFuture {
@@ -89,7 +92,7 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
                 try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                 try pipeline.addHandlers(http1.additionalChannelHandlers())
                 try pipeline.addHandler(GatewayConnection(
-                    maxBodyBytes: maxBodyBytes, idleTimeout: http1.idleTimeout, logger: logger, serve: serve))
+                    maxBodyBytes: maxBodyBytes, idleTimeout: http1.idleTimeout, logger: logger, direct: direct, serve: serve))
             }
         }
     }

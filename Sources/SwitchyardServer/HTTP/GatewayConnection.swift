@@ -41,6 +41,8 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private let serve: Serve
+    /// Answers the requests it takes on this event loop, without a task (``LoopResponder``).
+    private let direct: (any LoopResponder)?
     private let maxBodyBytes: Int
     private let idleTimeout: TimeAmount?
     private let logger: Logger
@@ -66,11 +68,14 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     private var idleTimer: Scheduled<Void>?
     /// Writes waiting for the channel to become writable again.
     private var writabilityWaiters: [EventLoopPromise<Void>] = []
+    /// Told when the client goes (closes, or half-closes) while a ``LoopResponder`` answers `exchange`.
+    private var clientGone: (exchange: Int, callback: () -> Void)?
 
-    init(maxBodyBytes: Int, idleTimeout: TimeAmount?, logger: Logger, serve: @escaping Serve) {
+    init(maxBodyBytes: Int, idleTimeout: TimeAmount?, logger: Logger, direct: (any LoopResponder)? = nil, serve: @escaping Serve) {
         self.maxBodyBytes = maxBodyBytes
         self.idleTimeout = idleTimeout
         self.logger = logger
+        self.direct = direct
         self.serve = serve
     }
 
@@ -95,6 +100,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         idleTimer?.cancel()
         idleTimer = nil
         failWaiters()
+        tellClientGone()
         context.fireChannelInactive()
     }
 
@@ -123,7 +129,10 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
             endWhenIdle(context: context)
         case let e as ChannelEvent where e == .inputClosed:
             // The client will send nothing more: whatever is in flight is answered, then the connection ends.
+            // For a request/response protocol whose request was read in full, that is the client leaving
+            // (as ``ConnectionCloseWatcher`` tells the task path).
             endWhenIdle(context: context)
+            tellClientGone()
             context.fireUserInboundEventTriggered(event)
         default:
             context.fireUserInboundEventTriggered(event)
@@ -178,6 +187,11 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         idleTimer?.cancel()
         idleTimer = nil
         keepAlive = head.headerFields[.connection].map { $0.lowercased() != "close" } ?? true
+        if !tooLarge, let direct,
+            direct.answer(head, body: body ?? ByteBuffer(), exchange: LoopExchange(connection: self, id: exchange, eventLoop: context.eventLoop))
+        {
+            return
+        }
         let requestBody = tooLarge ? RequestBody(asyncSequence: BodyTooLarge()) : RequestBody(buffer: body ?? ByteBuffer())
         let request = Request(head: head, body: requestBody)
         let writer = GatewayResponseWriter(connection: NIOLoopBound(self, eventLoop: context.eventLoop), exchange: exchange)
@@ -265,6 +279,33 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         answered(context: context)
     }
 
+    /// Writes a whole answer with one flush and moves on (``LoopResponder``s; on the connection's loop).
+    /// Nothing is written when the connection has closed.
+    func writeWhole(_ head: HTTPResponse, body: ByteBuffer, exchange: Int) {
+        guard let context = try? current(exchange) else { return }
+        if clientGone?.exchange == exchange { clientGone = nil }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
+        context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        context.flush()
+        answered(context: context)
+    }
+
+    /// Calls `callback` if the client goes before `exchange` is answered.
+    func watchClient(_ exchange: Int, _ callback: @escaping () -> Void) {
+        guard case .responding = state, exchange == self.exchange else {
+            callback()
+            return
+        }
+        clientGone = (exchange, callback)
+    }
+
+    private func tellClientGone() {
+        guard let gone = clientGone else { return }
+        clientGone = nil
+        gone.callback()
+    }
+
     /// Whether `exchange`'s answer is still open (its body writer did not finish it).
     func isOpen(_ exchange: Int) -> Bool {
         if case .responding = state, exchange == self.exchange { return true }
@@ -314,6 +355,27 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         writabilityWaiters.removeAll()
         for w in waiters { w.fail(ChannelError.ioOnClosedChannel) }
     }
+}
+
+/// Answers some requests on the connection's event loop, without a task (``LoopPassthrough``).
+protocol LoopResponder: Sendable {
+    /// Takes the request and answers it through `exchange` (on its event loop), or returns false,
+    /// having done nothing, for the task path to answer it.
+    func answer(_ head: HTTPRequest, body: ByteBuffer, exchange: LoopExchange) -> Bool
+}
+
+/// The answer in progress on a connection, for a ``LoopResponder``. Used on `eventLoop` only.
+struct LoopExchange {
+    let connection: GatewayConnection
+    let id: Int
+    let eventLoop: any EventLoop
+
+    /// Writes the whole answer; then the connection serves its next request.
+    func write(_ head: HTTPResponse, body: ByteBuffer) { connection.writeWhole(head, body: body, exchange: id) }
+
+    /// Calls `callback` if the client closes or half-closes the connection before the answer (at once
+    /// if it already has).
+    func onClientGone(_ callback: @escaping () -> Void) { connection.watchClient(id, callback) }
 }
 
 /// Writes one answer on its connection: head, body and end, from the answer's task. Each call does

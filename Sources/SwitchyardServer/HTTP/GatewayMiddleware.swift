@@ -62,21 +62,7 @@ struct GatewayMiddleware: RouterMiddleware {
         } catch {
             response = await failed(error, request: request, requestID: id, log: log)
         }
-        // Room for every header added from here on (request ids 2, rate limits 9, credits 2, Hummingbird's
-        // `date` 1) in one allocation: appended one by one they double the array to 32 fields (1.8 KB),
-        // which a streamed response keeps for as long as the stream is open.
-        response.headers.reserveCapacity(response.headers.count + 14)
-        response.headers[.xRequestID] = id
-        let format = WireFormat.of(request)
-        if format == .anthropic { response.headers[.requestID] = id }  // what the anthropic SDK reads
-        // Rate-limit headers on every response to an authenticated caller with limits in force.
-        let (principal, snapshot) = log.rateLimitState
-        if let principal, !principal.limits.isUnlimited {
-            RateLimitHeaders.apply(
-                snapshot ?? limiter.peek(principal.limits), format: format, now: EpochClock.nowMilliseconds(), to: &response.headers)
-        }
-        let credits = log.creditFigures
-        CreditHeaders.apply(charged: credits.charged, remaining: credits.remaining, reserved: credits.reserved, to: &response.headers)
+        Self.finish(&response.headers, requestID: id, format: WireFormat.of(request), log: log, limiter: limiter)
         log.set(status: Int(response.status.code))
         guard log.waitsForBody else {
             log.emit(outcome: response.status.code == 499 ? "client_closed" : "ok")
@@ -93,6 +79,23 @@ struct GatewayMiddleware: RouterMiddleware {
             }
         }
         return response
+    }
+
+    /// The headers every answer gets once its request path is done: the request id, the rate limits of
+    /// an authenticated caller with limits in force, and the credit figures.
+    static func finish(_ headers: inout HTTPFields, requestID id: String, format: WireFormat, log: RequestLog, limiter: RateLimiter) {
+        // Room for every header added from here on (request ids 2, rate limits 9, credits 2, `date` 1) in
+        // one allocation: appended one by one they double the array to 32 fields (1.8 KB), which a
+        // streamed response keeps for as long as the stream is open.
+        headers.reserveCapacity(headers.count + 14)
+        headers[.xRequestID] = id
+        if format == .anthropic { headers[.requestID] = id }  // what the anthropic SDK reads
+        let (principal, snapshot) = log.rateLimitState
+        if let principal, !principal.limits.isUnlimited {
+            RateLimitHeaders.apply(snapshot ?? limiter.peek(principal.limits), format: format, now: EpochClock.nowMilliseconds(), to: &headers)
+        }
+        let credits = log.creditFigures
+        CreditHeaders.apply(charged: credits.charged, remaining: credits.remaining, reserved: credits.reserved, to: &headers)
     }
 
     /// The error response for a request that failed, in the client's format; settles any credits it held.
@@ -140,13 +143,27 @@ extension WireFormat {
 /// Error responses in each client format.
 enum ErrorResponse {
     static func make(_ error: GatewayError, format: WireFormat, requestID: String) -> Response {
+        answer(error, format: format, requestID: requestID).response
+    }
+
+    static func answer(_ error: GatewayError, format: WireFormat, requestID: String) -> Answer {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retry = error.retryAfterSeconds { headers[.retryAfter] = String(retry) }
         if let ms = error.retryAfterMs { headers[.retryAfterMs] = String(ms) }
         if let allow = error.allow { headers[.allow] = allow }
         let status = UpstreamErrors.clientStatus(error.status, client: format)
-        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: Translator.errorBody(format, error, requestID: requestID)))
+        return Answer(status: status, headers: headers, body: Translator.errorBody(format, error, requestID: requestID))
     }
+}
+
+/// A complete answer, held as its parts: what both request paths build (the one in tasks wraps it in a
+/// Hummingbird `Response`; the one on the event loop writes it as it is).
+struct Answer {
+    var status: Int
+    var headers: HTTPFields
+    var body: ByteBuffer
+
+    var response: Response { Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: body)) }
 }
 
 extension GatewayError {

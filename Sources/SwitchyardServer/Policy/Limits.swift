@@ -11,6 +11,10 @@ extension Gateway {
     /// `model_not_allowed` outside the key's plan or model list, 429 over a limit. An admitted request
     /// holds its concurrency slot until the request log ends (response finished or client gone).
     func admit(_ call: ClientCall, context: GatewayContext) throws(GatewayError) {
+        try admit(call, log: context.log)
+    }
+
+    func admit(_ call: ClientCall, log: RequestLog) throws(GatewayError) {
         let principal = call.principal
         guard principal.allows(call.model) else { throw principal.denial(for: call.model, plans: config.plans) }
         let policy = principal.limits
@@ -19,9 +23,9 @@ extension Gateway {
         let estimate = policy.tokensPerMinute == nil ? 0 : call.body.readableBytes / 4
         switch limiter.admit(policy, estimatedTokens: estimate) {
         case .admitted(let lease, let snapshot):
-            context.log.set(rateLimit: snapshot, lease: lease)
+            log.set(rateLimit: snapshot, lease: lease)
         case .rejected(let rejection, let snapshot):
-            context.log.set(rateLimit: snapshot, lease: nil)
+            log.set(rateLimit: snapshot, lease: nil)
             throw GatewayError.rateLimited(rejection)
         }
     }

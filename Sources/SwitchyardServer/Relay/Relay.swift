@@ -125,21 +125,31 @@ extension Gateway {
         _ upstream: UpstreamResponse, call: ClientCall, attempt: Attempt, ticket: CreditTicket?, context: GatewayContext
     ) async throws -> AttemptResult {
         let full = try await collect(upstream, provider: attempt.provider)
+        let (bytes, usage) = try passthroughAnswer(full, format: call.format, model: call.model, provider: attempt.provider)
+        if call.format == .responses { call.recorder?.record(bytes) }
+        context.log.set(usage: usage)
+        await settleCompleted(ticket, usage: usage, answerBytes: full.readableBytes, context: context)
+        context.log.markFirstByte()
+        return .success(Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes)))
+    }
+
+    /// A complete same-format answer with the model the client asked for put back, and the usage it
+    /// reports; 502 when it is not a JSON object.
+    func passthroughAnswer(_ full: ByteBuffer, format: WireFormat, model: String, provider: Provider) throws(GatewayError) -> (ByteBuffer, TokenUsage?) {
         guard let answer = try? ScannedObject(full, maxDepth: config.limits.maxJSONDepth) else {
             throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                               message: "the provider `\(attempt.provider.name)` returned a body that is not a JSON object")
+                               message: "the provider `\(provider.name)` returned a body that is not a JSON object")
         }
-        let literal = JSONString.literal(call.model)
+        let literal = JSONString.literal(model)
         var bytes = full
         var usage: TokenUsage?
-        switch call.format {
+        switch format {
         case .openAI:
             if let u = answer.member("usage"), u.kind == .object { usage = TokenUsage(openAI: try? JSONValue.parse(answer.rawValue(u))) }
             bytes = answer.replacingModel(with: literal) ?? full
         case .responses:
             if let u = answer.member("usage"), u.kind == .object { usage = OpenAIResponses.usage(try? JSONValue.parse(answer.rawValue(u))) }
             bytes = answer.replacingModel(with: literal) ?? full
-            call.recorder?.record(bytes)
         case .anthropic:
             if let u = answer.member("usage") { usage = AnthropicMessages.usage(try? JSONValue.parse(answer.rawValue(u))) }
             bytes = answer.replacingModel(with: literal) ?? full
@@ -151,10 +161,7 @@ extension Gateway {
                 bytes = editor.result()
             }
         }
-        context.log.set(usage: usage)
-        await settleCompleted(ticket, usage: usage, answerBytes: full.readableBytes, context: context)
-        context.log.markFirstByte()
-        return .success(Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes)))
+        return (bytes, usage)
     }
 
     /// The client's bytes with the upstream model spliced in and the model's defaults applied where the
@@ -375,11 +382,19 @@ extension Gateway {
     /// gateway's own credentials becomes 502, so the client is not told its key is bad when the
     /// operator's is.
     func renderUpstreamError(status: Int, headers upstreamHeaders: HTTPHeaders, raw: ByteBuffer, provider: Provider, client: WireFormat, context: GatewayContext) throws -> Response {
-        context.log.set(upstreamStatus: status)
-        context.log.set(errorCode: "upstream_\(status)")
+        try upstreamErrorAnswer(
+            status: status, headers: upstreamHeaders, raw: raw, provider: provider, client: client, log: context.log, requestID: context.requestID
+        ).response
+    }
+
+    func upstreamErrorAnswer(
+        status: Int, headers upstreamHeaders: HTTPHeaders, raw: ByteBuffer, provider: Provider, client: WireFormat, log: RequestLog, requestID: String
+    ) throws(GatewayError) -> Answer {
+        log.set(upstreamStatus: status)
+        log.set(errorCode: "upstream_\(status)")
         if UpstreamErrors.isCredentialFailure(raw, status: status, format: provider.format) {
             logger.warning("provider rejected the gateway's credentials", metadata: [
-                "request_id": .string(context.requestID), "provider": .string(provider.name), "upstream_status": .stringConvertible(status),
+                "request_id": .string(requestID), "provider": .string(provider.name), "upstream_status": .stringConvertible(status),
             ])
             throw GatewayError(status: 502, category: .upstream, code: "upstream_auth_failed",
                                message: "the provider `\(provider.name)` rejected the gateway's credentials (HTTP \(status)); the gateway operator must check its API key")
@@ -392,12 +407,11 @@ extension Gateway {
         if let retry = upstreamHeaders.first(name: "retry-after") { headers[.retryAfter] = retry }
         if let retryMs = upstreamHeaders.first(name: "retry-after-ms") { headers[.retryAfterMs] = retryMs }
         if provider.format == client, Self.isWellFormedError(raw, format: client) {
-            return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: raw))
+            return Answer(status: status, headers: headers, body: raw)
         }
         var error = UpstreamErrors.parse(raw, status: status, format: provider.format, provider: provider.name)
         error.status = UpstreamErrors.clientStatus(status, client: client)
-        return Response(status: .init(code: error.status), headers: headers,
-                        body: .init(byteBuffer: Translator.errorBody(client, error, requestID: context.requestID)))
+        return Answer(status: error.status, headers: headers, body: Translator.errorBody(client, error, requestID: requestID))
     }
 
     static func isWellFormedError(_ raw: ByteBuffer, format: WireFormat) -> Bool {

@@ -166,6 +166,25 @@ final class Provider: Sendable {
     private func sendOverHTTP(
         _ endpoint: UpstreamEndpoint?, _ basePath: String, _ baseHeaders: HTTPHeaders, _ request: UpstreamRequest
     ) async throws(GatewayError) -> UpstreamResponse {
+        let (pool, head) = try httpRequest(endpoint, basePath, baseHeaders, request)
+        do {
+            let response = try await pool.execute(
+                head, body: request.body, firstByteDeadline: .now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds)))
+            return UpstreamResponse(status: Int(response.head.status.code), headers: response.head.headers, body: .http(response.body))
+        } catch {
+            throw UpstreamFailure.classify(error, provider: name)
+        }
+    }
+
+    /// The pool and request head for `request` to an HTTP provider; nil for the built-in mock.
+    func httpRequest(_ request: UpstreamRequest) throws(GatewayError) -> (UpstreamPool, HTTPRequestHead)? {
+        guard case .http(let endpoint, let basePath, let baseHeaders) = transport else { return nil }
+        return try httpRequest(endpoint, basePath, baseHeaders, request)
+    }
+
+    private func httpRequest(
+        _ endpoint: UpstreamEndpoint?, _ basePath: String, _ baseHeaders: HTTPHeaders, _ request: UpstreamRequest
+    ) throws(GatewayError) -> (UpstreamPool, HTTPRequestHead) {
         let target = try target(basePath, request)
         guard let endpoint else {
             throw GatewayError(status: 502, category: .upstream, code: "upstream_unreachable",
@@ -189,14 +208,13 @@ final class Provider: Sendable {
             headers.add(name: "anthropic-version", value: AnthropicMessages.defaultVersion)
         }
         headers.replaceOrAdd(name: "content-length", value: String(request.body.readableBytes))
-        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers)
-        do {
-            let response = try await pool.execute(
-                head, body: request.body, firstByteDeadline: .now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds)))
-            return UpstreamResponse(status: Int(response.head.status.code), headers: response.head.headers, body: .http(response.body))
-        } catch {
-            throw UpstreamFailure.classify(error, provider: name)
-        }
+        return (pool, HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers))
+    }
+
+    /// Whether the provider is reached over HTTP (not the built-in mock).
+    var isHTTP: Bool {
+        if case .http = transport { return true }
+        return false
     }
 
     /// The request target (path and query) under the base URL's path `base`, as each provider's API lays it out.

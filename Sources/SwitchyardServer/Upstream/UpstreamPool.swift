@@ -56,6 +56,12 @@ extension UpstreamEndpoint {
     }
 }
 
+/// A provider's whole response, read by the connection (``UpstreamConnectionHandler/startCollecting``).
+struct CollectedUpstreamResponse {
+    var head: HTTPResponseHead
+    var body: ByteBuffer
+}
+
 /// A provider's response head and its body, still arriving.
 struct UpstreamHTTPResponse: Sendable {
     var head: HTTPResponseHead
@@ -117,6 +123,15 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         var idleTimer: Scheduled<Void>?
         var lastRead = NIODeadline.now()
         let idleTimeout: TimeAmount
+        /// Set when the whole response is read here rather than handed on as an async sequence.
+        var collect: Collect?
+    }
+
+    private struct Collect {
+        let limit: Int
+        let promise: EventLoopPromise<CollectedUpstreamResponse>
+        var head: HTTPResponseHead?
+        var body = ByteBuffer()
     }
 
     private var context: ChannelHandlerContext?
@@ -150,10 +165,40 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         return promise.futureResult
     }
 
+    /// Sends a request like ``start(_:body:firstByteDeadline:idleTimeout:)`` and reads the whole
+    /// response (up to `limit` body bytes; beyond it the exchange fails with
+    /// `UpstreamBody.BodyTooLarge` and the connection closes), for a caller that does not relay it as
+    /// it arrives.
+    func startCollecting(
+        _ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline, idleTimeout: TimeAmount, limit: Int
+    ) -> EventLoopFuture<CollectedUpstreamResponse> {
+        guard let context, context.channel.isActive, exchange == nil else {
+            return (context?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()).makeFailedFuture(UpstreamTransportError.closed)
+        }
+        nextID &+= 1
+        let promise = context.eventLoop.makePromise(of: CollectedUpstreamResponse.self)
+        var x = Exchange(id: nextID, head: nil, idleTimeout: idleTimeout)
+        x.collect = Collect(limit: limit, promise: promise)
+        let id = nextID
+        x.firstByteTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: firstByteDeadline) { [weak self] in
+            self?.fail(id, UpstreamTransportError.firstByteTimeout)
+        }
+        exchange = x
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.read()
+        return promise.futureResult
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard var x = exchange else {
             // Nothing was asked: a provider talking out of turn leaves the connection unusable.
             context.close(promise: nil)
+            return
+        }
+        if x.collect != nil {
+            collect(unwrapInboundIn(data), &x, context: context)
             return
         }
         switch unwrapInboundIn(data) {
@@ -195,6 +240,43 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 context.close(promise: nil)
             }
             x.source?.finish()
+        }
+    }
+
+    private func collect(_ part: HTTPClientResponsePart, _ x: inout Exchange, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            x.firstByteTimer?.cancel()
+            x.firstByteTimer = nil
+            x.keepAlive = head.isKeepAlive
+            x.collect!.head = head
+            exchange = x
+            armIdleTimer()
+        case .body(let buffer):
+            guard x.collect!.body.readableBytes + buffer.readableBytes <= x.collect!.limit else {
+                fail(x.id, UpstreamBody.BodyTooLarge())
+                return
+            }
+            exchange = nil  // no copy of the body while it grows
+            x.collect!.body.writeImmutableBuffer(buffer)
+            exchange = x
+            armIdleTimer()
+        case .end:
+            x.firstByteTimer?.cancel()
+            x.idleTimer?.cancel()
+            exchange = nil
+            guard let collect = x.collect, let head = collect.head else {
+                x.collect?.promise.fail(UpstreamTransportError.closed)
+                context.close(promise: nil)
+                return
+            }
+            if x.keepAlive {
+                context.read()
+                onRequestEnd?()
+            } else {
+                context.close(promise: nil)
+            }
+            collect.promise.succeed(CollectedUpstreamResponse(head: head, body: collect.body))
         }
     }
 
@@ -257,6 +339,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         x.firstByteTimer?.cancel()
         x.idleTimer?.cancel()
         x.head?.fail(error)
+        x.collect?.promise.fail(error)
         x.source?.finish(error)
         context?.close(promise: nil)
     }
@@ -274,7 +357,7 @@ final class UpstreamPool: Sendable {
         var keepIdle: TimeAmount = .seconds(60)
     }
 
-    private final class Connection: Sendable {
+    final class Connection: Sendable {
         let channel: any Channel
         let handler: NIOLoopBound<UpstreamConnectionHandler>
         /// When the connection last came back to the pool (uptime nanoseconds), and whether its idle
@@ -291,7 +374,7 @@ final class UpstreamPool: Sendable {
 
     private struct Waiter {
         let id: Int
-        let continuation: CheckedContinuation<Connection?, any Error>
+        let resume: @Sendable (Result<Connection?, any Error>) -> Void
     }
 
     private struct State {
@@ -350,7 +433,7 @@ final class UpstreamPool: Sendable {
             defer { s.idle.removeAll(); s.waiters.removeAll() }
             return (s.idle, s.waiters)
         }
-        for w in waiters { w.continuation.resume(throwing: UpstreamTransportError.closed) }
+        for w in waiters { w.resume(.failure(UpstreamTransportError.closed)) }
         for c in idle { try? await c.channel.close() }
     }
 
@@ -363,7 +446,52 @@ final class UpstreamPool: Sendable {
     }
 
     private func acquire(deadline: NIODeadline, here: (any EventLoop)?) async throws -> Connection {
-        let pick = try state.withLock { s -> Pick in
+        switch try pick(here: here) {
+        case .reuse(let c): return c
+        case .open:
+            return try await connect(on: here ?? group.next()).get()
+        case .wait:
+            if let c = try await waitForConnection(deadline: deadline) { return c }
+            // Woken to open one of our own (a connection closed and freed its slot).
+            return try await connect(on: here ?? group.next()).get()
+        }
+    }
+
+    /// ``acquire(deadline:here:)`` for a caller on `loop` that must not wait: the pool's idle
+    /// connection when there is one, otherwise a future of a new or released connection. A caller that
+    /// no longer needs the connection it gets hands it back with ``giveBack(_:)``.
+    func acquire(deadline: NIODeadline, on loop: any EventLoop) -> EventLoopFuture<Connection> {
+        let pick: Pick
+        do { pick = try self.pick(here: loop) } catch { return loop.makeFailedFuture(error) }
+        switch pick {
+        case .reuse(let c): return loop.makeSucceededFuture(c)
+        case .open: return connect(on: loop)
+        case .wait:
+            let promise = loop.makePromise(of: Connection?.self)
+            let id = state.withLock { s -> Int? in
+                if s.closed { return nil }
+                s.nextWaiter += 1
+                s.waiters.append(Waiter(id: s.nextWaiter, resume: { promise.completeWith($0) }))
+                return s.nextWaiter
+            }
+            guard let id else { return loop.makeFailedFuture(UpstreamTransportError.closed) }
+            let timer = loop.scheduleTask(deadline: deadline) { [weak self] in self?.abandon(id, UpstreamTransportError.poolTimeout) }
+            return promise.futureResult.flatMap { connection in
+                timer.cancel()
+                return connection.map { loop.makeSucceededFuture($0) } ?? self.connect(on: loop)
+            }.flatMapErrorThrowing { error in
+                timer.cancel()
+                throw error
+            }
+        }
+    }
+
+    /// A connection taken with ``acquire(deadline:on:)`` and not used: back to the pool.
+    func giveBack(_ connection: Connection) { released(connection) }
+
+    /// Takes an idle connection, or a slot for a new one, or says to wait.
+    private func pick(here: (any EventLoop)?) throws -> Pick {
+        try state.withLock { s -> Pick in
             guard !s.closed else { throw UpstreamTransportError.closed }
             /// The newest live idle connection that `fits`; closing ones are dropped (their close
             /// handler gives the slot back).
@@ -390,15 +518,6 @@ final class UpstreamPool: Sendable {
             }
             return .wait
         }
-        switch pick {
-        case .reuse(let c): return c
-        case .open:
-            return try await connect(on: here ?? group.next())
-        case .wait:
-            if let c = try await waitForConnection(deadline: deadline) { return c }
-            // Woken to open one of our own (a connection closed and freed its slot).
-            return try await connect(on: here ?? group.next())
-        }
     }
 
     /// Waits for a released connection (or a freed slot: nil) until `deadline`.
@@ -411,7 +530,7 @@ final class UpstreamPool: Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Connection?, any Error>) in
                 let closed = state.withLock { s -> Bool in
                     if s.closed { return true }
-                    s.waiters.append(Waiter(id: id, continuation: continuation))
+                    s.waiters.append(Waiter(id: id, resume: { continuation.resume(with: $0) }))
                     return false
                 }
                 if closed { continuation.resume(throwing: UpstreamTransportError.closed) }
@@ -426,7 +545,7 @@ final class UpstreamPool: Sendable {
             guard let i = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
             return s.waiters.remove(at: i)
         }
-        waiter?.continuation.resume(throwing: error)
+        waiter?.resume(.failure(error))
     }
 
     /// A connection finished a request and can take another (`connection`), or a slot came free
@@ -454,7 +573,7 @@ final class UpstreamPool: Sendable {
             return .none
         }
         switch next {
-        case .give(let w, let c): w.continuation.resume(returning: c)
+        case .give(let w, let c): w.resume(.success(c))
         case .keep(let arm):
             if arm, let connection { scheduleIdleClose(connection, at: .now() + settings.keepIdle) }
         case .none: break
@@ -496,7 +615,7 @@ final class UpstreamPool: Sendable {
     }
 
     /// Opens a connection in the slot the caller took; gives the slot back if it cannot.
-    private func connect(on loop: any EventLoop) async throws -> Connection {
+    private func connect(on loop: any EventLoop) -> EventLoopFuture<Connection> {
         let endpoint = self.endpoint
         let tls = self.tls
         let made = Mutex<Connection?>(nil)
@@ -524,22 +643,30 @@ final class UpstreamPool: Sendable {
                     try sync.addHandler(handler)
                 }
             }
-        do {
-            _ = try await bootstrap.connect(host: endpoint.host, port: endpoint.port).get()
-        } catch {
-            if let connection = made.withLock({ $0 }) {
-                connection.channel.close(promise: nil)
-                closed(connection)
-            } else {
-                released(nil)
+        let promise = loop.makePromise(of: Connection.self)
+        bootstrap.connect(host: endpoint.host, port: endpoint.port).whenComplete { result in
+            switch result {
+            case .success:
+                if let connection = made.withLock({ $0 }) {
+                    promise.succeed(connection)
+                } else {
+                    self.released(nil)
+                    promise.fail(UpstreamTransportError.connectFailed("no channel"))
+                }
+            case .failure(let error):
+                if let connection = made.withLock({ $0 }) {
+                    connection.channel.close(promise: nil)
+                    self.closed(connection)
+                } else {
+                    self.released(nil)
+                }
+                if let e = error as? ChannelError, case .connectTimeout = e {
+                    promise.fail(UpstreamTransportError.connectTimeout)
+                } else {
+                    promise.fail(UpstreamTransportError.connectFailed("\(error)"))
+                }
             }
-            if let e = error as? ChannelError, case .connectTimeout = e { throw UpstreamTransportError.connectTimeout }
-            throw UpstreamTransportError.connectFailed("\(error)")
         }
-        guard let connection = made.withLock({ $0 }) else {
-            released(nil)
-            throw UpstreamTransportError.connectFailed("no channel")
-        }
-        return connection
+        return promise.futureResult
     }
 }

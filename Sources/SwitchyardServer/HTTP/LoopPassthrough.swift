@@ -1,0 +1,396 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchyardCore
+import SwitchyardStore
+
+/// The common model call served on the client connection's event loop, with no task: a non-streamed
+/// OpenAI Chat Completions request whose model's deployments (and fallbacks' deployments) are all
+/// OpenAI-format HTTP providers, from a caller whose key is in the key cache.
+///
+/// It makes the same decisions as the task path (``Gateway/chatCompletions(_:context:)`` →
+/// ``Gateway/relay(_:context:)``), from the same functions: admission and rate limits, the deployment
+/// plan with its retries, backoffs and fallbacks (``RoutePlan``), the credit hold and settlement, the
+/// upstream body and the answer's model name and usage, the error bodies, the response headers and the
+/// access log line. What differs is how it waits: the credit decisions are made in memory
+/// (``CreditMeter/reserveImmediately(_:)``; a task only when the ledger must ask the database), the
+/// provider's answer is read whole by the upstream connection's handler and handed over as a future on
+/// this event loop, backoffs are scheduled on the loop, and a client that goes away closes the upstream
+/// connection (or, billed in full, is simply no longer written to).
+///
+/// Anything else — streams, other formats and routes, translation, ensembles, the mock provider, a
+/// key not cached yet, and every request the checks before admission would refuse — goes to the
+/// router, untouched: the eligibility checks have no side effects.
+final class LoopPassthrough: LoopResponder {
+    let gateway: Gateway
+    /// `/v1/chat/completions` under every client prefix.
+    private let paths: Set<String>
+    let dates = HTTPDate()
+
+    init(gateway: Gateway) {
+        self.gateway = gateway
+        paths = Set(gateway.clientPrefixes.map { "\($0)/v1/chat/completions" })
+    }
+
+    func answer(_ head: HTTPRequest, body: ByteBuffer, exchange: LoopExchange) -> Bool {
+        guard head.method == .post, let path = head.path, paths.contains(path),
+            let (call, target) = eligible(head, body: body)
+        else { return false }
+        LoopCall(self, call: call, target: target, path: path, exchange: exchange).start()
+        return true
+    }
+
+    /// The call, when this path serves it; nil (having changed nothing) otherwise.
+    private func eligible(_ head: HTTPRequest, body: ByteBuffer) -> (ClientCall, ResolvedModel)? {
+        let fields = head.headerFields
+        let view = HTTPFieldsView(authorization: fields[.authorization], apiKey: fields[.xAPIKey], googAPIKey: fields[.xGoogAPIKey])
+        guard let presented = try? Authenticator.credential(view), APIKeys.isPlausible(presented),
+            case .some(.some(let principal)) = gateway.keyCache.cached(APIKeys.hash(presented)),
+            (try? principal.check(now: EpochClock.nowMilliseconds())) != nil,
+            let doc = try? ScannedObject(body, maxDepth: gateway.config.limits.maxJSONDepth),
+            let m = doc.member("model"), m.kind == .string,
+            doc.member("messages")?.kind == .array
+        else { return nil }
+        switch doc.member("stream")?.kind {
+        case .false?, .null?, nil: break
+        default: return nil
+        }
+        let model = doc.stringValue(m)
+        guard let target = try? gateway.resolve(model), target.route.ensemble == nil, principal.allows(model), servesDirectly(target) else {
+            return nil
+        }
+        let request = Request(head: head, body: RequestBody(buffer: body))
+        let call = ClientCall(
+            format: .openAI, principal: principal, request: request, body: body, doc: doc, model: model, stream: false, forwardHeaders: [])
+        return (call, target)
+    }
+
+    /// Whether every deployment the call could be sent to is an OpenAI-format HTTP provider.
+    private func servesDirectly(_ target: ResolvedModel) -> Bool {
+        func direct(_ route: ModelRoute) -> Bool {
+            route.ensemble == nil && route.deployments.allSatisfy { $0.provider.isHTTP && $0.provider.format == .openAI }
+        }
+        guard direct(target.route) else { return false }
+        return target.route.fallbacks.allSatisfy { name in gateway.models[name].map(direct) ?? true }
+    }
+}
+
+/// One call on ``LoopPassthrough``'s path: a state machine run on the connection's event loop.
+private final class LoopCall {
+    private let path: LoopPassthrough
+    private var gateway: Gateway { path.gateway }
+    private let call: ClientCall
+    private let target: ResolvedModel
+    private let requestPath: String
+    private let exchange: LoopExchange
+    private var loop: any EventLoop { exchange.eventLoop }
+    private let log = RequestLog()
+    private let id: String
+    private var plan: RoutePlan
+    /// The attempt in flight, and the upstream connection it uses.
+    private var attempt: Attempt?
+    private var upstream: UpstreamPool.Connection?
+    /// The client went away; `drains` says whether the call goes on to learn its cost.
+    private var gone = false
+    private let drains: Bool
+    private var ended = false
+
+    init(_ path: LoopPassthrough, call: ClientCall, target: ResolvedModel, path requestPath: String, exchange: LoopExchange) {
+        self.path = path
+        self.call = call
+        self.target = target
+        self.requestPath = requestPath
+        self.exchange = exchange
+        id = RequestIDs.from(call.request.headers) ?? RequestIDs.generate()
+        plan = RoutePlan(target: target, models: path.gateway.models, routing: path.gateway.config.routing)
+        drains = path.gateway.drainsOnLeave(target)
+    }
+
+    func start() {
+        log.begin(requestID: id, method: "POST", path: requestPath, logger: gateway.logger, meter: gateway.meter)
+        log.set(principal: call.principal)
+        log.set(bytesIn: call.body.readableBytes)
+        log.markModelCall(model: call.model)
+        log.set(model: call.model, provider: target.route.deployments.first?.provider.name ?? "", upstreamModel: "", stream: false)
+        do {
+            try gateway.admit(call, log: log)
+        } catch {
+            fail(error)
+            return
+        }
+        exchange.onClientGone { [self] in clientLeft() }
+        step()
+    }
+
+    // MARK: Routing
+
+    private func step() {
+        guard !abandoned else { return }
+        switch plan.next(now: EpochClock.nowMilliseconds()) {
+        case .wait(let milliseconds):
+            loop.assumeIsolated().scheduleTask(in: .milliseconds(milliseconds)) { [self] in step() }
+        case .finished(let failure):
+            routingFailed(failure)
+        case .attempt(let attempt):
+            send(attempt)
+        }
+    }
+
+    private func send(_ attempt: Attempt) {
+        self.attempt = attempt
+        log.set(model: call.model, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, stream: false)
+        let body: ByteBuffer
+        do {
+            (body, _) = try gateway.passthroughBody(call, attempt: attempt)
+        } catch {
+            attempt.lease.release()
+            fail(error)
+            return
+        }
+        guard log.ticket == nil, let (amount, price) = gateway.maxCost(call, attempt: attempt, upstreamBody: body) else {
+            forward(body, attempt: attempt)
+            return
+        }
+        let request = gateway.reservationRequest(call, amount: amount, log: log, requestID: id)
+        let reserved = { [self] (result: Result<ReservationResult, any Error>) in
+            let ticket: CreditTicket
+            do {
+                let decision: ReservationResult
+                do { decision = try result.get() } catch { throw gateway.ledgerUnavailable(error, requestID: id) }
+                ticket = try gateway.ticket(
+                    for: decision, call, amount: amount, price: price, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel,
+                    log: log, requestID: id)
+            } catch {
+                attempt.lease.release()
+                fail(error)
+                return
+            }
+            guard !ended else {
+                // The client left while the database decided: nothing was sent, the hold goes back per policy.
+                _ = ticket.settleImmediately(.clientLeft, reported: nil, status: 499, errorCode: "client_closed") { _ in }
+                return
+            }
+            forward(body, attempt: attempt)
+        }
+        if let decided = gateway.meter.reserveImmediately(request) {
+            reserved(.success(decided))
+            return
+        }
+        // Only the database can decide: ask it from a task, and go on here with its answer.
+        let meter = gateway.meter
+        let promise = loop.makePromise(of: ReservationResult.self)
+        promise.completeWithTask { try await meter.reserve(request) }
+        promise.futureResult.assumeIsolated().whenComplete(reserved)
+    }
+
+    /// Sends the upstream request and waits for the whole answer.
+    private func forward(_ body: ByteBuffer, attempt: Attempt) {
+        guard !abandoned else { return }
+        var request = gateway.upstreamRequest(attempt, body: body, stream: false, requestID: id)
+        request.operation = .generate
+        let pool: UpstreamPool
+        let head: HTTPRequestHead
+        do throws(GatewayError) {
+            guard let prepared = try attempt.provider.httpRequest(request) else { throw GatewayError.internalError() }
+            (pool, head) = prepared
+        } catch {
+            record(.transportError(error))
+            return
+        }
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(request.firstByteTimeout.nanoseconds))
+        let limit = gateway.config.limits.maxResponseBytes
+        let idle = pool.settings.idleTimeout
+        pool.acquire(deadline: deadline, on: loop).hop(to: loop).assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .failure(let error):
+                answered(.failure(error))
+            case .success(let connection):
+                guard !abandoned else {
+                    pool.giveBack(connection)
+                    return
+                }
+                upstream = connection
+                let started: EventLoopFuture<CollectedUpstreamResponse>
+                if connection.channel.eventLoop.inEventLoop {
+                    started = connection.handler.value.startCollecting(head, body: body, firstByteDeadline: deadline, idleTimeout: idle, limit: limit)
+                } else {
+                    let handler = connection.handler
+                    started = connection.channel.eventLoop.flatSubmit {
+                        handler.value.startCollecting(head, body: body, firstByteDeadline: deadline, idleTimeout: idle, limit: limit)
+                    }.hop(to: loop)
+                }
+                started.assumeIsolated().whenComplete { [self] result in answered(result) }
+            }
+        }
+    }
+
+    private func answered(_ result: Result<CollectedUpstreamResponse, any Error>) {
+        upstream = nil
+        guard let attempt, !abandoned else {
+            if !ended { clientClosed() }
+            return
+        }
+        let answer: CollectedUpstreamResponse
+        switch result {
+        case .failure(let error) where error is UpstreamBody.BodyTooLarge:
+            fail(GatewayError(status: 502, category: .upstream, code: "upstream_response_too_large",
+                              message: "the provider's response exceeds \(gateway.config.limits.maxResponseBytes) bytes"))
+            return
+        case .failure(let error):
+            record(.transportError(UpstreamFailure.classify(error, provider: attempt.provider.name)))
+            return
+        case .success(let a):
+            answer = a
+        }
+        let status = Int(answer.head.status.code)
+        log.set(upstreamStatus: status)
+        guard (200..<300).contains(status) else {
+            record(.upstreamError(status: status, headers: answer.head.headers, body: answer.body, provider: attempt.provider))
+            return
+        }
+        attempt.lease.succeeded()
+        log.set(deploymentLease: attempt.lease)
+        let bytes: ByteBuffer
+        let usage: TokenUsage?
+        do {
+            (bytes, usage) = try gateway.passthroughAnswer(answer.body, format: .openAI, model: call.model, provider: attempt.provider)
+        } catch {
+            fail(error)
+            return
+        }
+        log.set(usage: usage)
+        settle(.completed, reported: usage, outputEstimate: answer.body.readableBytes / 4, status: 200, errorCode: nil) { [self] in
+            log.markFirstByte()
+            respond(Answer(status: 200, headers: [.contentType: "application/json"], body: bytes))
+        }
+    }
+
+    /// A failed attempt: on to the next, or the end of routing.
+    private func record(_ failure: AttemptOutcome<Never>) {
+        guard let attempt else { return }
+        self.attempt = nil
+        if case .stop(let end) = plan.record(failure, of: attempt) {
+            routingFailed(end)
+            return
+        }
+        switch failure {
+        case .upstreamError(let status, _, _, _):
+            gateway.logger.info("retrying after an upstream error", metadata: [
+                "request_id": .string(id), "deployment": .string(attempt.deployment.id), "upstream_status": .stringConvertible(status),
+            ])
+        case .transportError(let error):
+            gateway.logger.info("retrying after a transport error", metadata: [
+                "request_id": .string(id), "deployment": .string(attempt.deployment.id), "error": .string(error.code),
+            ])
+        case .success: break
+        }
+        step()
+    }
+
+    /// As ``Gateway/respond(to:call:context:)``.
+    private func routingFailed(_ failure: RoutingFailure) {
+        switch failure {
+        case .attempt(.transportError(let error)):
+            fail(error)
+        case .attempt(.upstreamError(let status, let headers, let raw, let provider)):
+            settle(.failedBeforeContent, reported: nil, status: status, errorCode: "upstream_\(status)") { [self] in
+                do {
+                    respond(try gateway.upstreamErrorAnswer(
+                        status: status, headers: headers, raw: raw, provider: provider, client: .openAI, log: log, requestID: id))
+                } catch {
+                    fail(error)
+                }
+            }
+        case .unavailable(let at):
+            fail(Gateway.unavailable(call.model, availableAt: at))
+        }
+    }
+
+    // MARK: The client
+
+    /// Whether the call stops because its client left (a call billed in full goes on).
+    private var abandoned: Bool { ended || (gone && !drains) }
+
+    private func clientLeft() {
+        guard !gone, !ended else { return }
+        gone = true
+        if drains {
+            // Billed in full: the call goes on to learn its cost; the client's concurrency slot is free now.
+            log.clientLeft()
+            return
+        }
+        // With a provider request in flight, closing its connection stops the provider and the failed
+        // exchange ends the call (``answered(_:)``); otherwise it ends now, and whatever the call was
+        // waiting for (a backoff, a connection, the ledger) finds it ended.
+        if let upstream {
+            upstream.channel.close(promise: nil)
+        } else {
+            clientClosed()
+        }
+    }
+
+    /// The client left before its answer: as the task path's cancellation, 499 `client_closed`.
+    private func clientClosed() {
+        attempt?.lease.release()
+        attempt = nil
+        fail(GatewayError(status: 499, category: .invalidRequest, code: "client_closed", message: "the client closed the connection"))
+    }
+
+    // MARK: Ending
+
+    /// Settles the hold (if any) and goes on with `then`, at once when the meter decides in memory.
+    private func settle(
+        _ outcome: BilledOutcome, reported: TokenUsage?, outputEstimate: Int = 0, status: Int, errorCode: String?, then: @escaping () -> Void
+    ) {
+        guard let ticket = log.ticket else {
+            then()
+            return
+        }
+        let log = self.log
+        let loop = self.loop
+        let next = NIOLoopBound(then, eventLoop: loop)
+        let immediate = ticket.settleImmediately(outcome, reported: reported, outputEstimate: outputEstimate, status: status, errorCode: errorCode) {
+            result in
+            if let result { log.set(creditsCharged: result.charged, remaining: result.available) }
+            loop.execute { next.value() }
+        }
+        if case .settled(let result) = immediate {
+            if let result { log.set(creditsCharged: result.charged, remaining: result.available) }
+            then()
+        }
+    }
+
+    /// As the middleware's error handling: the error in the client's format, its credits settled.
+    private func fail(_ error: any Error) {
+        guard !ended else { return }
+        ended = true
+        let gatewayError = GatewayError(error, method: .post, path: requestPath)
+        if gatewayError.category == .internal {
+            gateway.logger.error("unhandled error", metadata: ["request_id": .string(id), "error": .string("\(error)")])
+        }
+        log.set(errorCode: gatewayError.code)
+        let left = gatewayError.code == "client_closed"
+        settle(left ? .clientLeft : .failedBeforeContent, reported: nil, status: gatewayError.status, errorCode: gatewayError.code) { [self] in
+            write(ErrorResponse.answer(gatewayError, format: .openAI, requestID: id))
+        }
+    }
+
+    private func respond(_ answer: Answer) {
+        guard !ended else { return }
+        ended = true
+        write(answer)
+    }
+
+    /// Writes the answer with the headers every answer gets, and the access log line.
+    private func write(_ answer: Answer) {
+        var headers = answer.headers
+        GatewayMiddleware.finish(&headers, requestID: id, format: .openAI, log: log, limiter: gateway.limiter)
+        headers[.date] = path.dates.current
+        headers[.contentLength] = String(answer.body.readableBytes)
+        log.set(status: answer.status)
+        exchange.write(HTTPResponse(status: .init(code: answer.status), headerFields: headers), body: answer.body)
+        log.emit(outcome: answer.status == 499 ? "client_closed" : "ok")
+    }
+}
