@@ -283,7 +283,6 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// Nothing is written when the connection has closed.
     func writeWhole(_ head: HTTPResponse, body: ByteBuffer, exchange: Int) {
         guard let context = try? current(exchange) else { return }
-        if clientGone?.exchange == exchange { clientGone = nil }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
         context.write(wrapOutboundOut(.end(nil)), promise: nil)
@@ -321,6 +320,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func answered(context: ChannelHandlerContext) {
+        clientGone = nil
         state = .idle
         exchange &+= 1
         if !keepAlive || closeAfterResponse {
@@ -372,6 +372,21 @@ struct LoopExchange {
 
     /// Writes the whole answer; then the connection serves its next request.
     func write(_ head: HTTPResponse, body: ByteBuffer) { connection.writeWhole(head, body: body, exchange: id) }
+
+    /// Writes a streamed answer's head, flushed (the body follows with ``writeBody(_:)``, then ``end()``).
+    func writeHead(_ head: HTTPResponse) { try? connection.writeHead(head, exchange: id, flush: true) }
+
+    /// Writes and flushes a part of a streamed answer; returns a future to wait on before writing more
+    /// when the connection's buffer is full. Nothing is written when the connection has closed.
+    func writeBody(_ bytes: ByteBuffer) -> EventLoopFuture<Void>? {
+        (try? connection.writeBody(bytes, exchange: id, flush: true)) ?? nil
+    }
+
+    /// Ends a streamed answer; then the connection serves its next request.
+    func end() { try? connection.writeEnd(nil, exchange: id) }
+
+    /// Gives up on an answer that cannot be completed (its client left part-way): the connection closes.
+    func abort() { connection.abort(exchange: id) }
 
     /// Calls `callback` if the client closes or half-closes the connection before the answer (at once
     /// if it already has).

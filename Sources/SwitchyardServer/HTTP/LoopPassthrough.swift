@@ -6,23 +6,27 @@ import NIOHTTP1
 import SwitchyardCore
 import SwitchyardStore
 
-/// The common model call served on the client connection's event loop, with no task: a non-streamed
-/// OpenAI Chat Completions request whose model's deployments (and fallbacks' deployments) are all
-/// OpenAI-format HTTP providers, from a caller whose key is in the key cache.
+/// The common model call served on the client connection's event loop, with no task: an OpenAI Chat
+/// Completions request, streamed or not, whose model's deployments (and fallbacks' deployments) are
+/// all OpenAI-format HTTP providers, from a caller whose key is in the key cache.
 ///
 /// It makes the same decisions as the task path (``Gateway/chatCompletions(_:context:)`` →
 /// ``Gateway/relay(_:context:)``), from the same functions: admission and rate limits, the deployment
 /// plan with its retries, backoffs and fallbacks (``RoutePlan``), the credit hold and settlement, the
 /// upstream body and the answer's model name and usage, the error bodies, the response headers and the
-/// access log line. What differs is how it waits: the credit decisions are made in memory
-/// (``CreditMeter/reserveImmediately(_:)``; a task only when the ledger must ask the database), the
-/// provider's answer is read whole by the upstream connection's handler and handed over as a future on
-/// this event loop, backoffs are scheduled on the loop, and a client that goes away closes the upstream
-/// connection (or, billed in full, is simply no longer written to).
+/// access log line; for streams, ``PassthroughStreamRelay``, the heartbeats while the provider is slow
+/// to answer, the error events, the billing of a stream that ends early and the credit trailer. What
+/// differs is how it waits: the credit decisions are made in memory
+/// (``CreditMeter/reserveImmediately(_:)``; a task only when the ledger must ask the database), a
+/// non-streamed answer is read whole by the upstream connection's handler and handed over as a
+/// future, a stream's parts are relayed from the upstream connection's reads (``UpstreamSink``; the
+/// provider is read no faster than the client takes the events), backoffs and heartbeats are scheduled
+/// on the loop, and a client that goes away closes the upstream connection (or, billed in full, is
+/// simply no longer written to). An open stream holds no task and no stack.
 ///
-/// Anything else — streams, other formats and routes, translation, ensembles, the mock provider, a
-/// key not cached yet, and every request the checks before admission would refuse — goes to the
-/// router, untouched: the eligibility checks have no side effects.
+/// Anything else — other formats and routes, translation, ensembles, the mock provider, a key not
+/// cached yet, and every request the checks before admission would refuse — goes to the router,
+/// untouched: the eligibility checks have no side effects.
 final class LoopPassthrough: LoopResponder {
     let gateway: Gateway
     /// `/v1/chat/completions` under every client prefix.
@@ -53,8 +57,10 @@ final class LoopPassthrough: LoopResponder {
             let m = doc.member("model"), m.kind == .string,
             doc.member("messages")?.kind == .array
         else { return nil }
+        let stream: Bool
         switch doc.member("stream")?.kind {
-        case .false?, .null?, nil: break
+        case .false?, .null?, nil: stream = false
+        case .true?: stream = true
         default: return nil
         }
         let model = doc.stringValue(m)
@@ -63,7 +69,7 @@ final class LoopPassthrough: LoopResponder {
         }
         let request = Request(head: head, body: RequestBody(buffer: body))
         let call = ClientCall(
-            format: .openAI, principal: principal, request: request, body: body, doc: doc, model: model, stream: false, forwardHeaders: [])
+            format: .openAI, principal: principal, request: request, body: body, doc: doc, model: model, stream: stream, forwardHeaders: [])
         return (call, target)
     }
 
@@ -78,7 +84,7 @@ final class LoopPassthrough: LoopResponder {
 }
 
 /// One call on ``LoopPassthrough``'s path: a state machine run on the connection's event loop.
-private final class LoopCall {
+private final class LoopCall: UpstreamSink {
     private let path: LoopPassthrough
     private var gateway: Gateway { path.gateway }
     private let call: ClientCall
@@ -96,6 +102,18 @@ private final class LoopCall {
     private var gone = false
     private let drains: Bool
     private var ended = false
+    /// Streams: whether the provider is asked for usage on the client's behalf (its chunk is dropped).
+    private var injectedUsage = false
+    /// Streams: the SSE head is written (by a heartbeat, or the stream itself).
+    private var streamed = false
+    private var heartbeat: Scheduled<Void>?
+    /// Streams: the relay once the provider's event stream started, and the upstream exchange's id.
+    private var relay: PassthroughStreamRelay?
+    private var upstreamExchange: Int?
+    /// Streams: a body read whole (an error status, or a 2xx that is not an event stream).
+    private var collecting: (head: HTTPResponseHead, limit: Int, body: ByteBuffer)?
+    /// The call closed the upstream connection itself: what the connection reports after that is ignored.
+    private var stopped = false
 
     init(_ path: LoopPassthrough, call: ClientCall, target: ResolvedModel, path requestPath: String, exchange: LoopExchange) {
         self.path = path
@@ -113,7 +131,7 @@ private final class LoopCall {
         log.set(principal: call.principal)
         log.set(bytesIn: call.body.readableBytes)
         log.markModelCall(model: call.model)
-        log.set(model: call.model, provider: target.route.deployments.first?.provider.name ?? "", upstreamModel: "", stream: false)
+        log.set(model: call.model, provider: target.route.deployments.first?.provider.name ?? "", upstreamModel: "", stream: call.stream)
         do {
             try gateway.admit(call, log: log)
         } catch {
@@ -121,6 +139,7 @@ private final class LoopCall {
             return
         }
         exchange.onClientGone { [self] in clientLeft() }
+        if call.stream, gateway.config.routing.heartbeat.milliseconds > 0 { armHeartbeat() }
         step()
     }
 
@@ -140,10 +159,10 @@ private final class LoopCall {
 
     private func send(_ attempt: Attempt) {
         self.attempt = attempt
-        log.set(model: call.model, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, stream: false)
+        log.set(model: call.model, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, stream: call.stream)
         let body: ByteBuffer
         do {
-            (body, _) = try gateway.passthroughBody(call, attempt: attempt)
+            (body, injectedUsage) = try gateway.passthroughBody(call, attempt: attempt)
         } catch {
             attempt.lease.release()
             fail(error)
@@ -185,10 +204,10 @@ private final class LoopCall {
         promise.futureResult.assumeIsolated().whenComplete(reserved)
     }
 
-    /// Sends the upstream request and waits for the whole answer.
+    /// Sends the upstream request and waits for the whole answer, or relays the stream.
     private func forward(_ body: ByteBuffer, attempt: Attempt) {
         guard !abandoned else { return }
-        var request = gateway.upstreamRequest(attempt, body: body, stream: false, requestID: id)
+        var request = gateway.upstreamRequest(attempt, body: body, stream: call.stream, requestID: id)
         request.operation = .generate
         let pool: UpstreamPool
         let head: HTTPRequestHead
@@ -212,6 +231,10 @@ private final class LoopCall {
                     return
                 }
                 upstream = connection
+                if call.stream {
+                    startStream(on: connection, head, body: body, deadline: deadline, idle: idle)
+                    return
+                }
                 let started: EventLoopFuture<CollectedUpstreamResponse>
                 if connection.channel.eventLoop.inEventLoop {
                     started = connection.handler.value.startCollecting(head, body: body, firstByteDeadline: deadline, idleTimeout: idle, limit: limit)
@@ -228,6 +251,7 @@ private final class LoopCall {
 
     private func answered(_ result: Result<CollectedUpstreamResponse, any Error>) {
         upstream = nil
+        upstreamExchange = nil
         guard let attempt, !abandoned else {
             if !ended { clientClosed() }
             return
@@ -261,7 +285,7 @@ private final class LoopCall {
             return
         }
         log.set(usage: usage)
-        settle(.completed, reported: usage, outputEstimate: answer.body.readableBytes / 4, status: 200, errorCode: nil) { [self] in
+        settle(.completed, reported: usage, outputEstimate: answer.body.readableBytes / 4, status: 200, errorCode: nil) { [self] _ in
             log.markFirstByte()
             respond(Answer(status: 200, headers: [.contentType: "application/json"], body: bytes))
         }
@@ -295,7 +319,7 @@ private final class LoopCall {
         case .attempt(.transportError(let error)):
             fail(error)
         case .attempt(.upstreamError(let status, let headers, let raw, let provider)):
-            settle(.failedBeforeContent, reported: nil, status: status, errorCode: "upstream_\(status)") { [self] in
+            settle(.failedBeforeContent, reported: nil, status: status, errorCode: "upstream_\(status)") { [self] _ in
                 do {
                     respond(try gateway.upstreamErrorAnswer(
                         status: status, headers: headers, raw: raw, provider: provider, client: .openAI, log: log, requestID: id))
@@ -306,6 +330,204 @@ private final class LoopCall {
         case .unavailable(let at):
             fail(Gateway.unavailable(call.model, availableAt: at))
         }
+    }
+
+    // MARK: Streams
+
+    private func startStream(on connection: UpstreamPool.Connection, _ head: HTTPRequestHead, body: ByteBuffer, deadline: NIODeadline, idle: TimeAmount) {
+        let upstreamLoop = connection.channel.eventLoop
+        let handler = connection.handler
+        if upstreamLoop.inEventLoop {
+            upstreamExchange = handler.value.startStreaming(head, body: body, firstByteDeadline: deadline, idleTimeout: idle, sink: self)
+            if upstreamExchange == nil { answered(.failure(UpstreamTransportError.closed)) }
+            return
+        }
+        // The pool had no connection on this loop: the parts hop here, one task on the loop per part.
+        let sink = HoppingSink(NIOLoopBound(self, eventLoop: loop))
+        upstreamLoop.submit {
+            handler.value.startStreaming(head, body: body, firstByteDeadline: deadline, idleTimeout: idle, sink: sink)
+        }.hop(to: loop).assumeIsolated().whenComplete { [self] result in
+            guard case .success(let id?) = result else {
+                answered(.failure(UpstreamTransportError.closed))
+                return
+            }
+            upstreamExchange = id
+        }
+    }
+
+    func upstreamHead(_ head: HTTPResponseHead) {
+        guard let attempt, !abandoned, !stopped else { return }
+        let status = Int(head.status.code)
+        log.set(upstreamStatus: status)
+        guard (200..<300).contains(status) else {
+            // Read whole (bounded) for the retry decision, and for the client if it is the last try.
+            collecting = (head, 256 << 10, ByteBuffer())
+            return
+        }
+        attempt.lease.succeeded()
+        log.set(deploymentLease: attempt.lease)
+        guard head.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true else {
+            // A provider that answers a stream request with a whole body: answered as a non-streamed call.
+            collecting = (head, gateway.config.limits.maxResponseBytes, ByteBuffer())
+            return
+        }
+        cancelHeartbeat()
+        relay = PassthroughStreamRelay(
+            format: .openAI, clientModel: call.model, maxDepth: gateway.config.limits.maxJSONDepth, dropUsageChunk: injectedUsage)
+        if !streamed { writeStreamHead() }
+    }
+
+    func upstreamBody(_ buffer: ByteBuffer) {
+        guard !ended, !stopped else { return }
+        if collecting != nil {
+            guard collecting!.body.readableBytes + buffer.readableBytes <= collecting!.limit else {
+                stopUpstream()
+                answered(.failure(UpstreamBody.BodyTooLarge()))
+                return
+            }
+            collecting!.body.writeImmutableBuffer(buffer)
+            return
+        }
+        guard relay != nil else { return }
+        let out: ByteBuffer
+        do {
+            out = try relay!.process(buffer)
+        } catch {
+            eventTooLarge()
+            return
+        }
+        if out.readableBytes > 0 {
+            log.markFirstByte()
+            writeChunk(out)
+        }
+    }
+
+    func upstreamEnd() {
+        upstream = nil
+        upstreamExchange = nil
+        guard !ended, !stopped else { return }
+        if let collected = collecting {
+            collecting = nil
+            answered(.success(CollectedUpstreamResponse(head: collected.head, body: collected.body)))
+            return
+        }
+        guard var relay else { return }
+        let last = relay.finish()
+        self.relay = relay
+        writeChunk(last)
+        if relay.completed {
+            finishStream(.completed, errorCode: nil)
+        } else {
+            finishStream(earlyEnd(contentBefore: relay.outputChars > 0), errorCode: "upstream_stream_error")
+        }
+    }
+
+    func upstreamFailed(_ error: any Error) {
+        upstream = nil
+        upstreamExchange = nil
+        guard !ended, !stopped else { return }
+        guard var relay else {
+            collecting = nil
+            answered(.failure(error))
+            return
+        }
+        if gone && !drains { return }  // ``clientLeft()`` ended it
+        let failure = UpstreamFailure.streamBroken(error, provider: attempt?.provider.name ?? "")
+        log.set(errorCode: failure.code)
+        log.deploymentFailed()
+        let hadContent = relay.outputChars > 0
+        writeChunk(relay.fail(failure))
+        self.relay = relay
+        finishStream(earlyEnd(contentBefore: hadContent), errorCode: failure.code)
+    }
+
+    private func eventTooLarge() {
+        guard var relay else { return }
+        stopUpstream()
+        let failure = GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                                   message: "the provider `\(attempt?.provider.name ?? "")` sent an event larger than the gateway accepts")
+        log.set(errorCode: failure.code)
+        let hadContent = relay.outputChars > 0
+        writeChunk(relay.fail(failure))
+        self.relay = relay
+        finishStream(earlyEnd(contentBefore: hadContent), errorCode: failure.code)
+    }
+
+    /// How a stream that ended early is billed: nothing relayed, something relayed, or a client that left.
+    private func earlyEnd(contentBefore: Bool) -> BilledOutcome {
+        gone ? .clientLeft : contentBefore ? .failedAfterContent : .failedBeforeContent
+    }
+
+    /// Settles the stream, then ends it with the credit trailer.
+    private func finishStream(_ outcome: BilledOutcome, errorCode: String?) {
+        guard let relay, !ended else { return }
+        ended = true
+        settle(outcome, reported: relay.usage, outputEstimate: (relay.outputChars + 3) / 4, status: 200, errorCode: errorCode) { [self] result in
+            log.set(usage: relay.usage)
+            endStream(with: result.map(CreditHeaders.trailer) ?? ByteBuffer(), outcome: "ok")
+        }
+    }
+
+    /// Closes the upstream connection: the provider stops, and its failure report is ignored.
+    private func stopUpstream() {
+        let connection = upstream
+        upstream = nil
+        upstreamExchange = nil
+        stopped = true
+        connection?.channel.close(promise: nil)
+    }
+
+    private func writeStreamHead() {
+        var headers: HTTPFields = [
+            .contentType: "text/event-stream; charset=utf-8",
+            .cacheControl: "no-cache",
+            HTTPField.Name("x-accel-buffering")!: "no",
+        ]
+        GatewayMiddleware.finish(&headers, requestID: id, format: .openAI, log: log, limiter: gateway.limiter)
+        headers[.date] = path.dates.current
+        log.set(status: 200)
+        log.waitForBody()
+        streamed = true
+        exchange.writeHead(HTTPResponse(status: .ok, headerFields: headers))
+    }
+
+    /// Writes a part of the stream; when the client's buffer is full, the provider is not read until it drains.
+    private func writeChunk(_ bytes: ByteBuffer) {
+        guard bytes.readableBytes > 0, !gone, let wait = exchange.writeBody(bytes) else { return }
+        guard let connection = upstream, let id = upstreamExchange else { return }
+        let handler = connection.handler
+        let upstreamLoop = connection.channel.eventLoop
+        if upstreamLoop.inEventLoop { handler.value.pause(id) } else { upstreamLoop.execute { handler.value.pause(id) } }
+        wait.whenComplete { _ in
+            if upstreamLoop.inEventLoop { handler.value.demand(id) } else { upstreamLoop.execute { handler.value.demand(id) } }
+        }
+    }
+
+    /// Writes the stream's last bytes, ends it and writes the access line.
+    private func endStream(with last: ByteBuffer, outcome: String) {
+        cancelHeartbeat()
+        ended = true
+        writeChunk(last)
+        // A client that left mid-answer cannot be given its end: the connection closes instead.
+        if gone { exchange.abort() } else { exchange.end() }
+        log.emit(outcome: outcome)
+    }
+
+    private func armHeartbeat() {
+        let interval = TimeAmount.milliseconds(gateway.config.routing.heartbeat.milliseconds)
+        heartbeat = loop.assumeIsolated().scheduleTask(in: interval) { [self] in
+            heartbeat = nil
+            guard !ended, relay == nil else { return }
+            // The provider is slow to answer: the status line goes out now, then a ping per interval.
+            if !streamed { writeStreamHead() }
+            writeChunk(Gateway.ping(.openAI))
+            armHeartbeat()
+        }
+    }
+
+    private func cancelHeartbeat() {
+        heartbeat?.cancel()
+        heartbeat = nil
     }
 
     // MARK: The client
@@ -319,6 +541,19 @@ private final class LoopCall {
         if drains {
             // Billed in full: the call goes on to learn its cost; the client's concurrency slot is free now.
             log.clientLeft()
+            return
+        }
+        if let relay {
+            // Mid-stream: stop the provider and bill what was relayed, per policy.
+            ended = true
+            cancelHeartbeat()
+            upstream?.channel.close(promise: nil)
+            upstream = nil
+            exchange.abort()
+            settle(.clientLeft, reported: relay.usage, outputEstimate: (relay.outputChars + 3) / 4, status: 200, errorCode: "client_closed") {
+                [self] _ in
+                log.emit(outcome: "client_closed")
+            }
             return
         }
         // With a provider request in flight, closing its connection stops the provider and the failed
@@ -342,10 +577,11 @@ private final class LoopCall {
 
     /// Settles the hold (if any) and goes on with `then`, at once when the meter decides in memory.
     private func settle(
-        _ outcome: BilledOutcome, reported: TokenUsage?, outputEstimate: Int = 0, status: Int, errorCode: String?, then: @escaping () -> Void
+        _ outcome: BilledOutcome, reported: TokenUsage?, outputEstimate: Int = 0, status: Int, errorCode: String?,
+        then: @escaping (SettlementResult?) -> Void
     ) {
         guard let ticket = log.ticket else {
-            then()
+            then(nil)
             return
         }
         let log = self.log
@@ -354,11 +590,11 @@ private final class LoopCall {
         let immediate = ticket.settleImmediately(outcome, reported: reported, outputEstimate: outputEstimate, status: status, errorCode: errorCode) {
             result in
             if let result { log.set(creditsCharged: result.charged, remaining: result.available) }
-            loop.execute { next.value() }
+            loop.execute { next.value(result) }
         }
         if case .settled(let result) = immediate {
             if let result { log.set(creditsCharged: result.charged, remaining: result.available) }
-            then()
+            then(result)
         }
     }
 
@@ -372,8 +608,13 @@ private final class LoopCall {
         }
         log.set(errorCode: gatewayError.code)
         let left = gatewayError.code == "client_closed"
-        settle(left ? .clientLeft : .failedBeforeContent, reported: nil, status: gatewayError.status, errorCode: gatewayError.code) { [self] in
-            write(ErrorResponse.answer(gatewayError, format: .openAI, requestID: id))
+        settle(left ? .clientLeft : .failedBeforeContent, reported: nil, status: gatewayError.status, errorCode: gatewayError.code) { [self] _ in
+            if streamed {
+                // The status line went out with the heartbeats: the error is an event in the stream.
+                endStream(with: StreamErrors.event(.openAI, gatewayError), outcome: left ? "client_closed" : "ok")
+            } else {
+                write(ErrorResponse.answer(gatewayError, format: .openAI, requestID: id))
+            }
         }
     }
 
@@ -385,6 +626,13 @@ private final class LoopCall {
 
     /// Writes the answer with the headers every answer gets, and the access log line.
     private func write(_ answer: Answer) {
+        cancelHeartbeat()
+        if streamed {
+            // After heartbeats: a success's body goes into the stream, an error becomes an event.
+            let bytes = (200..<300).contains(answer.status) ? answer.body : Gateway.errorEvent(.openAI, body: answer.body)
+            endStream(with: bytes, outcome: "ok")
+            return
+        }
         var headers = answer.headers
         GatewayMiddleware.finish(&headers, requestID: id, format: .openAI, log: log, limiter: gateway.limiter)
         headers[.date] = path.dates.current
@@ -392,5 +640,28 @@ private final class LoopCall {
         log.set(status: answer.status)
         exchange.write(HTTPResponse(status: .init(code: answer.status), headerFields: headers), body: answer.body)
         log.emit(outcome: answer.status == 499 ? "client_closed" : "ok")
+    }
+}
+
+/// Hands an upstream connection's parts to a call on another event loop.
+private final class HoppingSink: UpstreamSink {
+    private let call: NIOLoopBound<LoopCall>
+    init(_ call: NIOLoopBound<LoopCall>) { self.call = call }
+
+    func upstreamHead(_ head: HTTPResponseHead) {
+        let call = self.call
+        call.eventLoop.execute { call.value.upstreamHead(head) }
+    }
+    func upstreamBody(_ buffer: ByteBuffer) {
+        let call = self.call
+        call.eventLoop.execute { call.value.upstreamBody(buffer) }
+    }
+    func upstreamEnd() {
+        let call = self.call
+        call.eventLoop.execute { call.value.upstreamEnd() }
+    }
+    func upstreamFailed(_ error: any Error) {
+        let call = self.call
+        call.eventLoop.execute { call.value.upstreamFailed(error) }
     }
 }

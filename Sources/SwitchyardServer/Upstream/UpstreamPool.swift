@@ -56,6 +56,16 @@ extension UpstreamEndpoint {
     }
 }
 
+/// Takes a provider's response part by part as it arrives, on the upstream connection's event loop
+/// (``UpstreamConnectionHandler/startStreaming(_:body:firstByteDeadline:idleTimeout:sink:)``).
+protocol UpstreamSink: AnyObject {
+    func upstreamHead(_ head: HTTPResponseHead)
+    func upstreamBody(_ buffer: ByteBuffer)
+    func upstreamEnd()
+    /// The exchange failed (no answer in time, a stall, the connection closed); the connection is closed.
+    func upstreamFailed(_ error: any Error)
+}
+
 /// A provider's whole response, read by the connection (``UpstreamConnectionHandler/startCollecting``).
 struct CollectedUpstreamResponse {
     var head: HTTPResponseHead
@@ -125,6 +135,8 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let idleTimeout: TimeAmount
         /// Set when the whole response is read here rather than handed on as an async sequence.
         var collect: Collect?
+        /// Set when the response's parts go to a sink as they arrive.
+        var sink: (any UpstreamSink)?
     }
 
     private struct Collect {
@@ -191,6 +203,33 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         return promise.futureResult
     }
 
+    /// Sends a request like ``start(_:body:firstByteDeadline:idleTimeout:)`` and hands the response's
+    /// parts to `sink` as they arrive; the sink slows the reading with ``pause(_:)`` and ``demand(_:)``.
+    /// Returns the exchange's id, or nil (having told the sink nothing) when the connection is unusable.
+    func startStreaming(
+        _ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline, idleTimeout: TimeAmount, sink: any UpstreamSink
+    ) -> Int? {
+        guard let context, context.channel.isActive, exchange == nil else { return nil }
+        nextID &+= 1
+        var x = Exchange(id: nextID, head: nil, idleTimeout: idleTimeout)
+        x.sink = sink
+        let id = nextID
+        x.firstByteTimer = context.eventLoop.scheduleTask(deadline: firstByteDeadline) { [weak self] in
+            self?.fail(id, UpstreamTransportError.firstByteTimeout)
+        }
+        exchange = x
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.read()
+        return id
+    }
+
+    /// The sink cannot take more for now: stop reading the socket until ``demand(_:)``.
+    func pause(_ id: Int) {
+        if exchange?.id == id { exchange?.wantsMore = false }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard var x = exchange else {
             // Nothing was asked: a provider talking out of turn leaves the connection unusable.
@@ -199,6 +238,10 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
         if x.collect != nil {
             collect(unwrapInboundIn(data), &x, context: context)
+            return
+        }
+        if let sink = x.sink {
+            relay(unwrapInboundIn(data), &x, to: sink, context: context)
             return
         }
         switch unwrapInboundIn(data) {
@@ -240,6 +283,32 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 context.close(promise: nil)
             }
             x.source?.finish()
+        }
+    }
+
+    private func relay(_ part: HTTPClientResponsePart, _ x: inout Exchange, to sink: any UpstreamSink, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            x.firstByteTimer?.cancel()
+            x.firstByteTimer = nil
+            x.keepAlive = head.isKeepAlive
+            exchange = x
+            armIdleTimer()
+            sink.upstreamHead(head)
+        case .body(let buffer):
+            armIdleTimer()
+            sink.upstreamBody(buffer)
+        case .end:
+            x.firstByteTimer?.cancel()
+            x.idleTimer?.cancel()
+            exchange = nil
+            if x.keepAlive {
+                context.read()
+                onRequestEnd?()
+            } else {
+                context.close(promise: nil)
+            }
+            sink.upstreamEnd()
         }
     }
 
@@ -340,6 +409,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         x.idleTimer?.cancel()
         x.head?.fail(error)
         x.collect?.promise.fail(error)
+        x.sink?.upstreamFailed(error)
         x.source?.finish(error)
         context?.close(promise: nil)
     }
