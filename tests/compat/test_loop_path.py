@@ -1,5 +1,5 @@
 """The request path served on the event loop (docs/architecture.md, "The loop path"): OpenAI Chat
-Completions calls to OpenAI-format HTTP providers from a cached key. Each test warms the key first,
+Completions and Anthropic Messages calls to HTTP providers of the same format, from a cached key. Each test warms the key first,
 so that the call under test takes that path rather than the router's; the compatibility suite checks
 the answers themselves, this file the edges that belong to the path: a client leaving mid-stream,
 heartbeats while the provider is slow, and descriptors after both."""
@@ -51,6 +51,22 @@ def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def half_open(gateway_port: int, client_port: int) -> bool:
+    """Whether the gateway's end of the connection from `client_port` is still open after the client
+    closed its end (CLOSE_WAIT in /proc/net/tcp)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if int(local.rsplit(":", 1)[1], 16) == gateway_port and int(remote.rsplit(":", 1)[1], 16) == client_port and state == "08":
+                return True
+    return False
+
+
 def wait_until(check, timeout: float = 10.0) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -60,21 +76,31 @@ def wait_until(check, timeout: float = 10.0) -> bool:
     return check()
 
 
-def stream_request(gw, content: str) -> bytes:
-    body = json.dumps({"model": "gpt-5.1", "stream": True, "messages": [{"role": "user", "content": content}]}).encode()
+def stream_request(gw, content: str, api: str) -> bytes:
+    if api == "openai":
+        path = "/v1/chat/completions"
+        body = json.dumps({"model": "gpt-5.1", "stream": True, "messages": [{"role": "user", "content": content}]}).encode()
+    else:
+        # Claude Code's own path, query and headers.
+        path = "/v1/messages?beta=true"
+        body = json.dumps({"model": "claude-up", "max_tokens": 256, "stream": True,
+                           "messages": [{"role": "user", "content": content}]}).encode()
     host = gw["url"].removeprefix("http://")
-    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {gw['key']}\r\n"
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {gw['key']}\r\n"
+            "anthropic-version: 2023-06-01\r\nanthropic-beta: fine-grained-tool-streaming-2025-05-14\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
 @pytest.mark.parametrize("how", ["close", "half-close"])
-def test_a_client_leaving_mid_stream_stops_the_provider_and_frees_its_descriptors(gw, how):
+def test_a_client_leaving_mid_stream_stops_the_provider_and_frees_its_descriptors(gw, how, api):
     warm(gw["url"], gw["key"])
     before = descriptors(gw["pid"])
     cancelled = stats(gw)["streams_cancelled"]
     host, port = gw["url"].removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=10)
-    s.sendall(stream_request(gw, "[[mock chunks=40 chunk_delay_ms=200]] a long answer"))
+    client_port = s.getsockname()[1]
+    s.sendall(stream_request(gw, "[[mock chunks=40 chunk_delay_ms=200]] a long answer", api))
     received = b""
     while b"data: " not in received:
         chunk = s.recv(65536)
@@ -88,14 +114,29 @@ def test_a_client_leaving_mid_stream_stops_the_provider_and_frees_its_descriptor
     # The provider's stream is cancelled (its connection closed) ...
     assert wait_until(lambda: stats(gw)["streams_cancelled"] == cancelled + 1), stats(gw)
     # ... and the gateway closes the client's connection too: nothing is left half-open.
+    assert wait_until(lambda: not half_open(int(port), client_port))
     assert wait_until(lambda: descriptors(gw["pid"]) <= before), (before, descriptors(gw["pid"]))
     if how == "half-close":
         s.settimeout(5)
         rest = b""
         while chunk := s.recv(65536):
             rest += chunk
-        assert b"data: [DONE]" not in rest  # cut, not finished
+        assert b"data: [DONE]" not in rest and b"message_stop" not in rest  # cut, not finished
         s.close()
+
+
+def test_anthropic_streams_get_ping_events_and_the_provider_gets_the_clients_headers(gw):
+    warm(gw["url"], gw["key"])
+    r = httpx.post(f"{gw['url']}/v1/messages?beta=true", timeout=30,
+                   headers={"x-api-key": gw["key"], "anthropic-version": "2023-06-01", "anthropic-beta": "interleaved-thinking-2025-05-14"},
+                   json={"model": "claude-up", "max_tokens": 256, "stream": True,
+                         "messages": [{"role": "user", "content": "[[mock delay_ms=1000]] say something"}]})
+    assert r.status_code == 200 and r.headers["request-id"] == r.headers["x-request-id"]
+    assert r.text.startswith("event: ping\n") and "event: message_stop" in r.text
+    with urllib.request.urlopen(gw["mock"].url + "/mock/requests?limit=1") as resp:
+        last = json.load(resp)[-1]
+    headers = {k.lower(): v for k, v in last["headers"].items()}
+    assert headers["anthropic-beta"] == "interleaved-thinking-2025-05-14" and headers["x-api-key"] == "upstream-secret"
 
 
 def test_a_slow_provider_gets_heartbeats_then_the_stream(gw):

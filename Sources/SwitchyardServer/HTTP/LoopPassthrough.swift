@@ -6,12 +6,13 @@ import NIOHTTP1
 import SwitchyardCore
 import SwitchyardStore
 
-/// The common model call served on the client connection's event loop, with no task: an OpenAI Chat
-/// Completions request, streamed or not, whose model's deployments (and fallbacks' deployments) are
-/// all OpenAI-format HTTP providers, from a caller whose key is in the key cache.
+/// The common model calls served on the client connection's event loop, with no task: an OpenAI Chat
+/// Completions or Anthropic Messages request, streamed or not, whose model's deployments (and
+/// fallbacks' deployments) are all HTTP providers speaking the client's format, from a caller whose
+/// key is in the key cache.
 ///
-/// It makes the same decisions as the task path (``Gateway/chatCompletions(_:context:)`` →
-/// ``Gateway/relay(_:context:)``), from the same functions: admission and rate limits, the deployment
+/// It makes the same decisions as the task path (``Gateway/chatCompletions(_:context:)`` or
+/// ``Gateway/messages(_:context:)`` → ``Gateway/relay(_:context:)``), from the same functions: admission and rate limits, the deployment
 /// plan with its retries, backoffs and fallbacks (``RoutePlan``), the credit hold and settlement, the
 /// upstream body and the answer's model name and usage, the error bodies, the response headers and the
 /// access log line; for streams, ``PassthroughStreamRelay``, the heartbeats while the provider is slow
@@ -29,25 +30,31 @@ import SwitchyardStore
 /// untouched: the eligibility checks have no side effects.
 final class LoopPassthrough: LoopResponder {
     let gateway: Gateway
-    /// `/v1/chat/completions` under every client prefix.
-    private let paths: Set<String>
+    /// `/v1/chat/completions` and `/v1/messages` under every client prefix, and the format each speaks.
+    private let paths: [String: WireFormat]
     let dates = HTTPDate()
 
     init(gateway: Gateway) {
         self.gateway = gateway
-        paths = Set(gateway.clientPrefixes.map { "\($0)/v1/chat/completions" })
+        var paths: [String: WireFormat] = [:]
+        for prefix in gateway.clientPrefixes {
+            paths["\(prefix)/v1/chat/completions"] = .openAI
+            paths["\(prefix)/v1/messages"] = .anthropic
+        }
+        self.paths = paths
     }
 
     func answer(_ head: HTTPRequest, body: ByteBuffer, exchange: LoopExchange) -> Bool {
-        guard head.method == .post, let path = head.path, paths.contains(path),
-            let (call, target) = eligible(head, body: body)
-        else { return false }
-        LoopCall(self, call: call, target: target, path: path, exchange: exchange).start()
+        guard head.method == .post, let target = head.path else { return false }
+        // The query is not part of the route (Claude Code sends `/v1/messages?beta=true`).
+        let path = target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
+        guard let format = paths[path], let (call, model) = eligible(head, body: body, format: format) else { return false }
+        LoopCall(self, call: call, target: model, path: path, exchange: exchange).start()
         return true
     }
 
     /// The call, when this path serves it; nil (having changed nothing) otherwise.
-    private func eligible(_ head: HTTPRequest, body: ByteBuffer) -> (ClientCall, ResolvedModel)? {
+    private func eligible(_ head: HTTPRequest, body: ByteBuffer, format: WireFormat) -> (ClientCall, ResolvedModel)? {
         let fields = head.headerFields
         let view = HTTPFieldsView(authorization: fields[.authorization], apiKey: fields[.xAPIKey], googAPIKey: fields[.xGoogAPIKey])
         guard let presented = try? Authenticator.credential(view), APIKeys.isPlausible(presented),
@@ -64,19 +71,28 @@ final class LoopPassthrough: LoopResponder {
         default: return nil
         }
         let model = doc.stringValue(m)
-        guard let target = try? gateway.resolve(model), target.route.ensemble == nil, principal.allows(model), servesDirectly(target) else {
+        guard let target = try? gateway.resolve(model), target.route.ensemble == nil, principal.allows(model),
+            servesDirectly(target, format: format)
+        else {
             return nil
+        }
+        var forward: [(String, String)] = []
+        if format == .anthropic {
+            // As ``Gateway/anthropicCall(_:context:)``: the version and every beta flag go as sent.
+            if let v = fields[.anthropicVersion] { forward.append(("anthropic-version", v)) }
+            let betas = fields[values: .anthropicBeta].joined(separator: ",")
+            if !betas.isEmpty { forward.append(("anthropic-beta", betas)) }
         }
         let request = Request(head: head, body: RequestBody(buffer: body))
         let call = ClientCall(
-            format: .openAI, principal: principal, request: request, body: body, doc: doc, model: model, stream: stream, forwardHeaders: [])
+            format: format, principal: principal, request: request, body: body, doc: doc, model: model, stream: stream, forwardHeaders: forward)
         return (call, target)
     }
 
-    /// Whether every deployment the call could be sent to is an OpenAI-format HTTP provider.
-    private func servesDirectly(_ target: ResolvedModel) -> Bool {
+    /// Whether every deployment the call could be sent to is an HTTP provider speaking `format`.
+    private func servesDirectly(_ target: ResolvedModel, format: WireFormat) -> Bool {
         func direct(_ route: ModelRoute) -> Bool {
-            route.ensemble == nil && route.deployments.allSatisfy { $0.provider.isHTTP && $0.provider.format == .openAI }
+            route.ensemble == nil && route.deployments.allSatisfy { $0.provider.isHTTP && $0.provider.format == format }
         }
         guard direct(target.route) else { return false }
         return target.route.fallbacks.allSatisfy { name in gateway.models[name].map(direct) ?? true }
@@ -207,7 +223,7 @@ private final class LoopCall: UpstreamSink {
     /// Sends the upstream request and waits for the whole answer, or relays the stream.
     private func forward(_ body: ByteBuffer, attempt: Attempt) {
         guard !abandoned else { return }
-        var request = gateway.upstreamRequest(attempt, body: body, stream: call.stream, requestID: id)
+        var request = gateway.upstreamRequest(attempt, body: body, stream: call.stream, requestID: id, headers: call.forwardHeaders)
         request.operation = .generate
         let pool: UpstreamPool
         let head: HTTPRequestHead
@@ -279,7 +295,7 @@ private final class LoopCall: UpstreamSink {
         let bytes: ByteBuffer
         let usage: TokenUsage?
         do {
-            (bytes, usage) = try gateway.passthroughAnswer(answer.body, format: .openAI, model: call.model, provider: attempt.provider)
+            (bytes, usage) = try gateway.passthroughAnswer(answer.body, format: call.format, model: call.model, provider: attempt.provider)
         } catch {
             fail(error)
             return
@@ -322,7 +338,7 @@ private final class LoopCall: UpstreamSink {
             settle(.failedBeforeContent, reported: nil, status: status, errorCode: "upstream_\(status)") { [self] _ in
                 do {
                     respond(try gateway.upstreamErrorAnswer(
-                        status: status, headers: headers, raw: raw, provider: provider, client: .openAI, log: log, requestID: id))
+                        status: status, headers: headers, raw: raw, provider: provider, client: call.format, log: log, requestID: id))
                 } catch {
                     fail(error)
                 }
@@ -373,7 +389,7 @@ private final class LoopCall: UpstreamSink {
         }
         cancelHeartbeat()
         relay = PassthroughStreamRelay(
-            format: .openAI, clientModel: call.model, maxDepth: gateway.config.limits.maxJSONDepth, dropUsageChunk: injectedUsage)
+            format: call.format, clientModel: call.model, maxDepth: gateway.config.limits.maxJSONDepth, dropUsageChunk: injectedUsage)
         if !streamed { writeStreamHead() }
     }
 
@@ -483,7 +499,7 @@ private final class LoopCall: UpstreamSink {
             .cacheControl: "no-cache",
             HTTPField.Name("x-accel-buffering")!: "no",
         ]
-        GatewayMiddleware.finish(&headers, requestID: id, format: .openAI, log: log, limiter: gateway.limiter)
+        GatewayMiddleware.finish(&headers, requestID: id, format: call.format, log: log, limiter: gateway.limiter)
         headers[.date] = path.dates.current
         log.set(status: 200)
         log.waitForBody()
@@ -520,7 +536,7 @@ private final class LoopCall: UpstreamSink {
             guard !ended, relay == nil else { return }
             // The provider is slow to answer: the status line goes out now, then a ping per interval.
             if !streamed { writeStreamHead() }
-            writeChunk(Gateway.ping(.openAI))
+            writeChunk(Gateway.ping(call.format))
             armHeartbeat()
         }
     }
@@ -611,9 +627,9 @@ private final class LoopCall: UpstreamSink {
         settle(left ? .clientLeft : .failedBeforeContent, reported: nil, status: gatewayError.status, errorCode: gatewayError.code) { [self] _ in
             if streamed {
                 // The status line went out with the heartbeats: the error is an event in the stream.
-                endStream(with: StreamErrors.event(.openAI, gatewayError), outcome: left ? "client_closed" : "ok")
+                endStream(with: StreamErrors.event(call.format, gatewayError), outcome: left ? "client_closed" : "ok")
             } else {
-                write(ErrorResponse.answer(gatewayError, format: .openAI, requestID: id))
+                write(ErrorResponse.answer(gatewayError, format: call.format, requestID: id))
             }
         }
     }
@@ -629,12 +645,12 @@ private final class LoopCall: UpstreamSink {
         cancelHeartbeat()
         if streamed {
             // After heartbeats: a success's body goes into the stream, an error becomes an event.
-            let bytes = (200..<300).contains(answer.status) ? answer.body : Gateway.errorEvent(.openAI, body: answer.body)
+            let bytes = (200..<300).contains(answer.status) ? answer.body : Gateway.errorEvent(call.format, body: answer.body)
             endStream(with: bytes, outcome: "ok")
             return
         }
         var headers = answer.headers
-        GatewayMiddleware.finish(&headers, requestID: id, format: .openAI, log: log, limiter: gateway.limiter)
+        GatewayMiddleware.finish(&headers, requestID: id, format: call.format, log: log, limiter: gateway.limiter)
         headers[.date] = path.dates.current
         headers[.contentLength] = String(answer.body.readableBytes)
         log.set(status: answer.status)
