@@ -397,8 +397,16 @@ private final class LoopCall: UpstreamSink {
         guard !ended, !stopped else { return }
         if collecting != nil {
             guard collecting!.body.readableBytes + buffer.readableBytes <= collecting!.limit else {
+                let head = collecting!.head
+                collecting = nil
                 stopUpstream()
-                answered(.failure(UpstreamBody.BodyTooLarge()))
+                if (200..<300).contains(Int(head.status.code)) {
+                    answered(.failure(UpstreamBody.BodyTooLarge()))
+                } else {
+                    // An error body past its bound is dropped, as the task path's bounded read drops it.
+                    upstream = nil
+                    answered(.success(CollectedUpstreamResponse(head: head, body: ByteBuffer())))
+                }
                 return
             }
             collecting!.body.writeImmutableBuffer(buffer)
