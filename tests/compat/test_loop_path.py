@@ -76,14 +76,14 @@ def wait_until(check, timeout: float = 10.0) -> bool:
     return check()
 
 
-def stream_request(gw, content: str, api: str) -> bytes:
+def stream_request(gw, content: str, api: str, model: str) -> bytes:
     if api == "openai":
         path = "/v1/chat/completions"
-        body = json.dumps({"model": "gpt-5.1", "stream": True, "messages": [{"role": "user", "content": content}]}).encode()
+        body = json.dumps({"model": model, "stream": True, "messages": [{"role": "user", "content": content}]}).encode()
     else:
         # Claude Code's own path, query and headers.
         path = "/v1/messages?beta=true"
-        body = json.dumps({"model": "claude-up", "max_tokens": 256, "stream": True,
+        body = json.dumps({"model": model, "max_tokens": 256, "stream": True,
                            "messages": [{"role": "user", "content": content}]}).encode()
     host = gw["url"].removeprefix("http://")
     return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {gw['key']}\r\n"
@@ -91,16 +91,17 @@ def stream_request(gw, content: str, api: str) -> bytes:
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-@pytest.mark.parametrize("api", ["openai", "anthropic"])
+# Same format, and translated both ways (gpt-5.1 is an OpenAI-format provider, claude-up an Anthropic one).
+@pytest.mark.parametrize("api,model", [("openai", "gpt-5.1"), ("anthropic", "claude-up"), ("openai", "claude-up"), ("anthropic", "gpt-5.1")])
 @pytest.mark.parametrize("how", ["close", "half-close"])
-def test_a_client_leaving_mid_stream_stops_the_provider_and_frees_its_descriptors(gw, how, api):
+def test_a_client_leaving_mid_stream_stops_the_provider_and_frees_its_descriptors(gw, how, api, model):
     warm(gw["url"], gw["key"])
     before = descriptors(gw["pid"])
     cancelled = stats(gw)["streams_cancelled"]
     host, port = gw["url"].removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=10)
     client_port = s.getsockname()[1]
-    s.sendall(stream_request(gw, "[[mock chunks=40 chunk_delay_ms=200]] a long answer", api))
+    s.sendall(stream_request(gw, "[[mock chunks=40 chunk_delay_ms=200]] a long answer", api, model))
     received = b""
     while b"data: " not in received:
         chunk = s.recv(65536)

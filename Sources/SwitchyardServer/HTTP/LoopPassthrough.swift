@@ -8,8 +8,10 @@ import SwitchyardStore
 
 /// The common model calls served on the client connection's event loop, with no task: an OpenAI Chat
 /// Completions or Anthropic Messages request, streamed or not, whose model's deployments (and
-/// fallbacks' deployments) are all HTTP providers speaking the client's format, from a caller whose
-/// key is in the key cache.
+/// fallbacks' deployments) are all HTTP providers, from a caller whose key is in the key cache. A
+/// provider of another format gets the call translated (``Translator``, ``TranslatingStream``) unless
+/// the request has media URLs that provider cannot fetch itself (the gateway's fetch is async: those
+/// calls take the task path).
 ///
 /// It makes the same decisions as the task path (``Gateway/chatCompletions(_:context:)`` or
 /// ``Gateway/messages(_:context:)`` → ``Gateway/relay(_:context:)``), from the same functions: admission and rate limits, the deployment
@@ -25,9 +27,9 @@ import SwitchyardStore
 /// on the loop, and a client that goes away closes the upstream connection (or, billed in full, is
 /// simply no longer written to). An open stream holds no task and no stack.
 ///
-/// Anything else — other formats and routes, translation, ensembles, the mock provider, a key not
-/// cached yet, and every request the checks before admission would refuse — goes to the router,
-/// untouched: the eligibility checks have no side effects.
+/// Anything else — other client APIs, ensembles, the mock provider, media to inline, a key not cached
+/// yet, and every request the checks before admission would refuse — goes to the router, untouched:
+/// the eligibility checks have no side effects.
 final class LoopPassthrough: LoopResponder {
     let gateway: Gateway
     /// `/v1/chat/completions` and `/v1/messages` under every client prefix, and the format each speaks.
@@ -48,13 +50,14 @@ final class LoopPassthrough: LoopResponder {
         guard head.method == .post, let target = head.path else { return false }
         // The query is not part of the route (Claude Code sends `/v1/messages?beta=true`).
         let path = target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
-        guard let format = paths[path], let (call, model) = eligible(head, body: body, format: format) else { return false }
-        LoopCall(self, call: call, target: model, path: path, exchange: exchange).start()
+        guard let format = paths[path], let (call, model, canonical) = eligible(head, body: body, format: format) else { return false }
+        LoopCall(self, call: call, target: model, canonical: canonical, path: path, exchange: exchange).start()
         return true
     }
 
-    /// The call, when this path serves it; nil (having changed nothing) otherwise.
-    private func eligible(_ head: HTTPRequest, body: ByteBuffer, format: WireFormat) -> (ClientCall, ResolvedModel)? {
+    /// The call, when this path serves it, with its canonical form when a deployment needs it
+    /// translated; nil (having changed nothing) otherwise.
+    private func eligible(_ head: HTTPRequest, body: ByteBuffer, format: WireFormat) -> (ClientCall, ResolvedModel, ChatRequest?)? {
         let fields = head.headerFields
         let view = HTTPFieldsView(authorization: fields[.authorization], apiKey: fields[.xAPIKey], googAPIKey: fields[.xGoogAPIKey])
         guard let presented = try? Authenticator.credential(view), APIKeys.isPlausible(presented),
@@ -72,9 +75,22 @@ final class LoopPassthrough: LoopResponder {
         }
         let model = doc.stringValue(m)
         guard let target = try? gateway.resolve(model), target.route.ensemble == nil, principal.allows(model),
-            servesDirectly(target, format: format)
+            let others = otherFormats(target, format: format)
         else {
             return nil
+        }
+        var canonical: ChatRequest?
+        if !others.isEmpty {
+            // Translated for some deployment: decoded once here (a request that does not decode is
+            // answered by the task path), and only when no deployment needs media fetched for it.
+            guard let object = (try? JSONValue.parse(body, maxDepth: gateway.config.limits.maxJSONDepth))?.objectValue,
+                let decoded = try? Translator.decodeRequest(format, object, model: model, stream: stream),
+                !others.contains(where: { other in
+                    let (images, documents) = Gateway.inlinedMedia(other)
+                    return MediaFetcher.needsFetching(decoded, images: images, documents: documents)
+                })
+            else { return nil }
+            canonical = decoded
         }
         var forward: [(String, String)] = []
         if format == .anthropic {
@@ -86,16 +102,26 @@ final class LoopPassthrough: LoopResponder {
         let request = Request(head: head, body: RequestBody(buffer: body))
         let call = ClientCall(
             format: format, principal: principal, request: request, body: body, doc: doc, model: model, stream: stream, forwardHeaders: forward)
-        return (call, target)
+        return (call, target, canonical)
     }
 
-    /// Whether every deployment the call could be sent to is an HTTP provider speaking `format`.
-    private func servesDirectly(_ target: ResolvedModel, format: WireFormat) -> Bool {
-        func direct(_ route: ModelRoute) -> Bool {
-            route.ensemble == nil && route.deployments.allSatisfy { $0.provider.isHTTP && $0.provider.format == format }
+    /// The formats other than `format` among the providers the call could be sent to; nil when one of
+    /// them cannot be served here (the mock provider, an ensemble).
+    private func otherFormats(_ target: ResolvedModel, format: WireFormat) -> Set<WireFormat>? {
+        var others = Set<WireFormat>()
+        func add(_ route: ModelRoute) -> Bool {
+            guard route.ensemble == nil else { return false }
+            for d in route.deployments {
+                guard d.provider.isHTTP else { return false }
+                if d.provider.format != format { others.insert(d.provider.format) }
+            }
+            return true
         }
-        guard direct(target.route) else { return false }
-        return target.route.fallbacks.allSatisfy { name in gateway.models[name].map(direct) ?? true }
+        guard add(target.route) else { return nil }
+        for name in target.route.fallbacks {
+            if let route = gateway.models[name], !add(route) { return nil }
+        }
+        return others
     }
 }
 
@@ -105,6 +131,10 @@ private final class LoopCall: UpstreamSink {
     private var gateway: Gateway { path.gateway }
     private let call: ClientCall
     private let target: ResolvedModel
+    /// The call decoded, when some deployment speaks another format; and as prepared for the attempt
+    /// in flight when that attempt is translated.
+    private let canonical: ChatRequest?
+    private var translated: ChatRequest?
     private let requestPath: String
     private let exchange: LoopExchange
     private var loop: any EventLoop { exchange.eventLoop }
@@ -124,17 +154,18 @@ private final class LoopCall: UpstreamSink {
     private var streamed = false
     private var heartbeat: Scheduled<Void>?
     /// Streams: the relay once the provider's event stream started, and the upstream exchange's id.
-    private var relay: PassthroughStreamRelay?
+    private var relay: (any StreamProcessor)?
     private var upstreamExchange: Int?
     /// Streams: a body read whole (an error status, or a 2xx that is not an event stream).
     private var collecting: (head: HTTPResponseHead, limit: Int, body: ByteBuffer)?
     /// The call closed the upstream connection itself: what the connection reports after that is ignored.
     private var stopped = false
 
-    init(_ path: LoopPassthrough, call: ClientCall, target: ResolvedModel, path requestPath: String, exchange: LoopExchange) {
+    init(_ path: LoopPassthrough, call: ClientCall, target: ResolvedModel, canonical: ChatRequest?, path requestPath: String, exchange: LoopExchange) {
         self.path = path
         self.call = call
         self.target = target
+        self.canonical = canonical
         self.requestPath = requestPath
         self.exchange = exchange
         id = RequestIDs.from(call.request.headers) ?? RequestIDs.generate()
@@ -178,7 +209,19 @@ private final class LoopCall: UpstreamSink {
         log.set(model: call.model, provider: attempt.provider.name, upstreamModel: attempt.upstreamModel, stream: call.stream)
         let body: ByteBuffer
         do {
-            (body, injectedUsage) = try gateway.passthroughBody(call, attempt: attempt)
+            if attempt.provider.format == call.format {
+                translated = nil
+                (body, injectedUsage) = try gateway.passthroughBody(call, attempt: attempt)
+            } else {
+                // As ``Gateway/translate(_:request:attempt:context:usageExtra:)``.
+                guard var request = canonical else { throw GatewayError.internalError() }
+                if request.maxTokens == nil, let cap = gateway.injectedOutputCap(attempt.target) { request.maxTokens = cap }
+                if call.format == .openAI { gateway.reasoningCache.restore(&request) }
+                if request.reasoning == nil { request.reasoning = attempt.route.config.thinking }
+                body = try gateway.encodeUpstreamBody(request, attempt: attempt)
+                translated = request
+                injectedUsage = false
+            }
         } catch {
             attempt.lease.release()
             fail(error)
@@ -223,7 +266,9 @@ private final class LoopCall: UpstreamSink {
     /// Sends the upstream request and waits for the whole answer, or relays the stream.
     private func forward(_ body: ByteBuffer, attempt: Attempt) {
         guard !abandoned else { return }
-        var request = gateway.upstreamRequest(attempt, body: body, stream: call.stream, requestID: id, headers: call.forwardHeaders)
+        // Client headers for the provider (`anthropic-version`, `anthropic-beta`) only in its own format.
+        let headers = attempt.provider.format == call.format ? call.forwardHeaders : []
+        var request = gateway.upstreamRequest(attempt, body: body, stream: call.stream, requestID: id, headers: headers)
         request.operation = .generate
         let pool: UpstreamPool
         let head: HTTPRequestHead
@@ -292,6 +337,10 @@ private final class LoopCall: UpstreamSink {
         }
         attempt.lease.succeeded()
         log.set(deploymentLease: attempt.lease)
+        if let translated {
+            translatedAnswer(answer.body, request: translated, provider: attempt.provider)
+            return
+        }
         let bytes: ByteBuffer
         let usage: TokenUsage?
         do {
@@ -304,6 +353,30 @@ private final class LoopCall: UpstreamSink {
         settle(.completed, reported: usage, outputEstimate: answer.body.readableBytes / 4, status: 200, errorCode: nil) { [self] _ in
             log.markFirstByte()
             respond(Answer(status: 200, headers: [.contentType: "application/json"], body: bytes))
+        }
+    }
+
+    /// A whole answer from a provider of another format, in the client's (as the task path's translate).
+    private func translatedAnswer(_ full: ByteBuffer, request: ChatRequest, provider: Provider) {
+        guard let object = (try? JSONValue.parse(full, maxDepth: gateway.config.limits.maxJSONDepth))?.objectValue else {
+            fail(GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                              message: "the provider `\(provider.name)` returned a body that is not a JSON object"))
+            return
+        }
+        let answer: ChatResponse
+        do {
+            answer = try Translator.decodeResponse(provider.format, object, request: request)
+        } catch {
+            fail(error)
+            return
+        }
+        let created = Int(EpochClock.nowMilliseconds() / 1000)
+        log.set(usage: answer.usage)
+        settle(.completed, reported: answer.usage, outputEstimate: full.readableBytes / 4, status: 200, errorCode: nil) { [self] _ in
+            if call.format == .openAI { gateway.reasoningCache.store(answer.content) }
+            let out = Translator.encodeResponse(call.format, answer, model: call.model, created: created)
+            log.markFirstByte()
+            respond(Answer(status: 200, headers: [.contentType: "application/json"], body: JSONValue.object(out).jsonBuffer))
         }
     }
 
@@ -388,8 +461,14 @@ private final class LoopCall: UpstreamSink {
             return
         }
         cancelHeartbeat()
-        relay = PassthroughStreamRelay(
-            format: call.format, clientModel: call.model, maxDepth: gateway.config.limits.maxJSONDepth, dropUsageChunk: injectedUsage)
+        if let translated {
+            relay = TranslatingStream(
+                from: attempt.provider.format, to: call.format, request: translated, clientModel: call.model,
+                created: Int(EpochClock.nowMilliseconds() / 1000))
+        } else {
+            relay = PassthroughStreamRelay(
+                format: call.format, clientModel: call.model, maxDepth: gateway.config.limits.maxJSONDepth, dropUsageChunk: injectedUsage)
+        }
         if !streamed { writeStreamHead() }
     }
 
@@ -488,6 +567,8 @@ private final class LoopCall: UpstreamSink {
         ended = true
         settle(outcome, reported: relay.usage, outputEstimate: (relay.outputChars + 3) / 4, status: 200, errorCode: errorCode) { [self] result in
             log.set(usage: relay.usage)
+            // As the task path's completion hook: what an OpenAI client cannot carry between turns is kept.
+            if call.format == .openAI, let stream = relay as? TranslatingStream { gateway.reasoningCache.store(stream.accumulator.content) }
             endStream(with: result.map(CreditHeaders.trailer) ?? ByteBuffer(), outcome: "ok")
         }
     }
@@ -668,7 +749,7 @@ private final class LoopCall: UpstreamSink {
 }
 
 /// Hands an upstream connection's parts to a call on another event loop.
-private final class HoppingSink: UpstreamSink {
+private final class HoppingSink: UpstreamSink, Sendable {
     private let call: NIOLoopBound<LoopCall>
     init(_ call: NIOLoopBound<LoopCall>) { self.call = call }
 

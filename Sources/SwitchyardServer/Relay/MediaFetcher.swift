@@ -36,6 +36,19 @@ final class MediaFetcher: Sendable {
         }
     }
 
+    /// Whether ``inline(_:images:documents:)`` would fetch anything for `request`.
+    static func needsFetching(_ request: ChatRequest, images: Bool, documents: Bool) -> Bool {
+        func fetches(_ part: ContentPart) -> Bool {
+            switch part {
+            case .image(.url, _, _): return images
+            case .document(.url, _, _): return documents
+            case .toolResult(let r): return r.content.contains(where: fetches)
+            default: return false
+            }
+        }
+        return request.messages.contains { $0.content.contains(where: fetches) }
+    }
+
     private func inline(_ part: ContentPart, images: Bool, documents: Bool) async throws(GatewayError) -> ContentPart {
         switch part {
         case .image(.url(let url), let detail, let cache) where images:

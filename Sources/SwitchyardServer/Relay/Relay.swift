@@ -264,11 +264,23 @@ extension Gateway {
     func encodeUpstream(_ request: inout ChatRequest, attempt: Attempt) async throws -> ByteBuffer {
         let provider = attempt.provider
         if request.reasoning == nil { request.reasoning = attempt.route.config.thinking }
-        switch provider.format {
-        case .gemini: try await mediaFetcher.inline(&request, images: true, documents: true)
-        case .openAI: try await mediaFetcher.inline(&request, images: false, documents: true)
-        case .anthropic, .responses: break
+        let (images, documents) = Self.inlinedMedia(provider.format)
+        if images || documents { try await mediaFetcher.inline(&request, images: images, documents: documents) }
+        return try encodeUpstreamBody(request, attempt: attempt)
+    }
+
+    /// Which media URLs a provider format cannot fetch itself, so the gateway inlines them.
+    static func inlinedMedia(_ format: WireFormat) -> (images: Bool, documents: Bool) {
+        switch format {
+        case .gemini: return (true, true)
+        case .openAI: return (false, true)
+        case .anthropic, .responses: return (false, false)
         }
+    }
+
+    /// The translated request's bytes for `attempt`'s provider, its media already inlined.
+    func encodeUpstreamBody(_ request: ChatRequest, attempt: Attempt) throws -> ByteBuffer {
+        let provider = attempt.provider
         let encoded = try Translator.encodeRequest(
             provider.format, request, upstreamModel: attempt.upstreamModel,
             options: .init(maxTokensField: provider.maxTokensField, defaultMaxTokens: attempt.route.config.maxTokens ?? 8192))
