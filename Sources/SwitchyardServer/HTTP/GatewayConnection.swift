@@ -319,6 +319,14 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
+    /// Whether a request's parts are being read (not answered, not closed).
+    private var takesParts: Bool {
+        switch state {
+        case .idle, .reading: return true
+        case .responding, .closed: return false
+        }
+    }
+
     private func answered(context: ChannelHandlerContext) {
         clientGone = nil
         state = .idle
@@ -333,13 +341,8 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         becameIdle()
-        while case .idle = state, let part = pending.first {
-            pending.removeFirst()
-            if case .body(let bytes) = part { pendingBytes -= bytes.readableBytes }
-            process(part, context: context)
-        }
-        // `process` may have started another answer, which queues whatever follows.
-        while case .reading = state, let part = pending.first {
+        // Until `process` starts another answer, which queues whatever follows.
+        while takesParts, let part = pending.first {
             pending.removeFirst()
             if case .body(let bytes) = part { pendingBytes -= bytes.readableBytes }
             process(part, context: context)

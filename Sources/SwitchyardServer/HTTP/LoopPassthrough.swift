@@ -213,11 +213,8 @@ private final class LoopCall: UpstreamSink {
                 translated = nil
                 (body, injectedUsage) = try gateway.passthroughBody(call, attempt: attempt)
             } else {
-                // As ``Gateway/translate(_:request:attempt:context:usageExtra:)``.
-                guard var request = canonical else { throw GatewayError.internalError() }
-                if request.maxTokens == nil, let cap = gateway.injectedOutputCap(attempt.target) { request.maxTokens = cap }
-                if call.format == .openAI { gateway.reasoningCache.restore(&request) }
-                if request.reasoning == nil { request.reasoning = attempt.route.config.thinking }
+                guard let canonical else { throw GatewayError.internalError() }
+                let request = gateway.translatedRequest(canonical, client: call.format, attempt: attempt)
                 body = try gateway.encodeUpstreamBody(request, attempt: attempt)
                 translated = request
                 injectedUsage = false
@@ -268,8 +265,7 @@ private final class LoopCall: UpstreamSink {
         guard !abandoned else { return }
         // Client headers for the provider (`anthropic-version`, `anthropic-beta`) only in its own format.
         let headers = attempt.provider.format == call.format ? call.forwardHeaders : []
-        var request = gateway.upstreamRequest(attempt, body: body, stream: call.stream, requestID: id, headers: headers)
-        request.operation = .generate
+        let request = gateway.upstreamRequest(attempt, body: body, stream: call.stream, requestID: id, headers: headers)
         let pool: UpstreamPool
         let head: HTTPRequestHead
         do throws(GatewayError) {
@@ -320,8 +316,7 @@ private final class LoopCall: UpstreamSink {
         let answer: CollectedUpstreamResponse
         switch result {
         case .failure(let error) where error is UpstreamBody.BodyTooLarge:
-            fail(GatewayError(status: 502, category: .upstream, code: "upstream_response_too_large",
-                              message: "the provider's response exceeds \(gateway.config.limits.maxResponseBytes) bytes"))
+            fail(UpstreamFailure.tooLarge(limit: gateway.config.limits.maxResponseBytes))
             return
         case .failure(let error):
             record(.transportError(UpstreamFailure.classify(error, provider: attempt.provider.name)))
@@ -359,8 +354,7 @@ private final class LoopCall: UpstreamSink {
     /// A whole answer from a provider of another format, in the client's (as the task path's translate).
     private func translatedAnswer(_ full: ByteBuffer, request: ChatRequest, provider: Provider) {
         guard let object = (try? JSONValue.parse(full, maxDepth: gateway.config.limits.maxJSONDepth))?.objectValue else {
-            fail(GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                              message: "the provider `\(provider.name)` returned a body that is not a JSON object"))
+            fail(UpstreamFailure.notJSONObject(provider: provider.name))
             return
         }
         let answer: ChatResponse
@@ -547,8 +541,7 @@ private final class LoopCall: UpstreamSink {
     private func eventTooLarge() {
         guard var relay else { return }
         stopUpstream()
-        let failure = GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                                   message: "the provider `\(attempt?.provider.name ?? "")` sent an event larger than the gateway accepts")
+        let failure = UpstreamFailure.eventTooLarge(provider: attempt?.provider.name ?? "")
         log.set(errorCode: failure.code)
         let hadContent = relay.outputChars > 0
         writeChunk(relay.fail(failure))
@@ -591,7 +584,6 @@ private final class LoopCall: UpstreamSink {
         GatewayMiddleware.finish(&headers, requestID: id, format: call.format, log: log, limiter: gateway.limiter)
         headers[.date] = path.dates.current
         log.set(status: 200)
-        log.waitForBody()
         streamed = true
         exchange.writeHead(HTTPResponse(status: .ok, headerFields: headers))
     }

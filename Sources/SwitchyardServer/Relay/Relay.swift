@@ -137,8 +137,7 @@ extension Gateway {
     /// reports; 502 when it is not a JSON object.
     func passthroughAnswer(_ full: ByteBuffer, format: WireFormat, model: String, provider: Provider) throws(GatewayError) -> (ByteBuffer, TokenUsage?) {
         guard let answer = try? ScannedObject(full, maxDepth: config.limits.maxJSONDepth) else {
-            throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                               message: "the provider `\(provider.name)` returned a body that is not a JSON object")
+            throw UpstreamFailure.notJSONObject(provider: provider.name)
         }
         let literal = JSONString.literal(model)
         var bytes = full
@@ -261,6 +260,16 @@ extension Gateway {
 
     /// `request` in the attempt's provider format: the model's default thinking applied, media the
     /// provider cannot fetch itself inlined, the upstream model id and output cap set.
+    /// A client's canonical request as it goes to `attempt`'s provider: the output cap a priced model
+    /// needs, the reasoning an OpenAI client could not carry between turns, the model's thinking default.
+    func translatedRequest(_ request: ChatRequest, client: WireFormat, attempt: Attempt) -> ChatRequest {
+        var request = request
+        if request.maxTokens == nil, let cap = injectedOutputCap(attempt.target) { request.maxTokens = cap }
+        if client == .openAI { reasoningCache.restore(&request) }
+        if request.reasoning == nil { request.reasoning = attempt.route.config.thinking }
+        return request
+    }
+
     func encodeUpstream(_ request: inout ChatRequest, attempt: Attempt) async throws -> ByteBuffer {
         let provider = attempt.provider
         if request.reasoning == nil { request.reasoning = attempt.route.config.thinking }
@@ -291,10 +300,7 @@ extension Gateway {
     /// `usageExtra` is added to the usage reported and billed (an ensemble's proposers).
     func translate(_ call: ClientCall, request: ChatRequest, attempt: Attempt, context: GatewayContext, usageExtra: TokenUsage? = nil) async throws -> AttemptResult {
         let provider = attempt.provider
-        let target = attempt.target
-        var request = request
-        if request.maxTokens == nil, let cap = injectedOutputCap(target) { request.maxTokens = cap }
-        if call.format == .openAI { reasoningCache.restore(&request) }
+        var request = translatedRequest(request, client: call.format, attempt: attempt)
         let body = try await encodeUpstream(&request, attempt: attempt)
         let ticket = try await reserveCredits(call, attempt: attempt, upstreamBody: body, context: context)
         let upstream: UpstreamResponse
@@ -321,8 +327,7 @@ extension Gateway {
         }
         let full = try await collect(upstream, provider: provider)
         guard let answerObject = (try? JSONValue.parse(full, maxDepth: config.limits.maxJSONDepth))?.objectValue else {
-            throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                               message: "the provider `\(provider.name)` returned a body that is not a JSON object")
+            throw UpstreamFailure.notJSONObject(provider: provider.name)
         }
         var answer = try Translator.decodeResponse(provider.format, answerObject, request: request)
         if let extra = usageExtra { answer.usage = (answer.usage ?? TokenUsage()) + extra }
@@ -342,8 +347,7 @@ extension Gateway {
         do {
             return try await upstream.body.collect(upTo: config.limits.maxResponseBytes)
         } catch is UpstreamBody.BodyTooLarge {
-            throw GatewayError(status: 502, category: .upstream, code: "upstream_response_too_large",
-                               message: "the provider's response exceeds \(config.limits.maxResponseBytes) bytes")
+            throw UpstreamFailure.tooLarge(limit: config.limits.maxResponseBytes)
         } catch {
             throw UpstreamFailure.classify(error, provider: provider.name)
         }
@@ -559,8 +563,7 @@ final class StreamRelay<P: StreamProcessor>: @unchecked Sendable {
 
     @inline(never)
     private func eventTooLarge(_ writer: inout any ResponseBodyWriter) async throws -> SettlementResult? {
-        let failure = GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                                   message: "the provider `\(providerName)` sent an event larger than the gateway accepts")
+        let failure = UpstreamFailure.eventTooLarge(provider: providerName)
         log.set(errorCode: failure.code)
         let hadContent = processor.outputChars > 0
         try await write(processor.fail(failure), &writer)

@@ -87,8 +87,7 @@ extension Gateway {
         defer { attempt.lease.release() }
         let full = try await collect(upstream, provider: provider)
         guard let object = (try? JSONValue.parse(full, maxDepth: config.limits.maxJSONDepth))?.objectValue else {
-            throw GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
-                               message: "the provider `\(provider.name)` returned a body that is not a JSON object")
+            throw UpstreamFailure.notJSONObject(provider: provider.name)
         }
         return .success(try Translator.decodeResponse(provider.format, object, request: request))
     }

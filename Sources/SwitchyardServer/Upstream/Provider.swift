@@ -260,6 +260,23 @@ enum UpstreamFailure {
 
     static let cancelled = GatewayError(status: 499, category: .invalidRequest, code: "client_closed", message: "the client closed the request")
 
+    /// A whole answer that is not a JSON object.
+    static func notJSONObject(provider: String) -> GatewayError {
+        GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                     message: "the provider `\(provider)` returned a body that is not a JSON object")
+    }
+
+    /// A whole answer past `limits.max_response_size`.
+    static func tooLarge(limit: Int) -> GatewayError {
+        GatewayError(status: 502, category: .upstream, code: "upstream_response_too_large", message: "the provider's response exceeds \(limit) bytes")
+    }
+
+    /// A stream event past the scanner's bound.
+    static func eventTooLarge(provider: String) -> GatewayError {
+        GatewayError(status: 502, category: .upstream, code: "upstream_invalid_response",
+                     message: "the provider `\(provider)` sent an event larger than the gateway accepts")
+    }
+
     static func classify(_ error: any Error, provider: String) -> GatewayError {
         if error is CancellationError { return cancelled }
         if let e = error as? GatewayError { return e }

@@ -162,10 +162,22 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         guard let context, context.channel.isActive, exchange == nil else {
             return (context?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()).makeFailedFuture(UpstreamTransportError.closed)
         }
-        nextID &+= 1
         let promise = context.eventLoop.makePromise(of: UpstreamHTTPResponse.self)
-        var x = Exchange(id: nextID, head: promise, idleTimeout: idleTimeout)
+        begin(head, body: body, firstByteDeadline: firstByteDeadline, idleTimeout: idleTimeout, context: context) { $0.head = promise }
+        return promise.futureResult
+    }
+
+    /// Starts an exchange: `configure` says how its answer is taken; the request goes out with one
+    /// flush and the first-byte deadline runs. Returns the exchange's id.
+    @discardableResult
+    private func begin(
+        _ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline, idleTimeout: TimeAmount, context: ChannelHandlerContext,
+        configure: (inout Exchange) -> Void
+    ) -> Int {
+        nextID &+= 1
         let id = nextID
+        var x = Exchange(id: id, head: nil, idleTimeout: idleTimeout)
+        configure(&x)
         x.firstByteTimer = context.eventLoop.scheduleTask(deadline: firstByteDeadline) { [weak self] in
             self?.fail(id, UpstreamTransportError.firstByteTimeout)
         }
@@ -174,7 +186,30 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         context.read()
-        return promise.futureResult
+        return id
+    }
+
+    /// The response head arrived: the first-byte deadline is met.
+    private func headArrived(_ head: HTTPResponseHead, _ x: inout Exchange) {
+        x.firstByteTimer?.cancel()
+        x.firstByteTimer = nil
+        x.keepAlive = head.isKeepAlive
+    }
+
+    /// The exchange is over: a reusable connection goes back to the pool, any other closes.
+    private func ended(_ x: Exchange, reusable: Bool, context: ChannelHandlerContext) {
+        x.firstByteTimer?.cancel()
+        x.idleTimer?.cancel()
+        exchange = nil
+        if reusable {
+            // Keep a read pending while idle, so a provider closing the connection is noticed
+            // (and the connection leaves the pool) before a request is written to it.
+            context.read()
+            // Back in the pool before the consumer hears the end, so its next request finds it.
+            onRequestEnd?()
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     /// Sends a request like ``start(_:body:firstByteDeadline:idleTimeout:)`` and reads the whole
@@ -187,19 +222,10 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         guard let context, context.channel.isActive, exchange == nil else {
             return (context?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()).makeFailedFuture(UpstreamTransportError.closed)
         }
-        nextID &+= 1
         let promise = context.eventLoop.makePromise(of: CollectedUpstreamResponse.self)
-        var x = Exchange(id: nextID, head: nil, idleTimeout: idleTimeout)
-        x.collect = Collect(limit: limit, promise: promise)
-        let id = nextID
-        x.firstByteTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: firstByteDeadline) { [weak self] in
-            self?.fail(id, UpstreamTransportError.firstByteTimeout)
+        begin(head, body: body, firstByteDeadline: firstByteDeadline, idleTimeout: idleTimeout, context: context) {
+            $0.collect = Collect(limit: limit, promise: promise)
         }
-        exchange = x
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.read()
         return promise.futureResult
     }
 
@@ -210,19 +236,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         _ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline, idleTimeout: TimeAmount, sink: any UpstreamSink
     ) -> Int? {
         guard let context, context.channel.isActive, exchange == nil else { return nil }
-        nextID &+= 1
-        var x = Exchange(id: nextID, head: nil, idleTimeout: idleTimeout)
-        x.sink = sink
-        let id = nextID
-        x.firstByteTimer = context.eventLoop.scheduleTask(deadline: firstByteDeadline) { [weak self] in
-            self?.fail(id, UpstreamTransportError.firstByteTimeout)
-        }
-        exchange = x
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.read()
-        return id
+        return begin(head, body: body, firstByteDeadline: firstByteDeadline, idleTimeout: idleTimeout, context: context) { $0.sink = sink }
     }
 
     /// The sink cannot take more for now: stop reading the socket until ``demand(_:)``.
@@ -247,10 +261,8 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         switch unwrapInboundIn(data) {
         case .head(let head):
             guard let promise = x.head else { return }
-            x.firstByteTimer?.cancel()
-            x.firstByteTimer = nil
+            headArrived(head, &x)
             x.head = nil
-            x.keepAlive = head.isKeepAlive
             let produced = UpstreamHTTPBody.Producer.makeSequence(
                 elementType: ByteBuffer.self, failureType: (any Error).self,
                 backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), finishOnDeinit: false,
@@ -268,20 +280,8 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             case .stopProducing, .dropped: exchange?.wantsMore = false
             }
         case .end:
-            x.firstByteTimer?.cancel()
-            x.idleTimer?.cancel()
-            exchange = nil
             if let promise = x.head { promise.fail(UpstreamTransportError.closed) }
-            let reusable = x.keepAlive && x.head == nil
-            if reusable {
-                // Keep a read pending while idle, so a provider closing the connection is noticed
-                // (and the connection leaves the pool) before a request is written to it.
-                context.read()
-                // Back in the pool before the consumer hears the end, so its next request finds it.
-                onRequestEnd?()
-            } else {
-                context.close(promise: nil)
-            }
+            ended(x, reusable: x.keepAlive && x.head == nil, context: context)
             x.source?.finish()
         }
     }
@@ -289,9 +289,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private func relay(_ part: HTTPClientResponsePart, _ x: inout Exchange, to sink: any UpstreamSink, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
-            x.firstByteTimer?.cancel()
-            x.firstByteTimer = nil
-            x.keepAlive = head.isKeepAlive
+            headArrived(head, &x)
             exchange = x
             armIdleTimer()
             sink.upstreamHead(head)
@@ -299,15 +297,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             armIdleTimer()
             sink.upstreamBody(buffer)
         case .end:
-            x.firstByteTimer?.cancel()
-            x.idleTimer?.cancel()
-            exchange = nil
-            if x.keepAlive {
-                context.read()
-                onRequestEnd?()
-            } else {
-                context.close(promise: nil)
-            }
+            ended(x, reusable: x.keepAlive, context: context)
             sink.upstreamEnd()
         }
     }
@@ -315,9 +305,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private func collect(_ part: HTTPClientResponsePart, _ x: inout Exchange, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
-            x.firstByteTimer?.cancel()
-            x.firstByteTimer = nil
-            x.keepAlive = head.isKeepAlive
+            headArrived(head, &x)
             x.collect!.head = head
             exchange = x
             armIdleTimer()
@@ -331,20 +319,12 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             exchange = x
             armIdleTimer()
         case .end:
-            x.firstByteTimer?.cancel()
-            x.idleTimer?.cancel()
-            exchange = nil
             guard let collect = x.collect, let head = collect.head else {
+                ended(x, reusable: false, context: context)
                 x.collect?.promise.fail(UpstreamTransportError.closed)
-                context.close(promise: nil)
                 return
             }
-            if x.keepAlive {
-                context.read()
-                onRequestEnd?()
-            } else {
-                context.close(promise: nil)
-            }
+            ended(x, reusable: x.keepAlive, context: context)
             collect.promise.succeed(CollectedUpstreamResponse(head: head, body: collect.body))
         }
     }
