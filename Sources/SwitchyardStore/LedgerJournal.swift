@@ -57,8 +57,7 @@ public final class LedgerJournal: Sendable {
     /// Appends one operation; returns the segment it went to, or nil if it could not be written (the
     /// caller then writes the operation to the database before going on).
     public func append(_ operation: LedgerOperation) -> Int? {
-        var line = LedgerJournalCodec.encode(operation)
-        line.append("\n")
+        let line = LedgerJournalCodec.encodeLine(operation)
         return state.withLock { s -> Int? in
             if s.fd < 0 || s.linesInSegment >= segmentLines {
                 if s.fd >= 0 {
@@ -75,7 +74,7 @@ public final class LedgerJournal: Sendable {
                 }
             }
             let fd = s.fd
-            guard line.withUTF8({ Self.writeAll(fd, $0) }) else {
+            guard line.withUnsafeBufferPointer({ Self.writeAll(fd, $0) }) else {
                 // A line cut short (a full disk) would swallow the next one: the next goes to a new segment.
                 s.closing.append(s.fd)
                 s.fd = -1
@@ -236,31 +235,89 @@ public final class LedgerJournal: Sendable {
 /// refund, then the usage row), `U` usage rows.
 public enum LedgerJournalCodec {
     public static func encode(_ operation: LedgerOperation) -> String {
-        var f: [String] = []
-        switch operation {
-        case .reserve(let r):
-            f = ["R", escape(r.id), escape(r.requestID), escape(r.userID), escape(r.keyID), String(r.amount), escape(r.model)]
-        case .settle(let s):
-            let kind: String = switch s.kind {
-            case .refund: "r"
-            case .charge(let cost): "c\(cost)"
-            }
-            f = ["S", kind]
-            append(s.usage, to: &f)
-        case .usage(let u):
-            f = ["U"]
-            append(u, to: &f)
-        }
-        return f.joined(separator: "\t")
+        var line = encodeLine(operation)
+        line.removeLast()
+        return String(decoding: line, as: UTF8.self)
     }
 
-    private static func append(_ u: UsageRecord, to f: inout [String]) {
-        f += [
-            escape(u.id), escape(u.requestID), String(u.createdAt), optional(u.userID), optional(u.keyID), escape(u.model),
-            optional(u.provider), optional(u.upstreamModel), String(u.inputTokens), String(u.outputTokens), String(u.cachedTokens),
-            u.usageEstimated ? "1" : "0", String(u.credits), String(u.status), escape(u.outcome), String(u.latencyMs), u.stream ? "1" : "0",
-            optional(u.errorCode),
-        ]
+    /// The operation's line, newline included, as the bytes `append` writes (built in place: the
+    /// journal writes two lines per metered request).
+    static func encodeLine(_ operation: LedgerOperation) -> [UInt8] {
+        var out = LineWriter()
+        switch operation {
+        case .reserve(let r):
+            out.raw("R")
+            for text in [r.id, r.requestID, r.userID, r.keyID] { out.text(text) }
+            out.number(r.amount)
+            out.text(r.model)
+        case .settle(let s):
+            out.raw("S")
+            switch s.kind {
+            case .refund: out.raw("\tr")
+            case .charge(let cost):
+                out.raw("\tc")
+                out.digits(cost)
+            }
+            out.usage(s.usage)
+        case .usage(let u):
+            out.raw("U")
+            out.usage(u)
+        }
+        out.bytes.append(0x0A)
+        return out.bytes
+    }
+
+    /// Appends tab-led fields to a line.
+    private struct LineWriter {
+        var bytes: [UInt8] = []
+
+        init() { bytes.reserveCapacity(320) }
+
+        mutating func raw(_ s: StaticString) {
+            s.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        }
+
+        mutating func digits(_ n: Int64) {
+            if n < 0 { bytes.append(0x2D) }
+            var m = n.magnitude
+            let start = bytes.count
+            repeat {
+                bytes.append(UInt8(0x30 + m % 10))
+                m /= 10
+            } while m != 0
+            bytes[start...].reverse()
+        }
+
+        mutating func number(_ n: Int64) {
+            bytes.append(0x09)
+            digits(n)
+        }
+
+        mutating func flag(_ b: Bool) { bytes.append(0x09); bytes.append(b ? 0x31 : 0x30) }
+
+        mutating func text(_ s: String) {
+            bytes.append(0x09)
+            for c in s.utf8 {
+                switch c {
+                case 0x5C: bytes.append(0x5C); bytes.append(0x5C)
+                case 0x09: bytes.append(0x5C); bytes.append(0x74)
+                case 0x0A: bytes.append(0x5C); bytes.append(0x6E)
+                case 0x0D: bytes.append(0x5C); bytes.append(0x72)
+                default: bytes.append(c)
+                }
+            }
+        }
+
+        mutating func optional(_ s: String?) {
+            if let s { text(s) } else { raw("\t\\N") }
+        }
+
+        mutating func usage(_ u: UsageRecord) {
+            text(u.id); text(u.requestID); number(u.createdAt); optional(u.userID); optional(u.keyID); text(u.model)
+            optional(u.provider); optional(u.upstreamModel); number(Int64(u.inputTokens)); number(Int64(u.outputTokens)); number(Int64(u.cachedTokens))
+            flag(u.usageEstimated); number(u.credits); number(Int64(u.status)); text(u.outcome); number(Int64(u.latencyMs)); flag(u.stream)
+            optional(u.errorCode)
+        }
     }
 
     public static func decode(_ line: Substring) -> LedgerOperation? {
@@ -303,22 +360,6 @@ public enum LedgerJournalCodec {
             latencyMs: latency, stream: v[16] == "1", errorCode: optional(v[17]))
     }
 
-    static func escape(_ s: String) -> String {
-        guard s.utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) else { return s }
-        var out = ""
-        out.reserveCapacity(s.utf8.count + 4)
-        for c in s.unicodeScalars {
-            switch c {
-            case "\\": out += "\\\\"
-            case "\t": out += "\\t"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            default: out.unicodeScalars.append(c)
-            }
-        }
-        return out
-    }
-
     static func unescape(_ s: Substring) -> String {
         guard s.utf8.contains(0x5C) else { return String(s) }
         var out = ""
@@ -341,6 +382,5 @@ public enum LedgerJournalCodec {
         return out
     }
 
-    private static func optional(_ s: String?) -> String { s.map(escape) ?? "\\N" }
     private static func optional(_ s: Substring) -> String? { s == "\\N" ? nil : unescape(s) }
 }

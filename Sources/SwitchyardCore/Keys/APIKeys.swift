@@ -116,11 +116,19 @@ public enum APIKeys {
     }
 
     /// SHA-256 of the secret.
+    /// Inlinable so callers get it specialized for `String` and `Substring` (it runs on every request);
+    /// a native string's bytes are hashed where they lie.
+    @inlinable
     public static func hash(_ secret: some StringProtocol) -> KeyHash {
-        KeyHash(digest: SHA256.hash(data: Array(secret.utf8)))
+        var hasher = SHA256()
+        if secret.utf8.withContiguousStorageIfAvailable({ hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }) == nil {
+            Array(secret.utf8).withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        }
+        return KeyHash(digest: hasher.finalize())
     }
 
     /// Whether a presented credential is worth looking up: bounded length, visible ASCII only.
+    @inlinable
     public static func isPlausible(_ secret: some StringProtocol) -> Bool {
         let utf8 = secret.utf8
         return !utf8.isEmpty && utf8.count <= maxPresentedLength && utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
