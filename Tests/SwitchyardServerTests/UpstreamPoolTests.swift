@@ -46,8 +46,13 @@ struct UpstreamPoolTests {
 
         /// Answers every request with 200 and `ok`, after `delayMs`; `close` adds `connection: close`;
         /// `dropIdleAfterMs` closes a kept-alive connection that long after an answer, unannounced (as
-        /// providers do with idle connections); `endless` streams a chunk every 20 ms until the client goes.
-        init(delayMs: Int64 = 0, close: Bool = false, dropIdleAfterMs: Int64? = nil, endless: Bool = false, tls: Bool = false) async throws {
+        /// providers do with idle connections); `endless` streams a chunk every 20 ms until the client goes;
+        /// `stallFrom` answers that many requests, then sends later ones a head and one chunk, and nothing more;
+        /// `silentFrom` answers that many requests, then sends later ones nothing at all.
+        init(
+            delayMs: Int64 = 0, close: Bool = false, dropIdleAfterMs: Int64? = nil, endless: Bool = false, tls: Bool = false,
+            stallFrom: Int? = nil, silentFrom: Int? = nil
+        ) async throws {
             let accepted = self.accepted
             let closed = self.closed
             let context = tls ? try NIOSSLContext(configuration: .makeServerConfiguration(
@@ -60,7 +65,8 @@ struct UpstreamPoolTests {
                         if let context { try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
                         try child.pipeline.syncOperations.configureHTTPServerPipeline()
                         try child.pipeline.syncOperations.addHandler(
-                            Responder(delayMs: delayMs, close: close, dropIdleAfterMs: dropIdleAfterMs, endless: endless, closed: closed))
+                            Responder(delayMs: delayMs, close: close, dropIdleAfterMs: dropIdleAfterMs, endless: endless, closed: closed,
+                                      stallFrom: stallFrom, silentFrom: silentFrom))
                     }
                 }
                 .bind(host: "127.0.0.1", port: 0).get()
@@ -80,7 +86,13 @@ struct UpstreamPoolTests {
         let dropIdleAfterMs: Int64?
         let endless: Bool
         let closed: Counter
-        init(delayMs: Int64, close: Bool, dropIdleAfterMs: Int64?, endless: Bool, closed: Counter) {
+        let stallFrom: Int?
+        let silentFrom: Int?
+        /// Requests answered on this connection so far.
+        var served = 0
+        init(delayMs: Int64, close: Bool, dropIdleAfterMs: Int64?, endless: Bool, closed: Counter, stallFrom: Int?, silentFrom: Int?) {
+            self.stallFrom = stallFrom
+            self.silentFrom = silentFrom
             self.delayMs = delayMs
             self.close = close
             self.dropIdleAfterMs = dropIdleAfterMs
@@ -103,6 +115,14 @@ struct UpstreamPoolTests {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard case .end = unwrapInboundIn(data) else { return }
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            served += 1
+            if let silentFrom, served > silentFrom { return }
+            if let stallFrom, served > stallFrom {
+                let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("content-length", "100")]))
+                context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+                context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "o")))), promise: nil)
+                return
+            }
             if endless {
                 let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]))
                 context.writeAndFlush(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
@@ -244,6 +264,38 @@ struct UpstreamPoolTests {
         let server = try await TestServer(delayMs: 1000)
         let pool = try pool(server)
         await #expect(throws: UpstreamTransportError.firstByteTimeout) { try await get(pool, deadline: .milliseconds(100)) }
+        await pool.shutdown()
+        await server.stop()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aResponseThatStallsLongerThanTheIdleTimeoutIsAReadTimeout() async throws {
+        // Two quick answers first, so the stalled one runs on a connection whose deadline timer was
+        // set by earlier exchanges.
+        let server = try await TestServer(stallFrom: 2)
+        let pool = try UpstreamPool(
+            endpoint: UpstreamEndpoint(tls: false, host: "127.0.0.1", port: server.port),
+            settings: .init(connectTimeout: .seconds(2), idleTimeout: .milliseconds(200), maxConnections: 1))
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        for _ in 0..<2 { #expect(try await get(pool, deadline: .seconds(30), preferring: loop) == "ok") }
+        let start = ContinuousClock.now
+        await #expect(throws: UpstreamTransportError.readTimeout) { try await get(pool, deadline: .seconds(30), preferring: loop) }
+        let waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(150) && waited < .seconds(5), "\(waited)")
+        #expect(server.accepted.count == 1)
+        await pool.shutdown()
+        await server.stop()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aShortFirstByteDeadlineAfterLongOnesOnTheSameConnectionStillHolds() async throws {
+        // Earlier exchanges had 30 s deadlines; the silent one's 150 ms must not wait for their timer.
+        let server = try await TestServer(silentFrom: 3)
+        let pool = try self.pool(server, max: 1)
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        for _ in 0..<3 { #expect(try await get(pool, deadline: .seconds(30), preferring: loop) == "ok") }
+        let start = ContinuousClock.now
+        await #expect(throws: UpstreamTransportError.firstByteTimeout) { try await get(pool, deadline: .milliseconds(150), preferring: loop) }
+        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(server.accepted.count == 1)
         await pool.shutdown()
         await server.stop()
     }

@@ -127,11 +127,10 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         var source: UpstreamHTTPBody.Producer.Source?
         var wantsMore = true
         var keepAlive = true
-        var firstByteTimer: Scheduled<Void>?
-        /// One timer for the whole response: when it fires it checks `lastRead` and, if bytes came
-        /// since, sets itself again (rescheduling on every read would cost a heap update per chunk).
-        var idleTimer: Scheduled<Void>?
-        var lastRead = NIODeadline.now()
+        /// Until the response head arrives (nil after): no head by then fails the exchange.
+        var firstByteDeadline: NIODeadline?
+        /// The last read of the response, once the head came: a stall of `idleTimeout` fails it.
+        var lastRead: NIODeadline?
         let idleTimeout: TimeAmount
         /// Set when the whole response is read here rather than handed on as an async sequence.
         var collect: Collect?
@@ -148,6 +147,12 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
 
     private var context: ChannelHandlerContext?
     private var exchange: Exchange?
+    /// One timer for the connection's deadlines, across exchanges: when it fires it checks the
+    /// exchange in progress and sets itself again for what is due next (see ``watch(until:)``).
+    /// Scheduling and cancelling two timers per request cost a heap insert and a linear-search
+    /// removal each, on every request.
+    private var watchdog: Scheduled<Void>?
+    private var watchdogDue: NIODeadline?
     private var nextID = 0
     /// Told when a request ended and the connection can take another one.
     var onRequestEnd: (() -> Void)?
@@ -155,7 +160,10 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     var onClose: (() -> Void)?
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        stopWatching()
+    }
 
     /// Sends a request (head, body, end, one flush) and answers with the response head, or fails.
     func start(_ head: HTTPRequestHead, body: ByteBuffer, firstByteDeadline: NIODeadline, idleTimeout: TimeAmount) -> EventLoopFuture<UpstreamHTTPResponse> {
@@ -178,10 +186,11 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let id = nextID
         var x = Exchange(id: id, head: nil, idleTimeout: idleTimeout)
         configure(&x)
-        x.firstByteTimer = context.eventLoop.scheduleTask(deadline: firstByteDeadline) { [weak self] in
-            self?.fail(id, UpstreamTransportError.firstByteTimeout)
-        }
+        x.firstByteDeadline = firstByteDeadline
         exchange = x
+        // Due no later than the first-byte deadline, nor than one idle timeout from now: the head can
+        // only come later, so its stall deadline is later still and the watchdog is never late.
+        watch(until: min(firstByteDeadline, .now() + idleTimeout))
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -191,15 +200,12 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
 
     /// The response head arrived: the first-byte deadline is met.
     private func headArrived(_ head: HTTPResponseHead, _ x: inout Exchange) {
-        x.firstByteTimer?.cancel()
-        x.firstByteTimer = nil
+        x.firstByteDeadline = nil
         x.keepAlive = head.isKeepAlive
     }
 
     /// The exchange is over: a reusable connection goes back to the pool, any other closes.
     private func ended(_ x: Exchange, reusable: Bool, context: ChannelHandlerContext) {
-        x.firstByteTimer?.cancel()
-        x.idleTimer?.cancel()
         exchange = nil
         if reusable {
             // Keep a read pending while idle, so a provider closing the connection is noticed
@@ -335,6 +341,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
 
     func channelInactive(context: ChannelHandlerContext) {
         if let x = exchange { fail(x.id, UpstreamTransportError.closed) }
+        stopWatching()
         onClose?()
         onClose = nil
         onRequestEnd = nil
@@ -360,23 +367,50 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         fail(id, UpstreamTransportError.closed)
     }
 
-    /// Notes a read; starts the idle timer on the first.
+    /// Notes a read of the response: the stall deadline runs from here.
     private func armIdleTimer() {
-        guard let context, let x = exchange else { return }
+        guard exchange != nil else { return }
         exchange?.lastRead = .now()
-        guard x.idleTimer == nil else { return }
-        scheduleIdleCheck(x.id, at: .now() + x.idleTimeout, on: context.eventLoop)
     }
 
-    private func scheduleIdleCheck(_ id: Int, at deadline: NIODeadline, on loop: any EventLoop) {
-        exchange?.idleTimer = loop.scheduleTask(deadline: deadline) { [weak self] in
-            guard let self, let x = self.exchange, x.id == id else { return }
-            let due = x.lastRead + x.idleTimeout
-            if due <= .now() {
-                self.fail(id, UpstreamTransportError.readTimeout)
-            } else {
-                self.scheduleIdleCheck(id, at: due, on: loop)
+    /// Makes sure the watchdog fires by `due`: it stays as it is when it fires sooner (the common case:
+    /// deadlines move later request after request), and is set again when it would fire later.
+    private func watch(until due: NIODeadline) {
+        if let current = watchdogDue, current <= due { return }
+        guard let context else { return }
+        watchdog?.cancel()
+        watchdogDue = due
+        watchdog = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { [weak self] in self?.watchdogFired() }
+    }
+
+    private func stopWatching() {
+        watchdog?.cancel()
+        watchdog = nil
+        watchdogDue = nil
+    }
+
+    /// Fails an exchange whose deadline passed; otherwise sets the watchdog for what is due next, or
+    /// lets it rest while no exchange runs (the next one sets it).
+    private func watchdogFired() {
+        watchdog = nil
+        watchdogDue = nil
+        guard let x = exchange else { return }
+        let now = NIODeadline.now()
+        if let deadline = x.firstByteDeadline {
+            if deadline <= now {
+                fail(x.id, UpstreamTransportError.firstByteTimeout)
+                return
             }
+            watch(until: min(deadline, now + x.idleTimeout))
+        } else if let lastRead = x.lastRead {
+            let due = lastRead + x.idleTimeout
+            if due <= now {
+                fail(x.id, UpstreamTransportError.readTimeout)
+                return
+            }
+            watch(until: due)
+        } else {
+            watch(until: now + x.idleTimeout)
         }
     }
 
@@ -385,8 +419,6 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private func fail(_ id: Int, _ error: any Error) {
         guard let x = exchange, x.id == id else { return }
         exchange = nil
-        x.firstByteTimer?.cancel()
-        x.idleTimer?.cancel()
         x.head?.fail(error)
         x.collect?.promise.fail(error)
         x.sink?.upstreamFailed(error)
