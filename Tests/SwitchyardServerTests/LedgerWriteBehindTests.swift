@@ -200,6 +200,45 @@ struct LedgerWriteBehindTests {
         #expect(!FileManager.default.fileExists(atPath: prefix + ".2"))
     }
 
+    @Test func aSegmentLeftOpenIsPreallocatedAndReplaysUpToItsZeroBytes() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mapped-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let prefix = dir + "/db-ledger"
+        let journal = LedgerJournal(prefix: prefix, firstSegment: 1, segmentBytes: 64 << 10)
+        let ops = (1...3).map { LedgerOperation.reserve(ReservationRequest(id: "req_\($0)", userID: "usr_1", keyID: "key_1", amount: Int64($0), model: "m")) }
+        for op in ops { #expect(journal.append(op) == 1) }
+        // As a crash leaves it: the file is the preallocated size, the lines first, zero bytes after.
+        let size = try FileManager.default.attributesOfItem(atPath: prefix + ".1")[.size] as? Int
+        #expect(size == 64 << 10)
+        let left = LedgerJournal.replay(prefix: prefix)
+        #expect(left.unreadable == 0)
+        #expect(left.operations.map { if case .reserve(let r) = $0 { r.id } else { "" } } == ["req_1", "req_2", "req_3"])
+        // Closed with operations not yet in the database, the segment is cut to its lines.
+        await journal.close()
+        let lines = ops.map { LedgerJournalCodec.encode($0).utf8.count + 1 }.reduce(0, +)
+        #expect(try FileManager.default.attributesOfItem(atPath: prefix + ".1")[.size] as? Int == lines)
+        #expect(LedgerJournal.replay(prefix: prefix).operations.count == 3)
+    }
+
+    @Test func aSegmentClosesBeforeALineThatWouldNotFit() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mapped-full-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let prefix = dir + "/db-ledger"
+        let journal = LedgerJournal(prefix: prefix, firstSegment: 1, segmentBytes: 4096)
+        let op = LedgerOperation.reserve(ReservationRequest(id: "req_1", userID: "usr_1", keyID: "key_1", amount: 1, model: String(repeating: "m", count: 900)))
+        let perSegment = 4096 / (LedgerJournalCodec.encode(op).utf8.count + 1)
+        let segments = (0..<(perSegment * 2 + 1)).map { _ in journal.append(op) }
+        #expect(segments == Array(repeating: 1, count: perSegment) + Array(repeating: 2, count: perSegment) + [3])
+        let left = LedgerJournal.replay(prefix: prefix)
+        #expect(left.segments == [1, 2, 3] && left.operations.count == segments.count && left.unreadable == 0)
+        // A line larger than a whole segment cannot be journaled: the caller writes it to the database.
+        let huge = LedgerOperation.reserve(ReservationRequest(id: "req_2", userID: "usr_1", keyID: "key_1", amount: 1, model: String(repeating: "m", count: 5000)))
+        #expect(journal.append(huge) == nil)
+        await journal.close()
+    }
+
     @Test func theJournalIsSyncedAfterAppendsNotWhileIdle() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-journal-sync-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
