@@ -40,6 +40,7 @@ struct APIKeysTests {
         let h = APIKeys.hash("abc")
         #expect(h.hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         #expect(KeyHash(hex: h.hex) == h)
+        #expect(APIKeys.hash("Bearer abc".dropFirst(7)) == h, "a substring hashes as its string")
         #expect(KeyHash(hex: "zz") == nil)
         #expect(h.constantTimeEquals(APIKeys.hash("abc")))
         #expect(!h.constantTimeEquals(APIKeys.hash("abd")))

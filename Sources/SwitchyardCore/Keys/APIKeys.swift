@@ -4,6 +4,16 @@ import Crypto
 public struct KeyHash: Hashable, Sendable, CustomStringConvertible {
     public let a: UInt64, b: UInt64, c: UInt64, d: UInt64
 
+    /// From a SHA-256 digest's bytes, read in place (the request path hashes every presented key).
+    public init(sha256 digest: SHA256Digest) {
+        (a, b, c, d) = digest.withUnsafeBytes { raw in
+            (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+             UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+             UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+             UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+        }
+    }
+
     public init(digest: some Sequence<UInt8>) {
         var words: [UInt64] = [0, 0, 0, 0]
         for (i, byte) in digest.enumerated() where i < 32 {
@@ -124,7 +134,7 @@ public enum APIKeys {
         if secret.utf8.withContiguousStorageIfAvailable({ hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }) == nil {
             Array(secret.utf8).withUnsafeBytes { hasher.update(bufferPointer: $0) }
         }
-        return KeyHash(digest: hasher.finalize())
+        return KeyHash(sha256: hasher.finalize())
     }
 
     /// Whether a presented credential is worth looking up: bounded length, visible ASCII only.
