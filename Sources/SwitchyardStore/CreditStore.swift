@@ -309,8 +309,10 @@ public struct AppliedRequests: Sendable, Equatable {
 /// The credit ledger: append-only entries with idempotency keys; bucket balances are a cache of their sums.
 public protocol CreditStore: Sendable {
     /// Runs reservations, settlements and usage rows in order, in one transaction (durable on return).
-    /// `policy` applies due plan grants for the users who reserve.
-    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> LedgerResult
+    /// `policy` applies due plan grants for the users who reserve. `waiting` says whether a request
+    /// waits for the batch: then it may run on the caller's thread (no hop); a batch written behind
+    /// the requests runs where it holds up none of them.
+    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64, waiting: Bool) async throws -> LedgerResult
     /// Of `ids` (request ids as reservations and usage rows carry them), those already written.
     func appliedRequests(_ ids: [String]) async throws -> AppliedRequests
     /// Where the gateway keeps its journal of ledger operations not yet applied (a path prefix beside
@@ -338,4 +340,11 @@ public protocol CreditStore: Sendable {
     func redeem(code: String, userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> RedeemResult
     /// Recomputes every balance from the entries and compares.
     func checkLedger() async throws -> LedgerCheck
+}
+
+extension CreditStore {
+    /// ``apply(_:policy:now:waiting:)`` for a caller that waits for the batch.
+    public func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> LedgerResult {
+        try await apply(operations, policy: policy, now: now, waiting: true)
+    }
 }

@@ -227,6 +227,30 @@ struct LedgerStoreTests {
         await second.close()
     }
 
+    /// A batch a request waits for may run on the caller's thread; one written behind the requests
+    /// (nobody waits for it) goes to the writer's thread, so an event loop's other requests do not
+    /// wait behind its transaction.
+    @Test func onlyABatchARequestWaitsForRunsOnTheCallersThread() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try await SQLiteStore.open(.sqlite(path: dir.appendingPathComponent("l.db").path), logger: Harness.quiet)
+        store.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
+        let now = EpochClock.nowMilliseconds()
+        let u = try await store.createUser(email: "ann@example.com", plan: nil).id
+        _ = try await store.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        let before = store.inlineTransactionCount
+        let hold = { (id: String) in LedgerOperation.reserve(ReservationRequest(id: id, userID: u, keyID: "k", amount: Self.c, model: "m", admitted: true)) }
+        _ = try await store.apply([hold("r1")], policy: nil, now: now, waiting: false)
+        let usage = UsageRecord(id: "u1", requestID: "q1", createdAt: now, userID: u, keyID: "k", model: "m", status: 200, outcome: "ok")
+        try await store.recordUsage([usage])
+        #expect(store.inlineTransactionCount == before, "a batch written behind ran on the caller's thread")
+        _ = try await store.apply([hold("r2")], policy: nil, now: now, waiting: true)
+        #expect(store.inlineTransactionCount == before + 1)
+        #expect(Set(try await store.openReservations().map(\.id)) == ["r1", "r2"])
+        await store.close()
+    }
+
     /// Ledger batches run on the request's own thread when the writer is free; when another writer
     /// (here a second connection, as the CLI would be) holds the write lock they must wait for it on
     /// the writer's thread rather than fail or stall the caller.

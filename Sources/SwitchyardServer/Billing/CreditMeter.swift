@@ -241,7 +241,9 @@ final class CreditMeter: Sendable {
             let ops = batch.compactMap(\.op)
             let result: LedgerResult
             do {
-                result = ops.isEmpty ? LedgerResult(outcomes: [], users: [:]) : try await store.apply(ops, policy: policy, now: EpochClock.nowMilliseconds())
+                result = ops.isEmpty
+                    ? LedgerResult(outcomes: [], users: [:])
+                    : try await store.apply(ops, policy: policy, now: EpochClock.nowMilliseconds(), waiting: batch.contains { $0.waiter != nil })
             } catch {
                 failed(batch, error)
                 return

@@ -182,12 +182,15 @@ extension SQLiteStore {
     }
 
     public func recordUsage(_ rows: [UsageRecord]) async throws {
-        _ = try await apply(rows.map { .usage($0) }, policy: nil, now: EpochClock.nowMilliseconds())
+        _ = try await apply(rows.map { .usage($0) }, policy: nil, now: EpochClock.nowMilliseconds(), waiting: false)
     }
 
-    public func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> LedgerResult {
+    public func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64, waiting: Bool) async throws -> LedgerResult {
         guard !operations.isEmpty else { return LedgerResult(outcomes: [], users: [:]) }
-        return try await transactionHere { db in try self.apply(operations, policy: policy, now: now, db: db) }
+        let body: @Sendable (SQLiteDB.Handle) throws -> LedgerResult = { db in try self.apply(operations, policy: policy, now: now, db: db) }
+        // Written behind, on an event loop, the batch would hold up every other request of that loop
+        // for its whole transaction (at one connection: p90 +100 µs, p99 +150 µs).
+        return waiting ? try await transactionHere(body) : try await transaction(body)
     }
 
     public func appliedRequests(_ ids: [String]) async throws -> AppliedRequests {

@@ -35,6 +35,10 @@ public final class SQLiteStore: GatewayStore {
         set { inlineSetting.withLock { $0 = newValue } }
     }
     private let inlineSetting = Mutex(InlineWrites.onEventLoops)
+    private let inlineRuns = Atomic<Int>(0)
+
+    /// Transactions run on the caller's thread so far (for tests).
+    public var inlineTransactionCount: Int { inlineRuns.load(ordering: .relaxed) }
 
     /// Syncs the WAL to disk in small steps (file databases; see ``WALSyncer``).
     let walSyncer: WALSyncer?
@@ -149,7 +153,10 @@ public final class SQLiteStore: GatewayStore {
             }
             return .done(try Self.commit(db, body))
         }
-        if case .done(let result) = attempt { return result }
+        if case .done(let result) = attempt {
+            inlineRuns.add(1, ordering: .relaxed)
+            return result
+        }
         return try await transaction(body)
     }
 
