@@ -119,19 +119,21 @@ extension HTTPField.Name {
 /// The rate-limit headers clients read, in the generic form and in the dialect of the API called.
 enum RateLimitHeaders {
     static func apply(_ snapshot: RateLimitSnapshot, format: WireFormat, now: Int64, to headers: inout HTTPFields) {
+        var fields: [HTTPField] = []
+        fields.reserveCapacity(9)
         if let q = snapshot.requests {
-            headers[.xRateLimitLimit] = String(q.limit)
-            headers[.xRateLimitRemaining] = String(q.remaining)
-            headers[.xRateLimitReset] = String((q.resetAtMs + 999) / 1000)
+            fields.append(HTTPField(name: .xRateLimitLimit, value: String(q.limit)))
+            fields.append(HTTPField(name: .xRateLimitRemaining, value: String(q.remaining)))
+            fields.append(HTTPField(name: .xRateLimitReset, value: String((q.resetAtMs + 999) / 1000)))
             switch format {
             case .openAI, .responses:
-                headers[.openAILimitRequests] = String(q.limit)
-                headers[.openAIRemainingRequests] = String(q.remaining)
-                headers[.openAIResetRequests] = goDuration(q.resetAtMs - now)
+                fields.append(HTTPField(name: .openAILimitRequests, value: String(q.limit)))
+                fields.append(HTTPField(name: .openAIRemainingRequests, value: String(q.remaining)))
+                fields.append(HTTPField(name: .openAIResetRequests, value: goDuration(q.resetAtMs - now)))
             case .anthropic:
-                headers[.anthropicRequestsLimit] = String(q.limit)
-                headers[.anthropicRequestsRemaining] = String(q.remaining)
-                headers[.anthropicRequestsReset] = EpochClock.iso8601((q.resetAtMs + 999) / 1000 * 1000)
+                fields.append(HTTPField(name: .anthropicRequestsLimit, value: String(q.limit)))
+                fields.append(HTTPField(name: .anthropicRequestsRemaining, value: String(q.remaining)))
+                fields.append(HTTPField(name: .anthropicRequestsReset, value: EpochClock.iso8601((q.resetAtMs + 999) / 1000 * 1000)))
             case .gemini:
                 break
             }
@@ -139,16 +141,25 @@ enum RateLimitHeaders {
         if let t = snapshot.tokens {
             switch format {
             case .openAI, .responses:
-                headers[.openAILimitTokens] = String(t.limit)
-                headers[.openAIRemainingTokens] = String(t.remaining)
-                headers[.openAIResetTokens] = goDuration(t.resetAtMs - now)
+                fields.append(HTTPField(name: .openAILimitTokens, value: String(t.limit)))
+                fields.append(HTTPField(name: .openAIRemainingTokens, value: String(t.remaining)))
+                fields.append(HTTPField(name: .openAIResetTokens, value: goDuration(t.resetAtMs - now)))
             case .anthropic:
-                headers[.anthropicTokensLimit] = String(t.limit)
-                headers[.anthropicTokensRemaining] = String(t.remaining)
-                headers[.anthropicTokensReset] = EpochClock.iso8601((t.resetAtMs + 999) / 1000 * 1000)
+                fields.append(HTTPField(name: .anthropicTokensLimit, value: String(t.limit)))
+                fields.append(HTTPField(name: .anthropicTokensRemaining, value: String(t.remaining)))
+                fields.append(HTTPField(name: .anthropicTokensReset, value: EpochClock.iso8601((t.resetAtMs + 999) / 1000 * 1000)))
             case .gemini:
                 break
             }
+        }
+        // Appended in one go: setting each through the subscript searched the fields for an earlier
+        // value, nine times per answer. This is the only place that sets them, once per answer; should
+        // an answer carry them already, each is set through the subscript, replacing it.
+        guard let first = fields.first else { return }
+        if headers[first.name] == nil {
+            headers.append(contentsOf: fields)
+        } else {
+            for field in fields { headers[field.name] = field.value }
         }
     }
 
