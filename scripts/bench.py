@@ -720,10 +720,13 @@ pricing:
         f"wrk, {duration} s per run, 2 threads; nginx with 1 worker{', LiteLLM with 1 worker' if litellm else ''}; {placement}.",
         f"Small requests and the translated one go to the faster fixed responder, probed at the start ({probe}): {fast_name}. "
         "Streams go to the mock.",
-        "",
-        "| scenario | target | requests/s | p50 | p99 | p99.9 | errors | relay CPU s / 1k req | relay RSS (peak) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if rows:  # `--only` may have left no load scenario: no empty table then
+        lines += [
+            "",
+            "| scenario | target | requests/s | p50 | p99 | p99.9 | errors | relay CPU s / 1k req | relay RSS (peak) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     ms = lambda us: f"{us / 1000:.2f} ms"
     errors = lambda r: r["socket_errors"] + r["status_errors"]
     for name, d, measured in rows:
