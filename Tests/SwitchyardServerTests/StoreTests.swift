@@ -14,6 +14,20 @@ struct StoreTests {
         try await body(dir.appendingPathComponent("test.db").path)
     }
 
+    @Test func textValuesBindAsTheirBytesAndAnEmptyOneIsNotNull() async throws {
+        let store = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
+        let values = ["", "plain", "naïve – 日本語 \u{1F600}", "with\u{0}nul", String(repeating: "x", count: 5000), "tail"]
+        for value in values {
+            for text in [value, String(("#" + value).dropFirst())] {  // a native string and one made from a substring
+                let row = try #require(try await store.writer.query("SELECT ? AS v, typeof(?) AS t, length(CAST(? AS BLOB)) AS n", [.text(text), .text(text), .text(text)]).first)
+                #expect(row.column("t")?.string == "text")
+                #expect(row.column("v")?.string == text)
+                #expect(row.column("n")?.integer == text.utf8.count)
+            }
+        }
+        await store.close()
+    }
+
     @Test func createLookupRevoke() async throws {
         let store = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
         let created = try await store.createKey(name: "ci", userEmail: "Dev@Example.com", prefix: "sk-")

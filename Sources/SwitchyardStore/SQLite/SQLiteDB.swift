@@ -97,7 +97,17 @@ final class SQLiteDB: Sendable {
                 case .null: rc = sqlite_nio_sqlite3_bind_null(stmt, index)
                 case .integer(let v): rc = sqlite_nio_sqlite3_bind_int64(stmt, index, Int64(v))
                 case .float(let v): rc = sqlite_nio_sqlite3_bind_double(stmt, index, v)
-                case .text(let v): rc = sqlite_nio_sqlite3_bind_text64(stmt, index, v, UInt64(v.utf8.count), SQLiteDB.transient, UInt8(SQLITE_UTF8))
+                case .text(var v):
+                    // The string's own bytes (SQLite copies them): passing the String made a C-string copy per value.
+                    rc = v.withUTF8 { utf8 in
+                        // An empty string has no bytes to point at, and a null pointer would bind NULL.
+                        guard let base = utf8.baseAddress, !utf8.isEmpty else {
+                            return sqlite_nio_sqlite3_bind_text64(stmt, index, "", 0, SQLiteDB.transient, UInt8(SQLITE_UTF8))
+                        }
+                        return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
+                            sqlite_nio_sqlite3_bind_text64(stmt, index, $0, UInt64(utf8.count), SQLiteDB.transient, UInt8(SQLITE_UTF8))
+                        }
+                    }
                 case .blob(let v):
                     rc = v.withUnsafeBytes { sqlite_nio_sqlite3_bind_blob64(stmt, index, $0.baseAddress, UInt64($0.count), SQLiteDB.transient) }
                 }
