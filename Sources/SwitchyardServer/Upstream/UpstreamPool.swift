@@ -275,12 +275,12 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 delegate: UpstreamBodyDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), exchange: x.id))
             x.source = produced.source
             exchange = x
-            armIdleTimer()
+            noteRead()
             promise.succeed(UpstreamHTTPResponse(head: head, body: UpstreamHTTPBody(producer: produced.sequence)))
         case .body(let buffer):
             guard let source = x.source else { return }
             exchange = x
-            armIdleTimer()
+            noteRead()
             switch source.yield(contentsOf: CollectionOfOne(buffer)) {
             case .produceMore: break
             case .stopProducing, .dropped: exchange?.wantsMore = false
@@ -297,10 +297,10 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         case .head(let head):
             headArrived(head, &x)
             exchange = x
-            armIdleTimer()
+            noteRead()
             sink.upstreamHead(head)
         case .body(let buffer):
-            armIdleTimer()
+            noteRead()
             sink.upstreamBody(buffer)
         case .end:
             ended(x, reusable: x.keepAlive, context: context)
@@ -314,7 +314,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             headArrived(head, &x)
             x.collect!.head = head
             exchange = x
-            armIdleTimer()
+            noteRead()
         case .body(let buffer):
             guard x.collect!.body.readableBytes + buffer.readableBytes <= x.collect!.limit else {
                 fail(x.id, UpstreamBody.BodyTooLarge())
@@ -323,7 +323,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             exchange = nil  // no copy of the body while it grows
             x.collect!.body.writeImmutableBuffer(buffer)
             exchange = x
-            armIdleTimer()
+            noteRead()
         case .end:
             guard let collect = x.collect, let head = collect.head else {
                 ended(x, reusable: false, context: context)
@@ -368,7 +368,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     /// Notes a read of the response: the stall deadline runs from here.
-    private func armIdleTimer() {
+    private func noteRead() {
         guard exchange != nil else { return }
         exchange?.lastRead = .now()
     }
