@@ -476,12 +476,14 @@ def many_streams(gateway: subprocess.Popen, url: str, key: str, script: Path, st
         sys.exit(f"the gateway exited ({gateway.returncode}) during the slow-stream scenario:\n" + (log.read_text()[-3000:] if log.exists() else ""))
     _, _, hwm = proc_stat(gateway.pid)
     # RSS once (nearly) every stream is open — after the ramp, before the first of them ends — against the peak.
-    open_rss = next((rss for _, fds, rss in peak["samples"] if fds >= fds_before + 0.98 * (peak["fds"] - fds_before)), 0)
+    # The ramp's length goes with it: how fast streams open moves the memory they take (more request
+    # paths in flight at once hold more allocator arenas).
+    ramp_s, open_rss = next(((t, rss) for t, fds, rss in peak["samples"] if fds >= fds_before + 0.98 * (peak["fds"] - fds_before)), (0.0, 0))
     print(f"  {streams} slow streams: {r['requests']} completed, errors {r['socket_errors'] + r['status_errors']}, "
-          f"peak RSS {hwm / 2**20:.0f} MB (all open: {open_rss / 2**20:.0f} MB), "
+          f"peak RSS {hwm / 2**20:.0f} MB (all open after {ramp_s:.1f} s: {open_rss / 2**20:.0f} MB), "
           f"fds {fds_before} → {peak['fds']} → {fds_3s} after 3 s → {fds_after} after {drain_seconds:.0f} s", file=sys.stderr)
     return {"streams": streams, "completed": r["requests"], "errors": r["socket_errors"] + r["status_errors"], "rss_before": rss_before,
-            "hwm": hwm, "open_rss": open_rss, "fds_before": fds_before, "fds_peak": peak["fds"], "fds_3s": fds_3s if fds_3s is not None else fds_after,
+            "hwm": hwm, "open_rss": open_rss, "ramp_s": ramp_s, "fds_before": fds_before, "fds_peak": peak["fds"], "fds_3s": fds_3s if fds_3s is not None else fds_after,
             "fds_after": fds_after, "drain_seconds": drain_seconds}
 
 
@@ -791,7 +793,7 @@ pricing:
     if many:
         lines.append(f"- {many['streams']:,} concurrent slow streams{streams_note} (one event a second) through Switchyard: "
                      f"about {(many['fds_peak'] - many['fds_before']) // 2:,} open at once at the peak (descriptors ÷ 2), {many['completed']:,} completed, "
-                     f"{many['errors']} errors; gateway RSS {many['rss_before'] / 2**20:.0f} MB before, {many['open_rss'] / 2**20:.0f} MB once all were open, "
+                     f"{many['errors']} errors; gateway RSS {many['rss_before'] / 2**20:.0f} MB before, {many['open_rss'] / 2**20:.0f} MB once all were open ({many['ramp_s']:.1f} s after the load began), "
                      f"peak {many['hwm'] / 2**20:.0f} MB; "
                      f"open descriptors {many['fds_before']} before, {many['fds_peak']} at peak, {many['fds_3s']} 3 s after the load "
                      f"(idle upstream connections stay pooled for 60 s), {many['fds_after']} after {many['drain_seconds']:.0f} s.")
