@@ -124,6 +124,7 @@ let package = Package(
             name: "SwitchyardBenchmarks",
             dependencies: [
                 "SwitchyardCore",
+                "SwitchyardStore",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -1,14 +1,17 @@
 // Microbenchmarks of the gateway's per-request code that does not touch a socket: scanning a request's
-// head, relaying an SSE stream as bytes, and translating requests and streams between formats.
+// head, relaying an SSE stream as bytes, translating requests and streams between formats, checking a
+// presented key, and encoding a ledger journal line.
 //
-//   swift package --disable-sandbox benchmark                      # run them all
-//   swift package --disable-sandbox benchmark baseline update main # keep a baseline …
-//   swift package --disable-sandbox benchmark baseline compare main # … and compare against it
+//   swift package --disable-sandbox benchmark --target SwitchyardBenchmarks                       # run them all
+//   swift package --disable-sandbox benchmark baseline update main --target SwitchyardBenchmarks  # keep a baseline …
+//   swift package --disable-sandbox benchmark baseline compare main --target SwitchyardBenchmarks # … and compare against it
+// (`--target`: without it the plugin also starts `raw-relay`, which lives under Benchmarks/ but is not a suite.)
 //
 // CI builds this target (so it cannot rot) but does not run it: timings need a quiet machine.
 import Benchmark
 import NIOCore
 import SwitchyardCore
+import SwitchyardStore
 
 let smallChat = ByteBuffer(string: #"{"model":"gpt-5.1","max_tokens":64,"stream":false,"temperature":0.3,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! What is the weather in Paris today, and should I bring an umbrella?"}]}"#)
 
@@ -16,7 +19,8 @@ let smallChat = ByteBuffer(string: #"{"model":"gpt-5.1","max_tokens":64,"stream"
 let largeChat: ByteBuffer = {
     var messages: [String] = []
     for i in 0..<200 {
-        let text = String(repeating: "line \(i) of a long conversation with \"quotes\" and unicode ✓; ", count: 8)
+        // JSON-escaped quotes inside the content (a bare quote would end the string).
+        let text = String(repeating: "line \(i) of a long conversation with \\\"quotes\\\" and unicode ✓; ", count: 8)
         messages.append(#"{"role":"\#(i % 2 == 0 ? "user" : "assistant")","content":"\#(text)"}"#)
     }
     return ByteBuffer(string: #"{"model":"claude-sonnet-4-6","stream":true,"messages":[\#(messages.joined(separator: ","))]}"#)
@@ -110,6 +114,25 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations {
             let decoded = try OpenAIChat.decodeRequest(JSONValue.parse(smallChat).objectValue!)
             blackHole(JSONValue.object(try AnthropicMessages.encodeRequest(decoded, model: "claude-sonnet-4-6", options: .init())).jsonBuffer)
+        }
+    }
+
+    Benchmark("Check and hash a presented API key") { benchmark in
+        let header = "Bearer sy-5syd0Q8s0a5N8fqSnjCB8GfS7HrhPUpnvOyHAjvjgLn"
+        for _ in benchmark.scaledIterations {
+            let presented = header.dropFirst(7)
+            if APIKeys.isPlausible(presented) { blackHole(APIKeys.hash(presented)) }
+        }
+    }
+
+    Benchmark("Encode a settlement's ledger journal line") { benchmark in
+        let usage = UsageRecord(
+            id: "res_0Bk2mZ9qLw3xYp7Tr4Ns8Vd", requestID: "req_0Bk2mZ9qLw3xYp7Tr4Ns8Vc", createdAt: 1_767_225_600_123, userID: "usr_3kTMd9Qx2bZr",
+            keyID: "key_3kTMd9Qx2bZr", model: "gpt-5.1", provider: "openai", upstreamModel: "gpt-5.1-2025", inputTokens: 12, outputTokens: 64,
+            cachedTokens: 0, credits: 1_250, status: 200, outcome: "ok", latencyMs: 3)
+        let settlement = LedgerOperation.settle(Settlement(.charge(cost: 1_250), usage: usage))
+        for _ in benchmark.scaledIterations {
+            blackHole(LedgerJournalCodec.encode(settlement))
         }
     }
 
