@@ -127,10 +127,8 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         var source: UpstreamHTTPBody.Producer.Source?
         var wantsMore = true
         var keepAlive = true
-        /// Until the response head arrives (nil after): no head by then fails the exchange.
-        var firstByteDeadline: NIODeadline?
-        /// The last read of the response, once the head came: a stall of `idleTimeout` fails it.
-        var lastRead: NIODeadline?
+        /// What the watchdog holds the exchange to.
+        var deadline: Deadline
         let idleTimeout: TimeAmount
         /// Set when the whole response is read here rather than handed on as an async sequence.
         var collect: Collect?
@@ -143,6 +141,13 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let promise: EventLoopPromise<CollectedUpstreamResponse>
         var head: HTTPResponseHead?
         var body = ByteBuffer()
+    }
+
+    /// Until the response head, its first-byte deadline; from the head on, the last read, which a
+    /// stall of `idleTimeout` must not outlast.
+    private enum Deadline {
+        case firstByte(NIODeadline)
+        case idleSince(NIODeadline)
     }
 
     private var context: ChannelHandlerContext?
@@ -184,9 +189,8 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     ) -> Int {
         nextID &+= 1
         let id = nextID
-        var x = Exchange(id: id, head: nil, idleTimeout: idleTimeout)
+        var x = Exchange(id: id, head: nil, deadline: .firstByte(firstByteDeadline), idleTimeout: idleTimeout)
         configure(&x)
-        x.firstByteDeadline = firstByteDeadline
         exchange = x
         // Due no later than the first-byte deadline, nor than one idle timeout from now: the head can
         // only come later, so its stall deadline is later still and the watchdog is never late.
@@ -198,9 +202,9 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         return id
     }
 
-    /// The response head arrived: the first-byte deadline is met.
+    /// The response head arrived: the first-byte deadline is met, the stall deadline runs from now.
     private func headArrived(_ head: HTTPResponseHead, _ x: inout Exchange) {
-        x.firstByteDeadline = nil
+        x.deadline = .idleSince(.now())
         x.keepAlive = head.isKeepAlive
     }
 
@@ -275,7 +279,6 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 delegate: UpstreamBodyDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), exchange: x.id))
             x.source = produced.source
             exchange = x
-            noteRead()
             promise.succeed(UpstreamHTTPResponse(head: head, body: UpstreamHTTPBody(producer: produced.sequence)))
         case .body(let buffer):
             guard let source = x.source else { return }
@@ -297,7 +300,6 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         case .head(let head):
             headArrived(head, &x)
             exchange = x
-            noteRead()
             sink.upstreamHead(head)
         case .body(let buffer):
             noteRead()
@@ -314,7 +316,6 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             headArrived(head, &x)
             x.collect!.head = head
             exchange = x
-            noteRead()
         case .body(let buffer):
             guard x.collect!.body.readableBytes + buffer.readableBytes <= x.collect!.limit else {
                 fail(x.id, UpstreamBody.BodyTooLarge())
@@ -367,10 +368,9 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         fail(id, UpstreamTransportError.closed)
     }
 
-    /// Notes a read of the response: the stall deadline runs from here.
+    /// Notes a read of the response body: the stall deadline runs from here.
     private func noteRead() {
-        guard exchange != nil else { return }
-        exchange?.lastRead = .now()
+        exchange?.deadline = .idleSince(.now())
     }
 
     /// Makes sure the watchdog fires by `due`: it stays as it is when it fires sooner (the common case:
@@ -396,21 +396,20 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         watchdogDue = nil
         guard let x = exchange else { return }
         let now = NIODeadline.now()
-        if let deadline = x.firstByteDeadline {
+        switch x.deadline {
+        case .firstByte(let deadline):
             if deadline <= now {
                 fail(x.id, UpstreamTransportError.firstByteTimeout)
                 return
             }
             watch(until: min(deadline, now + x.idleTimeout))
-        } else if let lastRead = x.lastRead {
+        case .idleSince(let lastRead):
             let due = lastRead + x.idleTimeout
             if due <= now {
                 fail(x.id, UpstreamTransportError.readTimeout)
                 return
             }
             watch(until: due)
-        } else {
-            watch(until: now + x.idleTimeout)
         }
     }
 
