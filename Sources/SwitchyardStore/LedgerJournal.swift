@@ -20,12 +20,9 @@ import Glibc
 /// segment left open ends in zero bytes).
 public final class LedgerJournal: Sendable {
     private struct State {
-        var fd: Int32 = -1
-        /// The current segment's mapping (`segmentBytes` long) and the bytes written into it.
-        var map: Mapping?
-        var used = 0
+        /// The segment being written, if one is open.
+        var open: OpenSegment?
         var segment: Int
-        var linesInSegment = 0
         /// Operations not yet in the database, per segment.
         var unapplied: [Int: Int] = [:]
         /// Closed segments' descriptors, to be synced and closed by the syncer thread.
@@ -34,9 +31,13 @@ public final class LedgerJournal: Sendable {
         var appended = 0
     }
 
-    /// A segment's shared mapping; only touched under the journal's lock.
-    private struct Mapping: @unchecked Sendable {
+    /// The open segment: its descriptor, its shared mapping (`segmentBytes` long, only touched under
+    /// the journal's lock), and what has been written into it.
+    private struct OpenSegment: @unchecked Sendable {
+        let fd: Int32
         let base: UnsafeMutableRawPointer
+        var used = 0
+        var lines = 0
     }
 
     public let prefix: String
@@ -77,8 +78,8 @@ public final class LedgerJournal: Sendable {
         let line = LedgerJournalCodec.encodeLine(operation)
         guard line.count <= segmentBytes else { return nil }
         return state.withLock { s -> Int? in
-            if s.map == nil || s.linesInSegment >= segmentLines || s.used + line.count > segmentBytes {
-                if s.map != nil {
+            if s.open.map({ $0.lines >= segmentLines || $0.used + line.count > segmentBytes }) ?? true {
+                if s.open != nil {
                     closeSegment(&s)
                     // A segment whose operations are all in the database already goes now.
                     if (s.unapplied[s.segment] ?? 0) == 0 { unlink(path(of: s.segment)) }
@@ -90,9 +91,9 @@ public final class LedgerJournal: Sendable {
                     return nil
                 }
             }
-            line.withUnsafeBytes { (s.map!.base + s.used).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            s.used += line.count
-            s.linesInSegment += 1
+            line.withUnsafeBytes { (s.open!.base + s.open!.used).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            s.open!.used += line.count
+            s.open!.lines += 1
             s.appended += 1
             s.unapplied[s.segment, default: 0] += 1
             return s.segment
@@ -112,23 +113,18 @@ public final class LedgerJournal: Sendable {
             unlink(path)
             return false
         }
-        s.fd = fd
-        s.map = Mapping(base: base)
-        s.used = 0
-        s.linesInSegment = 0
+        s.open = OpenSegment(fd: fd, base: base)
         return true
     }
 
     /// Unmaps the current segment and cuts its file to the lines it holds; its descriptor goes to the
     /// syncer, which syncs and closes it.
     private func closeSegment(_ s: inout State) {
-        guard let map = s.map else { return }
-        munmap(map.base, segmentBytes)
-        _ = ftruncate(s.fd, off_t(s.used))
-        s.closing.append(s.fd)
-        s.fd = -1
-        s.map = nil
-        s.used = 0
+        guard let open = s.open else { return }
+        munmap(open.base, segmentBytes)
+        _ = ftruncate(open.fd, off_t(open.used))
+        s.closing.append(open.fd)
+        s.open = nil
     }
 
     /// Records that `count` operations of `segment` are in the database; deletes the segment when it
@@ -178,7 +174,7 @@ public final class LedgerJournal: Sendable {
             // The current segment is synced through a duplicate, so appends never wait for the disk.
             let (current, closing, appended) = state.withLock { s -> (Int32, [Int32], Int) in
                 defer { s.closing = [] }
-                return (s.fd >= 0 && s.appended != synced ? dup(s.fd) : -1, s.closing, s.appended)
+                return (s.open.map { s.appended != synced ? dup($0.fd) : -1 } ?? -1, s.closing, s.appended)
             }
             if current >= 0 {
                 if fdatasync(current) == 0 { syncs.add(1, ordering: .relaxed) }
