@@ -258,8 +258,6 @@ extension Gateway {
         return try await translate(call, request: request, attempt: attempt, context: context)
     }
 
-    /// `request` in the attempt's provider format: the model's default thinking applied, media the
-    /// provider cannot fetch itself inlined, the upstream model id and output cap set.
     /// A client's canonical request as it goes to `attempt`'s provider: the output cap a priced model
     /// needs, the reasoning an OpenAI client could not carry between turns, the model's thinking default.
     func translatedRequest(_ request: ChatRequest, client: WireFormat, attempt: Attempt) -> ChatRequest {
@@ -270,6 +268,9 @@ extension Gateway {
         return request
     }
 
+    /// `request` in the attempt's provider format: the model's default thinking applied (an ensemble's
+    /// proposers come here without ``translatedRequest(_:client:attempt:)``), media the provider cannot
+    /// fetch itself inlined, the upstream model id and output cap set.
     func encodeUpstream(_ request: inout ChatRequest, attempt: Attempt) async throws -> ByteBuffer {
         let provider = attempt.provider
         if request.reasoning == nil { request.reasoning = attempt.route.config.thinking }
