@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import NIOCore
 
 /// Wall-clock time as integer epoch milliseconds (how every timestamp is stored).
 public enum EpochClock {
@@ -46,34 +47,46 @@ extension EpochClock {
             + "\(two(v.tm_hour)):\(two(v.tm_min)):\(two(v.tm_sec)) GMT"
     }
 
-    /// ISO 8601 UTC with milliseconds (`2026-11-21T18:43:00.123Z`), for log lines; no intermediate strings.
+    /// ISO 8601 UTC with milliseconds (`2026-11-21T18:43:00.123Z`), for log lines.
     public static func iso8601Millis(_ ms: Int64) -> String {
+        withISO8601Millis(ms) { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Writes ``iso8601Millis(_:)``'s text into `out`, with no intermediate string.
+    public static func writeISO8601Millis(_ ms: Int64, into out: inout ByteBuffer) {
+        withISO8601Millis(ms) { out.writeBytes($0) }
+    }
+
+    /// The 24 bytes of ``iso8601Millis(_:)``, on the stack.
+    static func withISO8601Millis<R>(_ ms: Int64, _ body: (UnsafeRawBufferPointer) -> R) -> R {
         var t = time_t(ms / 1000)
         var v = tm()
         gmtime_r(&t, &v)
-        var b = [UInt8](repeating: 0, count: 24)
-        func put(_ value: Int, _ at: Int, _ width: Int) {
-            var value = value
-            for i in stride(from: at + width - 1, through: at, by: -1) {
-                b[i] = UInt8(48 + value % 10)
-                value /= 10
+        var storage: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        return withUnsafeMutableBytes(of: &storage) { b in
+            func put(_ value: Int, _ at: Int, _ width: Int) {
+                var value = value
+                for i in stride(from: at + width - 1, through: at, by: -1) {
+                    b[i] = UInt8(48 + value % 10)
+                    value /= 10
+                }
             }
+            put(Int(v.tm_year) + 1900, 0, 4)
+            b[4] = UInt8(ascii: "-")
+            put(Int(v.tm_mon) + 1, 5, 2)
+            b[7] = UInt8(ascii: "-")
+            put(Int(v.tm_mday), 8, 2)
+            b[10] = UInt8(ascii: "T")
+            put(Int(v.tm_hour), 11, 2)
+            b[13] = UInt8(ascii: ":")
+            put(Int(v.tm_min), 14, 2)
+            b[16] = UInt8(ascii: ":")
+            put(Int(v.tm_sec), 17, 2)
+            b[19] = UInt8(ascii: ".")
+            put(Int(ms % 1000), 20, 3)
+            b[23] = UInt8(ascii: "Z")
+            return body(UnsafeRawBufferPointer(b))
         }
-        put(Int(v.tm_year) + 1900, 0, 4)
-        b[4] = UInt8(ascii: "-")
-        put(Int(v.tm_mon) + 1, 5, 2)
-        b[7] = UInt8(ascii: "-")
-        put(Int(v.tm_mday), 8, 2)
-        b[10] = UInt8(ascii: "T")
-        put(Int(v.tm_hour), 11, 2)
-        b[13] = UInt8(ascii: ":")
-        put(Int(v.tm_min), 14, 2)
-        b[16] = UInt8(ascii: ":")
-        put(Int(v.tm_sec), 17, 2)
-        b[19] = UInt8(ascii: ".")
-        put(Int(ms % 1000), 20, 3)
-        b[23] = UInt8(ascii: "Z")
-        return String(decoding: b, as: UTF8.self)
     }
 }
 

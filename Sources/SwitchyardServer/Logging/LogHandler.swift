@@ -26,7 +26,7 @@ public struct AccessLogLine: CustomStringConvertible, Sendable {
 
     mutating func add(_ key: StaticString, _ value: Value) { fields.append((key, value)) }
 
-    /// Writes `"key":value,...` (no braces).
+    /// Writes `"key":value,...` (no braces). Numbers go in as digits, without intermediate strings.
     func writeJSONMembers(into out: inout ByteBuffer) {
         for (i, (key, value)) in fields.enumerated() {
             if i > 0 { out.writeStaticString(",") }
@@ -35,11 +35,35 @@ public struct AccessLogLine: CustomStringConvertible, Sendable {
             out.writeStaticString("\":")
             switch value {
             case .string(let s): JSONString.write(s, into: &out)
-            case .int(let v): out.writeString(String(v))
+            case .int(let v): Self.writeDecimal(v, into: &out)
             case .bool(let v): out.writeStaticString(v ? "true" : "false")
-            case .millis(let v): out.writeString(RequestLog.milliseconds(v))
+            case .millis(let v):
+                let micros = v / 1000
+                Self.writeDecimal(Int(micros / 1000), into: &out)
+                let frac = Int(micros % 1000)
+                out.writeInteger(UInt8(ascii: "."))
+                out.writeInteger(UInt8(48 + frac / 100))
+                out.writeInteger(UInt8(48 + frac / 10 % 10))
+                out.writeInteger(UInt8(48 + frac % 10))
             }
         }
+    }
+
+    /// `n` in decimal, as `String(n)` spells it.
+    static func writeDecimal(_ n: Int, into out: inout ByteBuffer) {
+        if n < 0 { out.writeInteger(UInt8(ascii: "-")) }
+        var magnitude = n.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: enough for 20 digits
+        let count = withUnsafeMutableBytes(of: &digits) { raw -> Int in
+            var i = raw.count
+            repeat {
+                i -= 1
+                raw[i] = UInt8(48 + magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            return raw.count - i
+        }
+        withUnsafeBytes(of: &digits) { out.writeBytes(UnsafeRawBufferPointer(rebasing: $0[($0.count - count)...])) }
     }
 
     public var description: String {
@@ -83,12 +107,53 @@ public struct SwitchyardLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let line = Self.render(level: event.level, message: event.message.description, metadata: merged, format: format)
+        write(Self.render(level: event.level, message: event.message.description, metadata: merged, format: format))
+    }
+
+    private func write(_ line: ByteBuffer) {
         if let writer {
             writer.append(line)
             return
         }
         Self.lock.withLock { _ in line.withUnsafeReadableBytes { writeFully(2, $0) } }
+    }
+
+    /// Writes a request's access line at `info`, byte for byte as `logger.info(message, metadata:
+    /// ["access": .stringConvertible(line)])` would, but without what swift-log's path costs per request
+    /// (a metadata dictionary, the line boxed into an existential and cast back, the keys sorted).
+    /// Returns false when `logger`'s handler is not a ``SwitchyardLogHandler``: the caller then logs
+    /// through swift-log. True also when `info` is below the handler's level (nothing to write).
+    static func logAccess(_ line: AccessLogLine, message: StaticString, to logger: Logger) -> Bool {
+        guard let handler = logger.handler as? SwitchyardLogHandler else { return false }
+        guard handler.logLevel <= .info else { return true }
+        guard handler.metadata.isEmpty else {
+            var metadata = handler.metadata
+            // Rare (a logger with metadata of its own): the general path, whose order this must keep.
+            metadata["access"] = .stringConvertible(line)
+            handler.write(render(level: .info, message: message.description, metadata: metadata, format: handler.format))
+            return true
+        }
+        var out = ByteBuffer()
+        out.reserveCapacity(512)
+        switch handler.format {
+        case .json:
+            out.writeStaticString("{\"ts\":\"")
+            EpochClock.writeISO8601Millis(EpochClock.nowMilliseconds(), into: &out)
+            out.writeStaticString("\",\"level\":\"info\",\"msg\":")
+            JSONString.write(message.description, into: &out)
+            out.writeStaticString(",")
+            line.writeJSONMembers(into: &out)
+            out.writeStaticString("}\n")
+        case .text:
+            EpochClock.writeISO8601Millis(EpochClock.nowMilliseconds(), into: &out)
+            out.writeStaticString(" info ")
+            out.writeStaticString(message)
+            out.writeStaticString(" ")
+            out.writeString(line.description)
+            out.writeStaticString("\n")
+        }
+        handler.write(out)
+        return true
     }
 
     /// The line a ``LogWriter`` adds when it had to drop `count` lines.
@@ -99,13 +164,12 @@ public struct SwitchyardLogHandler: LogHandler {
 
     /// One log line, newline included.
     static func render(level: Logger.Level, message: String, metadata merged: Logger.Metadata, format: Format) -> ByteBuffer {
-        let ts = EpochClock.iso8601Millis(EpochClock.nowMilliseconds())
         var line = ByteBuffer()
         line.reserveCapacity(512)
         switch format {
         case .json:
             line.writeStaticString("{\"ts\":\"")
-            line.writeString(ts)
+            EpochClock.writeISO8601Millis(EpochClock.nowMilliseconds(), into: &line)
             line.writeStaticString("\",\"level\":\"")
             line.writeString(level.rawValue)
             line.writeStaticString("\",\"msg\":")
@@ -122,7 +186,8 @@ public struct SwitchyardLogHandler: LogHandler {
             }
             line.writeStaticString("}\n")
         case .text:
-            line.writeString("\(ts) \(level.rawValue) \(message)")
+            EpochClock.writeISO8601Millis(EpochClock.nowMilliseconds(), into: &line)
+            line.writeString(" \(level.rawValue) \(message)")
             for key in merged.keys.sorted() {
                 if case .stringConvertible(let value) = merged[key]!, let access = value as? AccessLogLine {
                     line.writeString(" \(access)")

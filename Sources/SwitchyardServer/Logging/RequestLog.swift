@@ -196,7 +196,9 @@ public final class RequestLog: Sendable {
             line.add("output_tokens", .int(u.outputTokens))
             if u.cachedInputTokens > 0 { line.add("cached_tokens", .int(u.cachedInputTokens)) }
         }
-        logger.info("request", metadata: ["access": .stringConvertible(line)])
+        if !SwitchyardLogHandler.logAccess(line, message: "request", to: logger) {
+            logger.info("request", metadata: ["access": .stringConvertible(line)])
+        }
     }
 
     static func milliseconds(_ nanos: UInt64) -> String {
