@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import Synchronization
+import SwitchyardHTTP
 
 /// Serves one client connection's HTTP/1.1 requests from the channel pipeline: reads each request's
 /// head and body, starts one task that answers it, and writes the answer through
@@ -275,7 +276,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     func writeEnd(_ trailers: HTTPFields?, exchange: Int) throws {
         let context = try current(exchange)
         context.write(wrapOutboundOut(.end(trailers)), promise: nil)
-        context.flush()
+        DeferredFlush.flush(context)
         answered(context: context)
     }
 
@@ -286,7 +287,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
         context.write(wrapOutboundOut(.end(nil)), promise: nil)
-        context.flush()
+        DeferredFlush.flush(context)
         answered(context: context)
     }
 

@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 import SwitchyardCore
+import SwitchyardHTTP
 
 /// Why a provider call failed below HTTP.
 enum UpstreamTransportError: Error, Equatable, CustomStringConvertible {
@@ -197,7 +198,8 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         watch(until: min(firstByteDeadline, .now() + idleTimeout))
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        DeferredFlush.flush(context)
         context.read()
         return id
     }
