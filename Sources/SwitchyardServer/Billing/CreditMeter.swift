@@ -233,8 +233,17 @@ final class CreditMeter: Sendable {
         while true {
             let batch = state.withLock { s -> [Queued] in
                 let n = min(maxBatch, s.queue.count)
-                let b = Array(s.queue.prefix(n))
-                s.queue.removeFirst(n)
+                let b: [Queued]
+                if n == s.queue.count {
+                    // The usual case: the whole queue leaves as it is, no element copied (each copy
+                    // retains every string of its operation).
+                    b = s.queue
+                    s.queue = []
+                    s.queue.reserveCapacity(n)
+                } else {
+                    b = Array(s.queue.prefix(n))
+                    s.queue.removeFirst(n)
+                }
                 s.waiting -= b.reduce(0) { $0 + ($1.waiter == nil ? 0 : 1) }
                 return b
             }
