@@ -258,14 +258,14 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     func writeHead(_ head: HTTPResponse, exchange: Int, flush: Bool) throws {
         let context = try current(exchange)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if flush { context.flush() }
+        if flush { DeferredFlush.flush(context) }
     }
 
     /// Writes a body part; returns a future to wait on when the channel is not writable.
     func writeBody(_ bytes: ByteBuffer, exchange: Int, flush: Bool) throws -> EventLoopFuture<Void>? {
         let context = try current(exchange)
         context.write(wrapOutboundOut(.body(bytes)), promise: nil)
-        if flush { context.flush() }
+        if flush { DeferredFlush.flush(context) }
         guard !context.channel.isWritable else { return nil }
         let promise = context.eventLoop.makePromise(of: Void.self)
         writabilityWaiters.append(promise)
