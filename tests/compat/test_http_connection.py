@@ -113,6 +113,36 @@ def test_connection_close_ends_the_connection_after_the_answer(gw):
     assert r.closed()
 
 
+def closing_request_for_a_large_answer(gw) -> socket.socket:
+    """A `Connection: close` request whose answer (~12 MB) is far more than the sockets take at once,
+    from a client with a small receive window."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)  # before connecting: a small window
+    s.settimeout(10)
+    s.connect(gw["addr"])
+    s.sendall(chat(gw, "[[mock words=2000000]] big", extra_headers="Connection: close\r\n"))
+    return s
+
+
+def test_a_closing_connection_gives_a_slow_reader_its_whole_answer(gw):
+    # A close discards what the socket has not taken yet: the gateway closes once the answer is written.
+    s = closing_request_for_a_large_answer(gw)
+    time.sleep(0.3)
+    r = Reader(s)
+    status, headers, body = r.response()
+    assert status == 200 and len(body) == int(headers["content-length"]) > 8_000_000
+    assert json.loads(body)["usage"]["completion_tokens"] == 2_000_000
+    assert r.closed()
+
+
+def test_a_closing_connection_whose_client_stops_reading_ends_after_the_idle_timeout(gw):
+    # Waiting for the answer to be written is bounded by the idle timeout (1 s here).
+    s = closing_request_for_a_large_answer(gw)
+    time.sleep(4)
+    with pytest.raises(AssertionError, match="closed mid-body"):
+        Reader(s).response()
+
+
 def test_a_half_closed_client_gets_its_answer_then_the_connection_ends(gw):
     # (A model call on a half-closed connection is the client leaving: the gateway cancels it. Other
     # requests are answered.)

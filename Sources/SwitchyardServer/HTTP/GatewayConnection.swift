@@ -213,7 +213,9 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
 
     private func endWhenIdle(context: ChannelHandlerContext) {
         switch state {
-        case .idle: context.close(promise: nil)
+        case .idle:
+            context.flush()  // the last answer may still wait for its round's flush
+            context.close(promise: nil)
         case .reading: context.close(promise: nil)  // a request that can no longer arrive in full
         case .responding: closeAfterResponse = true
         case .closed: break
@@ -274,10 +276,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Ends the answer and moves on to the next request (or closes the connection).
     func writeEnd(_ trailers: HTTPFields?, exchange: Int) throws {
-        let context = try current(exchange)
-        context.write(wrapOutboundOut(.end(trailers)), promise: nil)
-        DeferredFlush.flush(context)
-        answered(context: context)
+        end(trailers, context: try current(exchange))
     }
 
     /// Writes a whole answer with one flush and moves on (``LoopResponder``s; on the connection's loop).
@@ -286,8 +285,28 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         guard let context = try? current(exchange) else { return }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
-        context.write(wrapOutboundOut(.end(nil)), promise: nil)
-        DeferredFlush.flush(context)
+        end(nil, context: context)
+    }
+
+    /// Writes the answer's end, flushed with the loop's round, and moves on. When the connection closes
+    /// after the answer, the end is flushed at once and the connection closed once it is written: a
+    /// close discards what was not written yet (a write waiting for the round's flush, or bytes the
+    /// socket could not take yet from a client that reads slowly), up to one idle timeout.
+    private func end(_ trailers: HTTPFields?, context: ChannelHandlerContext) {
+        guard !keepAlive || closeAfterResponse else {
+            context.write(wrapOutboundOut(.end(trailers)), promise: nil)
+            DeferredFlush.flush(context)
+            answered(context: context)
+            return
+        }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
+        let channel = context.channel
+        let limit = idleTimeout.map { context.eventLoop.scheduleTask(in: $0) { channel.close(promise: nil) } }
+        written.futureResult.whenComplete { _ in
+            limit?.cancel()
+            channel.close(promise: nil)
+        }
         answered(context: context)
     }
 
@@ -333,8 +352,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         state = .idle
         exchange &+= 1
         if !keepAlive || closeAfterResponse {
-            state = .closed
-            context.close(promise: nil)
+            state = .closed  // closed by `end` once the answer is written
             return
         }
         if parseErrorPending {
