@@ -17,6 +17,8 @@ public enum DeferredFlush {
     // Only ever touched by its own thread (a thread-specific value).
     private final class Round: @unchecked Sendable {
         var open = false
+        /// The loop whose task ends the round: the thread's only one, except for embedded test loops.
+        var loop: ObjectIdentifier?
         var waiting: [ChannelHandlerContext] = []
 
         func end() {
@@ -43,10 +45,17 @@ public enum DeferredFlush {
             current = Round()
             round.currentValue = current
         }
+        let loop = ObjectIdentifier(context.eventLoop)
         guard current.open else {
             current.open = true
+            current.loop = loop
             context.flush()
             context.eventLoop.execute { current.end() }
+            return
+        }
+        // Another loop on this thread (only test loops share a thread) would end the round, maybe never.
+        guard current.loop == loop else {
+            context.flush()
             return
         }
         current.waiting.append(context)

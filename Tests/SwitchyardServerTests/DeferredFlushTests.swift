@@ -55,6 +55,17 @@ import Testing
         #expect(a.flushes == 1 && b.flushes == 1 && c.flushes == 2)
     }
 
+    @Test func aRoundOfAnotherLoopOnTheSameThreadHoldsNothingBack() throws {
+        let (first, second) = (EmbeddedEventLoop(), EmbeddedEventLoop())
+        let (a, b) = (try Recorder.on(first), try Recorder.on(second))
+        DeferredFlush.flush(a.context)
+        // `first` has not ended its round; `second`'s flush must not wait for it.
+        DeferredFlush.flush(b.context)
+        #expect(a.flushes == 1 && b.flushes == 1)
+        first.run()
+        second.run()
+    }
+
     @Test func aFlushAskedForWhileTheRoundEndsIsDoneBeforeItEnds() throws {
         let loop = EmbeddedEventLoop()
         let (a, b, c) = (try Recorder.on(loop), try Recorder.on(loop), try Recorder.on(loop))
