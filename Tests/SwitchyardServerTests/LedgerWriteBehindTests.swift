@@ -9,6 +9,13 @@ import Testing
 /// request path (`CreditMeter`, `LedgerJournal`).
 @Suite("Ledger written behind the request path")
 struct LedgerWriteBehindTests {
+    /// A new empty directory under the system's temporary one (the caller removes it).
+    static func temporaryDirectory(_ name: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
     /// `billing()` with decided operations held back for an hour (until something reads the ledger).
     static func heldBack(_ config: inout GatewayConfig, _ port: Int) {
         billing()(&config, port)
@@ -78,8 +85,7 @@ struct LedgerWriteBehindTests {
     /// A process killed with decided operations still queued: the next one applies them from the
     /// journal, skipping what was written, so nothing is lost or charged twice.
     @Test func operationsJournaledBeforeACrashAreAppliedAtTheNextStart() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-journal-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.temporaryDirectory("sy-journal")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var config = GatewayConfig(database: .sqlite(path: dir + "/ledger.db"))
         Self.heldBack(&config, 1)
@@ -130,8 +136,7 @@ struct LedgerWriteBehindTests {
     /// A journal the database refuses: the start fails (after a few attempts) and the journal is kept,
     /// rather than serving — or settling the last run's holds — on a ledger missing what it says.
     @Test func aJournalThatCannotBeAppliedStopsTheStart() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-badjournal-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.temporaryDirectory("sy-badjournal")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var config = GatewayConfig(database: .sqlite(path: dir + "/ledger.db"))
         billing()(&config, 1)
@@ -183,8 +188,7 @@ struct LedgerWriteBehindTests {
     }
 
     @Test func segmentsAreDeletedOnceWrittenAndClosed() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-segments-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.temporaryDirectory("sy-segments")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let prefix = dir + "/db-ledger"
         let journal = LedgerJournal(prefix: prefix, firstSegment: 1, segmentLines: 2)
@@ -201,8 +205,7 @@ struct LedgerWriteBehindTests {
     }
 
     @Test func aSegmentLeftOpenIsPreallocatedAndReplaysUpToItsZeroBytes() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mapped-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.temporaryDirectory("sy-mapped")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let prefix = dir + "/db-ledger"
         let journal = LedgerJournal(prefix: prefix, firstSegment: 1, segmentBytes: 64 << 10)
@@ -222,8 +225,7 @@ struct LedgerWriteBehindTests {
     }
 
     @Test func aSegmentClosesBeforeALineThatWouldNotFit() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mapped-full-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.temporaryDirectory("sy-mapped-full")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let prefix = dir + "/db-ledger"
         let journal = LedgerJournal(prefix: prefix, firstSegment: 1, segmentBytes: 4096)
@@ -240,8 +242,7 @@ struct LedgerWriteBehindTests {
     }
 
     @Test func theJournalIsSyncedAfterAppendsNotWhileIdle() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-journal-sync-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.temporaryDirectory("sy-journal-sync")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let journal = LedgerJournal(prefix: dir + "/db-ledger", firstSegment: 1, syncInterval: .milliseconds(5))
         let op = LedgerOperation.reserve(ReservationRequest(id: "req_1", userID: "usr_1", keyID: "key_1", amount: 1, model: "m"))

@@ -37,16 +37,20 @@ public struct AccessLogLine: CustomStringConvertible, Sendable {
             case .string(let s): JSONString.write(s, into: &out)
             case .int(let v): Self.writeDecimal(v, into: &out)
             case .bool(let v): out.writeStaticString(v ? "true" : "false")
-            case .millis(let v):
-                let micros = v / 1000
-                Self.writeDecimal(Int(micros / 1000), into: &out)
-                let frac = Int(micros % 1000)
-                out.writeInteger(UInt8(ascii: "."))
-                out.writeInteger(UInt8(48 + frac / 100))
-                out.writeInteger(UInt8(48 + frac / 10 % 10))
-                out.writeInteger(UInt8(48 + frac % 10))
+            case .millis(let v): Self.writeMillis(v, into: &out)
             }
         }
+    }
+
+    /// Nanoseconds as milliseconds with three decimals (`1234.567`).
+    static func writeMillis(_ nanos: UInt64, into out: inout ByteBuffer) {
+        let micros = nanos / 1000
+        writeDecimal(Int(micros / 1000), into: &out)
+        let frac = Int(micros % 1000)
+        out.writeInteger(UInt8(ascii: "."))
+        out.writeInteger(UInt8(48 + frac / 100))
+        out.writeInteger(UInt8(48 + frac / 10 % 10))
+        out.writeInteger(UInt8(48 + frac % 10))
     }
 
     /// `n` in decimal, as `String(n)` spells it.
@@ -72,7 +76,10 @@ public struct AccessLogLine: CustomStringConvertible, Sendable {
             case .string(let s): return "\(key)=\(s.contains(" ") ? JSONString.literal(s) : s)"
             case .int(let v): return "\(key)=\(v)"
             case .bool(let v): return "\(key)=\(v)"
-            case .millis(let v): return "\(key)=\(RequestLog.milliseconds(v))"
+            case .millis(let v):
+                var text = ByteBuffer()
+                Self.writeMillis(v, into: &text)
+                return "\(key)=\(String(buffer: text))"
             }
         }.joined(separator: " ")
     }

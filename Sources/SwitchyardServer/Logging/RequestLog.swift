@@ -201,13 +201,6 @@ public final class RequestLog: Sendable {
         }
     }
 
-    static func milliseconds(_ nanos: UInt64) -> String {
-        let micros = nanos / 1000
-        let frac = micros % 1000
-        let fracText = String(frac)
-        return "\(micros / 1000).\(String(repeating: "0", count: 3 - fracText.count))\(fracText)"
-    }
-
     deinit {
         // A response whose body was never written (the client left before the head) still gets its line.
         emit(outcome: "abandoned")
