@@ -274,7 +274,10 @@ public enum LedgerJournalCodec {
         switch operation {
         case .reserve(let r):
             out.raw("R")
-            for text in [r.id, r.requestID, r.userID, r.keyID] { out.text(text) }
+            out.text(r.id)
+            out.text(r.requestID)
+            out.text(r.userID)
+            out.text(r.keyID)
             out.number(r.amount)
             out.text(r.model)
         case .settle(let s):
@@ -324,6 +327,14 @@ public enum LedgerJournalCodec {
 
         mutating func text(_ s: String) {
             bytes.append(0x09)
+            // Ids, models and outcomes hold nothing to escape: they go in whole, not byte by byte.
+            var s = s
+            let whole = s.withUTF8 { utf8 -> Bool in
+                for c in utf8 where c == 0x5C || c == 0x09 || c == 0x0A || c == 0x0D { return false }
+                bytes.append(contentsOf: utf8)
+                return true
+            }
+            if whole { return }
             for c in s.utf8 {
                 switch c {
                 case 0x5C: bytes.append(0x5C); bytes.append(0x5C)

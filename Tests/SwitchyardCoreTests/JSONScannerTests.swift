@@ -144,4 +144,24 @@ struct JSONValueTests {
         let deep = String(repeating: "[", count: 300) + String(repeating: "]", count: 300)
         #expect(throws: JSONScanner.ScanError.self) { try JSONValue.parse(deep, maxDepth: 256) }
     }
+    /// The answer path reads usage from the scanned bytes; every reading must equal the parsed one's.
+    @Test func scannedUsageReadsAsTheParsedValueDoes() throws {
+        let cases = [
+            #"{"prompt_tokens":12,"completion_tokens":0,"total_tokens":12}"#,
+            #"{"prompt_tokens":40,"completion_tokens":8,"prompt_tokens_details":{"cached_tokens":5},"completion_tokens_details":{"reasoning_tokens":3}}"#,
+            #"{"prompt_tokens":12.0,"completion_tokens":1e3,"prompt_tokens_details":{"cached_tokens":2.5}}"#,
+            #"{"prompt_tokens":"12","completion_tokens":null,"prompt_tokens_details":[{"cached_tokens":1}],"completion_tokens_details":7}"#,
+            #"{"prompt_tokens":-3,"completion_tokens":123456789012345678901234567890,"prompt_tokens_details":{}}"#,
+            #"{"prompt_tokens":1,"prompt_tokens":2,"completion_tokens_details":{"reasoning_tokens":4,"reasoning_tokens":9}}"#,
+            #"{}"#,
+        ]
+        for text in cases {
+            let scanned = TokenUsage(openAI: try ScannedObject(ByteBuffer(string: text)))
+            let parsed = try #require(TokenUsage(openAI: try JSONValue.parse(text)))
+            #expect(scanned == parsed, "\(text)")
+        }
+        let doc = try ScannedObject(ByteBuffer(string: #"{"usage":{"prompt_tokens":7},"n":"x","o":[]}"#))
+        #expect(doc.object("usage")?.int("prompt_tokens") == 7)
+        #expect(doc.object("o") == nil && doc.object("missing") == nil && doc.int("n") == nil)
+    }
 }

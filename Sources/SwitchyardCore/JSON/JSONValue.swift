@@ -18,8 +18,14 @@ public enum JSONValue: Sendable, Equatable {
     public var objectValue: JSONObject? { if case .object(let o) = self { return o } else { return nil } }
     public var intValue: Int? {
         guard case .number(let n) = self else { return nil }
-        if let i = Int(n) { return i }
-        if let d = Double(n), d == d.rounded(), abs(d) < 9e15 { return Int(d) }
+        return Self.integer(n)
+    }
+
+    /// A number's text as an integer: exact, or a whole number written with a fraction or exponent
+    /// (`12.0`, `1e3`) below 9e15; nil otherwise.
+    public static func integer(_ text: String) -> Int? {
+        if let i = Int(text) { return i }
+        if let d = Double(text), d == d.rounded(), abs(d) < 9e15 { return Int(d) }
         return nil
     }
     public var doubleValue: Double? { if case .number(let n) = self { return Double(n) } else { return nil } }

@@ -48,6 +48,21 @@ public struct ScannedObject: Sendable {
         }
     }
 
+    /// The value of member `name` as an integer, read as ``JSONValue/intValue`` reads it; nil when it
+    /// is missing, not a number, or not a whole number.
+    public func int(_ name: StaticString) -> Int? {
+        guard let m = member(name), m.kind == .number else { return nil }
+        return buffer.withUnsafeReadableBytes { bytes in
+            JSONValue.integer(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[m.valueRange]), as: UTF8.self))
+        }
+    }
+
+    /// Member `name` if it is an object, scanned (its bytes were validated with this document's).
+    public func object(_ name: StaticString) -> ScannedObject? {
+        guard let m = member(name), m.kind == .object else { return nil }
+        return try? ScannedObject(rawValue(m))
+    }
+
     /// The raw bytes of a member's value.
     public func rawValue(_ member: JSONScanner.Member) -> ByteBuffer {
         buffer.getSlice(at: buffer.readerIndex + member.valueRange.lowerBound, length: member.valueRange.count) ?? ByteBuffer()

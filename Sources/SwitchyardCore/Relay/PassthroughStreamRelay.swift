@@ -85,8 +85,8 @@ public struct PassthroughStreamRelay: Sendable {
                 // Some OpenAI-compatible servers never send [DONE]: a finish reason ends the answer too.
                 if doc.valueContains(c, "\"finish_reason\":\"") { sawEnd = true }
             }
-            if let u = doc.member("usage"), u.kind == .object {
-                usage = TokenUsage(openAI: try? JSONValue.parse(doc.rawValue(u)))
+            if let u = doc.object("usage") {
+                usage = TokenUsage(openAI: u)
                 if dropUsageChunk, let choices = doc.member("choices"), doc.rawValue(choices).readableBytesView.elementsEqual("[]".utf8) {
                     return
                 }

@@ -28,6 +28,17 @@ public struct TokenUsage: Sendable, Equatable {
         reasoningTokens = obj["completion_tokens_details"]?["reasoning_tokens"]?.intValue ?? 0
     }
 
+    /// Reads an OpenAI Chat Completions `usage` object from its scanned bytes, exactly as
+    /// ``init(openAI:)-(JSONValue?)`` reads the parsed value (without building it: this runs for every
+    /// answer relayed).
+    public init(openAI usage: ScannedObject) {
+        inputTokens = usage.int("prompt_tokens") ?? 0
+        outputTokens = usage.int("completion_tokens") ?? 0
+        cachedInputTokens = usage.object("prompt_tokens_details")?.int("cached_tokens") ?? 0
+        cacheCreationTokens = 0
+        reasoningTokens = usage.object("completion_tokens_details")?.int("reasoning_tokens") ?? 0
+    }
+
     /// The OpenAI Chat Completions `usage` object.
     public var openAIJSON: JSONValue {
         var obj: JSONObject = [

@@ -290,33 +290,34 @@ final class CreditMeter: Sendable {
             }
             if s.users.count > 200_000 { s.users = s.users.filter { $0.value.queued > 0 } }
         }
+        // The loops read single fields of the batch's elements: a whole `Queued` copied out would retain
+        // and release every string of its operation.
         if let journal {
             var bySegment: [Int: Int] = [:]
-            for q in batch { if let segment = q.segment { bySegment[segment, default: 0] += 1 } }
+            for i in batch.indices { if let segment = batch[i].segment { bySegment[segment, default: 0] += 1 } }
             for (segment, count) in bySegment { journal.applied(segment: segment, count: count) }
         }
         var next = result.outcomes.makeIterator()
-        for q in batch {
-            let outcome = q.op == nil ? nil : next.next()
-            if let waiter = q.waiter {
+        for i in batch.indices {
+            let outcome = batch[i].op == nil ? nil : next.next()
+            if let waiter = batch[i].waiter {
                 waiter.resume(returning: outcome)
-            } else if let outcome {
-                noteDecidedOutcome(q, outcome)
+            } else if let outcome, outcome.needsNote {
+                noteDecidedOutcome(batch[i], outcome)
             }
         }
     }
 
     /// Takes written (or failed) operations off the users' queued counts; decided ones' effects too.
     private static func dequeued(_ batch: [Queued], _ s: inout LedgerState) {
-        for q in batch {
-            guard let u = q.user else { continue }
-            if q.waiter != nil {
+        for i in batch.indices {
+            guard let u = batch[i].user else { continue }
+            if batch[i].waiter != nil {
                 let left = (s.undecided[u] ?? 1) - 1
                 s.undecided[u] = left > 0 ? left : nil
-            } else if var user = s.users[u] {
-                user.pending -= q.effect
-                user.queued -= 1
-                s.users[u] = user
+            } else {
+                s.users[u]?.pending -= batch[i].effect
+                s.users[u]?.queued -= 1
             }
         }
     }
@@ -622,3 +623,14 @@ final class CreditTicket: Sendable {
     }
 }
 
+
+extension LedgerOutcome {
+    /// Whether a decision memory made came out otherwise in the database (``CreditMeter`` logs those).
+    fileprivate var needsNote: Bool {
+        switch self {
+        case .reserved(.insufficient): true
+        case .settled(let result): result.uncovered > 0
+        default: false
+        }
+    }
+}

@@ -144,7 +144,7 @@ extension Gateway {
         var usage: TokenUsage?
         switch format {
         case .openAI:
-            if let u = answer.member("usage"), u.kind == .object { usage = TokenUsage(openAI: try? JSONValue.parse(answer.rawValue(u))) }
+            if let u = answer.object("usage") { usage = TokenUsage(openAI: u) }
             bytes = answer.replacingModel(with: literal) ?? full
         case .responses:
             if let u = answer.member("usage"), u.kind == .object { usage = OpenAIResponses.usage(try? JSONValue.parse(answer.rawValue(u))) }

@@ -244,7 +244,7 @@ extension SQLiteStore {
         // A hold settled in the same batch (both decided in memory, written behind) is never written:
         // its ledger entries and usage row say all there is, and recovery counts a usage row as the
         // reservation applied too. Inserting and then deleting it cost two b-tree writes per request.
-        var newHolds: [[SQLValue]?] = []
+        var newHolds: [(request: ReservationRequest, held: [(bucket: String, amount: Int64)])?] = []
         var newHoldIndex: [String: Int] = [:]
         var usageRows: [[SQLValue]] = []
         var settled: [String] = []
@@ -270,10 +270,7 @@ extension SQLiteStore {
                     work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: Self.requestEntryKey(r.id, .reservation, bucket))
                 }
                 newHoldIndex[r.id] = newHolds.count
-                newHolds.append([
-                    .text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(held.reduce(0) { $0 + $1.amount })),
-                    .text(Self.encodeAllocation(held)), .text(r.model), .integer(Int(now)),
-                ])
+                newHolds.append((r, held))
                 // Its settlement may follow in this same batch (both decided in memory, written behind).
                 holds[r.id] = (r.userID, held.map { ($0.bucket, $0.amount) })
                 let available = work.available(r.userID)
@@ -303,7 +300,15 @@ extension SQLiteStore {
             }
         }
         try Self.flush(work, db: db)
-        try Self.insertRows(db, "reservations", ["id", "request_id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], newHolds.compactMap { $0 })
+        // Rows only for the holds still open (most settle in their own batch).
+        let holdRows = newHolds.compactMap { hold -> [SQLValue]? in
+            guard let (r, held) = hold else { return nil }
+            return [
+                .text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(held.reduce(0) { $0 + $1.amount })),
+                .text(Self.encodeAllocation(held)), .text(r.model), .integer(Int(now)),
+            ]
+        }
+        try Self.insertRows(db, "reservations", ["id", "request_id", "user_id", "key_id", "amount", "allocations", "model", "created_at"], holdRows)
         for id in settled { _ = try db.query("DELETE FROM reservations WHERE id = ?", [.text(id)]) }
         try Self.insertRows(db, "usage_records", Self.usageColumns, usageRows)
         var states: [String: LedgerUserState] = [:]
