@@ -1,10 +1,12 @@
 import AsyncHTTPClient
+import Hummingbird
 import NIOCore
 import NIOHTTP1
 import SwitchyardMock
 import SwitchyardStore
 import SwitchyardCore
 import Testing
+@testable import SwitchyardServer
 
 @Suite("Errors and authentication")
 struct ErrorsAndAuthTests {
@@ -17,6 +19,24 @@ struct ErrorsAndAuthTests {
             #expect(xapi.status == 200)
             let lower = try await h.request("/v1/chat/completions", body: Harness.chat(), headers: [("authorization", "bearer \(key)")])
             #expect(lower.status == 200)
+        }
+    }
+
+    /// The credential headers read in one pass must read as the fields' own subscripts read them.
+    @Test func credentialHeadersReadInOnePassAsSubscriptsReadThem() {
+        let cases: [HTTPFields] = [
+            [.authorization: "Bearer sy-a"],
+            [.init("X-Api-Key")!: "sy-b", .contentType: "application/json"],
+            [.authorization: "Bearer sy-a", .authorization: "Bearer sy-c", .xGoogAPIKey: "g"],
+            [.xAPIKey: "1", .xGoogAPIKey: "2", .xAPIKey: "3", .authorization: ""],
+            [:],
+        ]
+        for fields in cases {
+            let view = HTTPFieldsView(headers: fields, queryKey: "q")
+            #expect(view.authorization == fields[.authorization])
+            #expect(view.apiKey == fields[.xAPIKey])
+            #expect(view.googAPIKey == fields[.xGoogAPIKey])
+            #expect(view.queryKey == "q")
         }
     }
 

@@ -59,7 +59,7 @@ final class LoopPassthrough: LoopResponder {
     /// translated; nil (having changed nothing) otherwise.
     private func eligible(_ head: HTTPRequest, body: ByteBuffer, format: WireFormat) -> (ClientCall, ResolvedModel, ChatRequest?)? {
         let fields = head.headerFields
-        let view = HTTPFieldsView(authorization: fields[.authorization], apiKey: fields[.xAPIKey], googAPIKey: fields[.xGoogAPIKey])
+        let view = HTTPFieldsView(headers: fields)
         guard let presented = try? Authenticator.credential(view), APIKeys.isPlausible(presented),
             case .some(.some(let principal)) = gateway.keyCache.cached(APIKeys.hash(presented)),
             (try? principal.check(now: EpochClock.nowMilliseconds())) != nil,
