@@ -173,6 +173,13 @@ public final class RateLimiter: Sendable {
             if minute!.limit != limit { minute!.limit = limit }
             return minute!.check(now: now)
         }
+
+        /// Adds (or corrects) tokens in place: a window copied out and written back would copy both of
+        /// its arrays on every request.
+        mutating func addTokens(_ count: Int, now: Int64) {
+            if tokens == nil { tokens = TokenWindow() }
+            tokens!.add(count, now: now)
+        }
     }
 
     struct State {
@@ -245,8 +252,7 @@ public final class RateLimiter: Sendable {
             }
             if let l = policy.concurrentRequests { s.subjects[l.subject, default: SubjectState()].inFlight += 1 }
             if let l = policy.tokensPerMinute, estimatedTokens > 0 {
-                s.subjects[l.subject, default: SubjectState()].tokens = s.subjects[l.subject]?.tokens ?? TokenWindow()
-                s.subjects[l.subject]!.tokens!.add(estimatedTokens, now: t)
+                s.subjects[l.subject, default: SubjectState()].addTokens(estimatedTokens, now: t)
             }
             let snap = snapshot(&s, policy, t, minuteCheck: minuteCheck)
             guard policy.concurrentRequests != nil || policy.tokensPerMinute != nil else { return .admitted(nil, snap) }
@@ -273,32 +279,36 @@ public final class RateLimiter: Sendable {
                 s.subjects[subject]!.inFlight = max(0, s.subjects[subject]!.inFlight - 1)
             }
             if let subject = lease.tokenSubject, let actual = actualTokens, actual != lease.estimatedTokens {
-                var w = s.subjects[subject, default: SubjectState()].tokens ?? TokenWindow()
-                w.add(actual - lease.estimatedTokens, now: t)
-                s.subjects[subject]!.tokens = w
+                s.subjects[subject, default: SubjectState()].addTokens(actual - lease.estimatedTokens, now: t)
             }
         }
     }
 
     private func snapshot(_ s: inout State, _ policy: LimitPolicy, _ t: Int64, minuteCheck: WindowCheck?) -> RateLimitSnapshot {
         var out = RateLimitSnapshot()
-        var candidates: [Quota] = []
+        var minute: Quota?
         if let l = policy.requestsPerMinute {
             if let c = minuteCheck {
-                candidates.append(Quota(limit: l.limit, remaining: c.remaining, resetAtMs: c.resetAtMs))
+                minute = Quota(limit: l.limit, remaining: c.remaining, resetAtMs: c.resetAtMs)
             } else if var w = s.subjects[l.subject]?.minute {
                 let c = w.check(now: t)
                 s.subjects[l.subject]!.minute = w
                 // `check` reports what is left after one more request; a peek reports what is left now.
-                candidates.append(Quota(limit: l.limit, remaining: c.allowed ? c.remaining + 1 : 0, resetAtMs: c.resetAtMs))
+                minute = Quota(limit: l.limit, remaining: c.allowed ? c.remaining + 1 : 0, resetAtMs: c.resetAtMs)
             } else {
-                candidates.append(Quota(limit: l.limit, remaining: l.limit, resetAtMs: t + 60_000))
+                minute = Quota(limit: l.limit, remaining: l.limit, resetAtMs: t + 60_000)
             }
         }
+        var day: Quota?
         if let l = policy.requestsPerDay {
-            candidates.append(Quota(limit: l.limit, remaining: max(0, l.limit - (s.daily[l.subject] ?? 0)), resetAtMs: s.day.endMs))
+            day = Quota(limit: l.limit, remaining: max(0, l.limit - (s.daily[l.subject] ?? 0)), resetAtMs: s.day.endMs)
         }
-        out.requests = candidates.min { a, b in a.remaining != b.remaining ? a.remaining < b.remaining : a.limit < b.limit }
+        // The tighter of the two (fewer left; on a tie the smaller limit; on a full tie the minute's).
+        if let m = minute, let d = day {
+            out.requests = d.remaining < m.remaining || (d.remaining == m.remaining && d.limit < m.limit) ? d : m
+        } else {
+            out.requests = minute ?? day
+        }
         if let l = policy.tokensPerMinute {
             let w = s.subjects[l.subject]?.tokens
             let used = w?.used(now: t) ?? 0

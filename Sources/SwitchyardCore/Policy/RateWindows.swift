@@ -139,7 +139,8 @@ public struct TokenWindow: Sendable {
     /// When the oldest counted second leaves the window (epoch ms).
     public func resetAt(now: Int64) -> Int64 {
         let second = now / 1000
-        let oldest = bucketSecond.filter { $0 > second - 60 && $0 <= second }.min() ?? second
+        var oldest = second
+        for s in bucketSecond where s > second - 60 && s < oldest { oldest = s }
         return (oldest + 60) * 1000
     }
 }
