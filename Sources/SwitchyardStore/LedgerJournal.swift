@@ -301,7 +301,7 @@ public enum LedgerJournalCodec {
     private struct LineWriter {
         var bytes: [UInt8] = []
 
-        init() { bytes.reserveCapacity(320) }
+        init() { bytes.reserveCapacity(512) }  // a settlement line with long ids passes 320 bytes
 
         mutating func raw(_ s: StaticString) {
             s.withUTF8Buffer { bytes.append(contentsOf: $0) }
@@ -309,13 +309,19 @@ public enum LedgerJournalCodec {
 
         mutating func digits(_ n: Int64) {
             if n < 0 { bytes.append(0x2D) }
+            // Written backwards into a local buffer, then appended: reversing `bytes[start...]` in place
+            // went through an array slice, which copied the line twice per number.
             var m = n.magnitude
-            let start = bytes.count
-            repeat {
-                bytes.append(UInt8(0x30 + m % 10))
-                m /= 10
-            } while m != 0
-            bytes[start...].reverse()
+            var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: enough for 20 digits
+            withUnsafeMutableBytes(of: &scratch) { raw in
+                var i = raw.count
+                repeat {
+                    i -= 1
+                    raw[i] = UInt8(0x30 + m % 10)
+                    m /= 10
+                } while m != 0
+                bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[i...]))
+            }
         }
 
         mutating func number(_ n: Int64) {

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Testing
 @testable import SwitchyardCore
@@ -33,6 +34,28 @@ struct APIKeysTests {
             return all
         }
         #expect(Set(ids).count == ids.count)
+    }
+
+    @Test func orderedIDsCarryTheClockThenRandomCharactersAndSortByTime() throws {
+        let alphabet = Set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+        let before = EpochClock.nowMilliseconds()
+        let id = APIKeys.generateOrderedID(prefix: "req_")
+        #expect(id.hasPrefix("req_") && id.count == 4 + 8 + 16)
+        #expect(id.dropFirst(4).allSatisfy { alphabet.contains($0) })
+        // The 8 clock characters are the milliseconds in base62, most significant first.
+        let ms = id.dropFirst(4).prefix(8).reduce(Int64(0)) { acc, c in
+            acc * 62 + Int64("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".firstIndex(of: c)!.utf16Offset(in: "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+        }
+        #expect(ms >= before && ms <= EpochClock.nowMilliseconds())
+        #expect(APIKeys.generateOrderedID(prefix: "resp_", random: 24).count == 5 + 8 + 24)
+        #expect(APIKeys.generateOrderedID(prefix: "", random: 0).count == 8)
+        var earlier = APIKeys.generateOrderedID(prefix: "x_")
+        for _ in 0..<3 {
+            Thread.sleep(forTimeInterval: 0.002)
+            let later = APIKeys.generateOrderedID(prefix: "x_")
+            #expect(earlier < later)
+            earlier = later
+        }
     }
 
     @Test func hashIsSHA256AndRoundTripsThroughHex() {

@@ -49,13 +49,15 @@ public struct JSONObjectEditor {
             guard !range.isEmpty, let slice = source.getSlice(at: base + range.lowerBound, length: range.count) else { return }
             out.writeImmutableBuffer(slice)
         }
-        let replacementByIndex = Dictionary(replacements.map { ($0.index, $0.value) }, uniquingKeysWith: { _, last in last })
+        // The last replacement of a member wins. A scan, not a dictionary: there are one or two, and the
+        // dictionary (and the array it was built from) were two allocations on every relayed request.
+        func replacement(_ index: Int) -> String? { replacements.last { $0.index == index }?.value }
 
         if removals.isEmpty {
             // Splice: keep all bytes, swap the replaced values, insert appended members before `}`.
             var cursor = 0
             for (index, member) in object.members.enumerated() {
-                guard let value = replacementByIndex[index] else { continue }
+                guard let value = replacement(index) else { continue }
                 copy(cursor..<member.valueRange.lowerBound)
                 out.writeString(value)
                 cursor = member.valueRange.upperBound
@@ -78,7 +80,7 @@ public struct JSONObjectEditor {
         var needsComma = false
         for (index, member) in object.members.enumerated() where !removals.contains(index) {
             if needsComma { out.writeStaticString(",") }
-            if let value = replacementByIndex[index] {
+            if let value = replacement(index) {
                 copy(member.memberRange.lowerBound..<member.valueRange.lowerBound)
                 out.writeString(value)
             } else {

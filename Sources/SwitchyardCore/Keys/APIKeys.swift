@@ -89,17 +89,24 @@ public enum APIKeys {
 
     /// `count` uniformly random base62 characters from `rng` (rejection sampling, no modulo bias).
     private static func base62(_ count: Int, using rng: inout some RandomNumberGenerator) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(count)
-        while out.count < count {
+        String(unsafeUninitializedCapacity: count) { fillBase62($0, using: &rng) }
+    }
+
+    /// Fills `out` with uniformly random base62 characters; returns how many (all of them).
+    private static func fillBase62(_ out: UnsafeMutableBufferPointer<UInt8>, using rng: inout some RandomNumberGenerator) -> Int {
+        var filled = 0
+        while filled < out.count {
             var word = rng.next()
-            for _ in 0..<8 where out.count < count {
+            for _ in 0..<8 where filled < out.count {
                 let byte = UInt8(truncatingIfNeeded: word)
                 word >>= 8
-                if byte < 248 { out.append(alphabet[Int(byte % 62)]) }
+                if byte < 248 {
+                    out[filled] = alphabet[Int(byte % 62)]
+                    filled += 1
+                }
             }
         }
-        return String(decoding: out, as: UTF8.self)
+        return filled
     }
 
     /// A new secret: the configured prefix followed by 256 bits of randomness.
@@ -112,12 +119,19 @@ public enum APIKeys {
     /// instead of dirtying a random page per insert.
     public static func generateOrderedID(prefix: String, random: Int = 16) -> String {
         var ms = UInt64(max(0, EpochClock.nowMilliseconds()))
-        var digits = [UInt8](repeating: alphabet[0], count: 8)
-        for i in stride(from: 7, through: 0, by: -1) {
-            digits[i] = alphabet[Int(ms % 62)]
-            ms /= 62
+        var prefix = prefix
+        // Built in place: one string allocation per request id (the parts and their concatenations were five).
+        return prefix.withUTF8 { head in
+            String(unsafeUninitializedCapacity: head.count + 8 + random) { out in
+                _ = UnsafeMutableBufferPointer(rebasing: out[..<head.count]).initialize(fromContentsOf: head)
+                for i in stride(from: head.count + 7, through: head.count, by: -1) {
+                    out[i] = alphabet[Int(ms % 62)]
+                    ms /= 62
+                }
+                var rng = IDRandom()
+                return head.count + 8 + fillBase62(UnsafeMutableBufferPointer(rebasing: out[(head.count + 8)...]), using: &rng)
+            }
         }
-        return prefix + String(decoding: digits, as: UTF8.self) + idBase62(random)
     }
 
     /// A new record id such as `key_3kTMd9Qx2bZr`.

@@ -315,9 +315,12 @@ final class CreditMeter: Sendable {
             if batch[i].waiter != nil {
                 let left = (s.undecided[u] ?? 1) - 1
                 s.undecided[u] = left > 0 ? left : nil
-            } else {
-                s.users[u]?.pending -= batch[i].effect
-                s.users[u]?.queued -= 1
+            } else if var user = s.users[u] {
+                // Read and written back, not changed through `s.users[u]?.…`: that goes through the
+                // dictionary's modify coroutines, which allocate their frames (two mallocs per operation).
+                user.pending -= batch[i].effect
+                user.queued -= 1
+                s.users[u] = user
             }
         }
     }
