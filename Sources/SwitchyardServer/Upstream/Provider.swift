@@ -195,20 +195,30 @@ final class Provider: Sendable {
         headers.add(contentsOf: baseHeaders)
         if let key = request.apiKey {
             switch type {
-            case .anthropic: headers.replaceOrAdd(name: "x-api-key", value: key)
-            case .gemini: headers.replaceOrAdd(name: "x-goog-api-key", value: key)
-            default: headers.replaceOrAdd(name: "authorization", value: "Bearer \(key)")
+            case .anthropic: Self.set(&headers, "x-api-key", key)
+            case .gemini: Self.set(&headers, "x-goog-api-key", key)
+            default: Self.set(&headers, "authorization", "Bearer \(key)")
             }
         }
         headers.add(name: "content-type", value: "application/json")
         headers.add(name: "accept", value: request.stream ? "text/event-stream" : "application/json")
         headers.add(name: "x-request-id", value: request.requestID)
-        for (k, v) in request.headers { headers.replaceOrAdd(name: k, value: v) }
+        for (k, v) in request.headers { Self.set(&headers, k, v) }
         if type == .anthropic, !headers.contains(name: "anthropic-version") {
             headers.add(name: "anthropic-version", value: AnthropicMessages.defaultVersion)
         }
-        headers.replaceOrAdd(name: "content-length", value: String(request.body.readableBytes))
+        Self.set(&headers, "content-length", String(request.body.readableBytes))
         return (pool, HTTPRequestHead(version: .http1_1, method: .POST, uri: target, headers: headers))
+    }
+
+    /// `replaceOrAdd` without its removal pass when the name is absent: the pass rebuilt the header
+    /// array (an allocation each time, several per upstream request).
+    private static func set(_ headers: inout HTTPHeaders, _ name: String, _ value: String) {
+        if headers.contains(name: name) {
+            headers.replaceOrAdd(name: name, value: value)
+        } else {
+            headers.add(name: name, value: value)
+        }
     }
 
     /// Whether the provider is reached over HTTP (not the built-in mock).

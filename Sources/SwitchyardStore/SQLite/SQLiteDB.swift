@@ -85,7 +85,18 @@ final class SQLiteDB: Sendable {
 
         /// Runs one statement and returns its rows.
         func query(_ sql: String, _ binds: [SQLValue] = []) throws -> [SQLRow] {
+            try run(try statement(sql), binds)
+        }
+
+        /// Runs one statement once per row of bindings (an INSERT of many rows): the statement is looked
+        /// up once, where a `query` per row hashed the SQL text each time to find it.
+        func executeEach(_ sql: String, _ rows: [[SQLValue]]) throws {
+            guard !rows.isEmpty else { return }
             let stmt = try statement(sql)
+            for row in rows { _ = try run(stmt, row) }
+        }
+
+        private func run(_ stmt: OpaquePointer, _ binds: [SQLValue]) throws -> [SQLRow] {
             defer {
                 sqlite_nio_sqlite3_reset(stmt)
                 sqlite_nio_sqlite3_clear_bindings(stmt)

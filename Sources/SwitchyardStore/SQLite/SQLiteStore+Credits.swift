@@ -162,7 +162,7 @@ extension SQLiteStore {
     static func insertRows(_ db: SQLiteDB.Handle, _ table: String, _ columns: [String], _ rows: [[SQLValue]], orIgnore: Bool = false) throws {
         guard !rows.isEmpty else { return }
         let sql = "INSERT \(orIgnore ? "OR IGNORE " : "")INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(placeholders(columns.count)))"
-        for row in rows { _ = try db.query(sql, row) }
+        try db.executeEach(sql, rows)
     }
 
     // MARK: Reserve and settle
