@@ -3,7 +3,6 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOHTTPTypesHTTP1
 import NIOPosix
 import ServiceLifecycle
 import SwitchyardCore
@@ -73,8 +72,9 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         try await ServiceGroup(configuration: .init(services: services + [server], logger: logger)).run()
     }
 
-    /// Sets up a client connection: SwiftNIO's HTTP/1.1 codec with the decoder limits, the conversion
-    /// to HTTP types, the configured extra handlers, and the ``GatewayConnection`` serving it.
+    /// Sets up a client connection: SwiftNIO's HTTP/1.1 request decoder with the decoder limits, the
+    /// conversion to HTTP types and the response encoder (``GatewayHTTPCodec``), the configured extra
+    /// handlers, and the ``GatewayConnection`` serving it.
     static func initializer(
         _ http1: HTTP1Channel.Configuration, maxBodyBytes: Int, logger: Logger, direct: (any LoopResponder)? = nil,
         serve: @escaping GatewayConnection.Serve
@@ -86,10 +86,8 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
                 limits.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
                 limits.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
                 let pipeline = channel.pipeline.syncOperations
-                try pipeline.configureHTTPServerPipeline(
-                    withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-                    withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-                try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
+                try pipeline.addHandler(GatewayHTTPCodec())
                 try pipeline.addHandlers(http1.additionalChannelHandlers())
                 try pipeline.addHandler(GatewayConnection(
                     maxBodyBytes: maxBodyBytes, idleTimeout: http1.idleTimeout, logger: logger, direct: direct, serve: serve))
