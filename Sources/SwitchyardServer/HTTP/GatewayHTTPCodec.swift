@@ -110,7 +110,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             if suppressBody {
                 promise?.fail(BodyNotAllowed())
             } else if isChunked, bytes.readableBytes > 0 {
-                writeChunk(bytes, context: context, promise: promise)
+                HTTP1Wire.writeChunk(.byteBuffer(bytes), context: context, promise: promise)
             } else {
                 context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
             }
@@ -118,40 +118,13 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             suppressBody = false
             if isChunked {
                 isChunked = false
-                var buffer = context.channel.allocator.buffer(capacity: 0)
-                Self.writeLastChunk(trailers, into: &buffer)
-                context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
-            } else if let promise {
-                // Nothing to write, but the promise completes in order with the writes before it.
-                context.write(wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
+                let fields = trailers.map { $0.map { (name: $0.name.rawName, value: $0.value) } } ?? []
+                context.write(wrapOutboundOut(.byteBuffer(HTTP1Wire.lastChunk(fields, allocator: context.channel.allocator))), promise: promise)
+            } else {
+                HTTP1Wire.writeNothing(context: context, promise: promise)
             }
         }
     }
-
-    /// A chunk's size line, bytes and end. A small chunk (a stream's event) is copied into one buffer
-    /// with its framing; a large one goes as three writes, uncopied.
-    private func writeChunk(_ bytes: ByteBuffer, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
-        let count = bytes.readableBytes
-        if count <= Self.copiedChunkLimit {
-            var buffer = context.channel.allocator.buffer(capacity: count + 20)
-            Self.writeChunkSize(count, into: &buffer)
-            buffer.writeImmutableBuffer(bytes)
-            buffer.writeInteger(Self.crlf)
-            context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
-            return
-        }
-        var size = context.channel.allocator.buffer(capacity: 20)
-        Self.writeChunkSize(count, into: &size)
-        context.write(wrapOutboundOut(.byteBuffer(size)), promise: nil)
-        context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
-        var end = context.channel.allocator.buffer(capacity: 2)
-        end.writeInteger(Self.crlf)
-        // Writes complete in order: the last one's promise completes after the other two.
-        context.write(wrapOutboundOut(.byteBuffer(end)), promise: promise)
-    }
-
-    static let copiedChunkLimit = 4096
-    private static let crlf: UInt16 = 0x0D0A  // "\r\n", big-endian
 
     enum Framing { case contentLength, chunked, neither }
 
@@ -168,46 +141,25 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     static func writeHead(_ response: HTTPResponse, framing: Framing, into buffer: inout ByteBuffer) {
         let status = response.status
         let reason = status.reasonPhrase
-        // Measured first, then written in one pass.
         var size = 9 + 3 + 1 + reason.utf8.count + 2 + 2  // "HTTP/1.1 " code " " reason CRLF ... CRLF
         for field in response.headerFields where Self.keeps(field.name, framing) {
             size += field.name.rawName.utf8.count + 2 + field.withUnsafeBytesOfValue { $0.count } + 2
         }
         if framing == .chunked { size += Self.chunkedField.count }
-        buffer.reserveCapacity(minimumWritableBytes: size)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
-            let out = raw.bindMemory(to: UInt8.self)
-            var at = 0
-            func put(_ bytes: UnsafeBufferPointer<UInt8>) {
-                guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
-                UnsafeMutableRawPointer(out.baseAddress! + at).copyMemory(from: base, byteCount: bytes.count)
-                at += bytes.count
-            }
-            func put(_ string: String) {
-                var string = string
-                string.withUTF8 { put($0) }
-            }
-            func put(_ byte: UInt8) {
-                out[at] = byte
-                at += 1
-            }
-            Self.statusLinePrefix.withUnsafeBufferPointer { put($0) }
+        HTTP1Wire.writeHead(size: size, into: &buffer) { out in
+            Self.statusLinePrefix.withUnsafeBufferPointer { out.put($0) }
             let code = status.code
-            put(UInt8(ascii: "0") + UInt8(code / 100 % 10))
-            put(UInt8(ascii: "0") + UInt8(code / 10 % 10))
-            put(UInt8(ascii: "0") + UInt8(code % 10))
-            put(UInt8(ascii: " "))
-            put(reason)
-            put(13); put(10)
+            out.put(UInt8(ascii: "0") + UInt8(code / 100 % 10))
+            out.put(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+            out.put(UInt8(ascii: "0") + UInt8(code % 10))
+            out.put(UInt8(ascii: " "))
+            out.put(reason)
+            out.crlf()
             for field in response.headerFields where Self.keeps(field.name, framing) {
-                put(field.name.rawName)
-                put(UInt8(ascii: ":")); put(UInt8(ascii: " "))
-                field.withUnsafeBytesOfValue { put($0) }
-                put(13); put(10)
+                field.withUnsafeBytesOfValue { out.field(field.name.rawName, $0) }
             }
-            if framing == .chunked { Self.chunkedField.withUnsafeBufferPointer { put($0) } }
-            put(13); put(10)
-            return at
+            if framing == .chunked { Self.chunkedField.withUnsafeBufferPointer { out.put($0) } }
+            out.crlf()
         }
     }
 
@@ -220,21 +172,4 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     private static let statusLinePrefix = Array("HTTP/1.1 ".utf8)
     private static let chunkedField = Array("transfer-encoding: chunked\r\n".utf8)
-
-    private static func writeChunkSize(_ count: Int, into buffer: inout ByteBuffer) {
-        buffer.writeString(String(count, radix: 16))
-        buffer.writeInteger(crlf)
-    }
-
-    /// The last chunk, with the trailers if there are any.
-    static func writeLastChunk(_ trailers: HTTPFields?, into buffer: inout ByteBuffer) {
-        buffer.writeStaticString("0\r\n")
-        for field in trailers ?? [:] {
-            buffer.writeString(field.name.rawName)
-            buffer.writeStaticString(": ")
-            buffer.writeString(field.value)
-            buffer.writeInteger(crlf)
-        }
-        buffer.writeInteger(crlf)
-    }
 }

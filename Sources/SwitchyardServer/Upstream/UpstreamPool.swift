@@ -717,7 +717,10 @@ final class UpstreamPool: Sendable {
                         let sni = endpoint.host.first?.isNumber == true || endpoint.host.contains(":") ? nil : endpoint.host
                         try sync.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: sni))
                     }
-                    try sync.addHTTPClientHandlers()
+                    // SwiftNIO's client handlers, with its header validator and request encoder replaced by
+                    // one handler that checks and writes the head in one pass (``UpstreamRequestEncoder``).
+                    try sync.addHandler(UpstreamRequestEncoder())
+                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
                     let handler = UpstreamConnectionHandler()
                     let connection = Connection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
                     handler.onRequestEnd = { self?.released(connection) }
