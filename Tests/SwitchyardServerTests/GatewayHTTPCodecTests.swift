@@ -50,19 +50,7 @@ import Testing
             case .end(let trailers): outcome.parts.append("end \(trailers.map { "\($0)" } ?? "-")")
             }
         }
-        final class Failed: @unchecked Sendable { var writes: [Int] = [] }
-        let failed = Failed()
-        for (i, answer) in answers.enumerated() {
-            let promise = channel.eventLoop.makePromise(of: Void.self)
-            channel.write(answer, promise: promise)
-            promise.futureResult.whenFailure { _ in failed.writes.append(i) }
-        }
-        channel.flush()
-        outcome.failedWrites = failed.writes
-        while let data = try channel.readOutbound(as: IOData.self) {
-            guard case .byteBuffer(let bytes) = data else { Issue.record("a file region was written"); continue }
-            outcome.wire += String(buffer: bytes)
-        }
+        (outcome.wire, outcome.failedWrites) = try WireCapture.write(answers, to: channel)
         return outcome
     }
 

@@ -40,20 +40,8 @@ import Testing
         let errors = Errors()
         try channel.pipeline.syncOperations.addHandler(errors)
         defer { _ = try? channel.finish() }
-        final class Failed: @unchecked Sendable { var writes: [Int] = [] }
-        let failed = Failed()
-        for (i, part) in parts.enumerated() {
-            let promise = channel.eventLoop.makePromise(of: Void.self)
-            channel.write(part, promise: promise)
-            promise.futureResult.whenFailure { _ in failed.writes.append(i) }
-        }
-        channel.flush()
         var outcome = Outcome()
-        while let data = try channel.readOutbound(as: IOData.self) {
-            guard case .byteBuffer(let bytes) = data else { Issue.record("a file region was written"); continue }
-            outcome.wire += String(buffer: bytes)
-        }
-        outcome.failedWrites = failed.writes
+        (outcome.wire, outcome.failedWrites) = try WireCapture.write(parts, to: channel)
         outcome.errors = errors.count
         return outcome
     }

@@ -69,22 +69,13 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
         var fields = HTTPFields()
         fields.reserveCapacity(head.headers.count)
         for (name, value) in head.headers {
-            if authority == nil, isHost(name) {
+            if authority == nil, HTTP1Wire.isName(name, "host") {
                 authority = value
                 continue
             }
             if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
         }
         return HTTPRequest(method: method, scheme: "http", authority: authority, path: head.uri, headerFields: fields)
-    }
-
-    /// `name` is `host` in any case, without making a lowercased copy.
-    private static func isHost(_ name: String) -> Bool {
-        var utf8 = name.utf8.makeIterator()
-        for expected in "host".utf8 {
-            guard let byte = utf8.next(), byte | 0x20 == expected else { return false }
-        }
-        return utf8.next() == nil
     }
 
     // MARK: Responses
@@ -126,7 +117,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    enum Framing { case contentLength, chunked, neither }
+    typealias Framing = HTTP1Wire.Framing
 
     /// SwiftNIO's framing decision for a response (`correctlyFrameTransportHeaders`).
     static func framing(_ response: HTTPResponse, connect: Bool) -> Framing {
@@ -145,7 +136,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
         for field in response.headerFields where Self.keeps(field.name, framing) {
             size += field.name.rawName.utf8.count + 2 + field.withUnsafeBytesOfValue { $0.count } + 2
         }
-        if framing == .chunked { size += Self.chunkedField.count }
+        if framing == .chunked { size += HTTP1Wire.chunkedField.count }
         HTTP1Wire.writeHead(size: size, into: &buffer) { out in
             Self.statusLinePrefix.withUnsafeBufferPointer { out.put($0) }
             let code = status.code
@@ -158,7 +149,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             for field in response.headerFields where Self.keeps(field.name, framing) {
                 field.withUnsafeBytesOfValue { out.field(field.name.rawName, $0) }
             }
-            if framing == .chunked { Self.chunkedField.withUnsafeBufferPointer { out.put($0) } }
+            if framing == .chunked { HTTP1Wire.chunkedField.withUnsafeBufferPointer { out.put($0) } }
             out.crlf()
         }
     }
@@ -171,5 +162,4 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private static let statusLinePrefix = Array("HTTP/1.1 ".utf8)
-    private static let chunkedField = Array("transfer-encoding: chunked\r\n".utf8)
 }

@@ -42,9 +42,29 @@ enum HTTP1Wire {
         }
     }
 
+    /// How a message's body is framed (SwiftNIO's `correctlyFrameTransportHeaders` decides it).
+    enum Framing { case contentLength, chunked, neither }
+
+    /// The field a chunked message's head carries.
+    static let chunkedField = Array("transfer-encoding: chunked\r\n".utf8)
+
+    /// `name` equals `lowercase` (ASCII: lowercase letters, digits, `-`) with its letters in any case,
+    /// without making a lowercased copy.
+    static func isName(_ name: String, _ lowercase: StaticString) -> Bool {
+        guard name.utf8.count == lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { expected in
+            var i = 0
+            for byte in name.utf8 {
+                let folded = (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
+                guard folded == expected[i] else { return false }
+                i += 1
+            }
+            return true
+        }
+    }
+
     /// Writes a head of exactly `size` bytes (as `body` writes it) at the buffer's end.
     static func writeHead(size: Int, into buffer: inout ByteBuffer, _ body: (inout Writer) -> Void) {
-        buffer.reserveCapacity(minimumWritableBytes: size)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
             var writer = Writer(out: raw)
             body(&writer)

@@ -62,7 +62,7 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
         }
     }
 
-    enum Framing { case contentLength, chunked, neither }
+    typealias Framing = HTTP1Wire.Framing
 
     /// Where the head's fields stand: its framing, which of its fields are dropped, and its size.
     struct Measured {
@@ -86,10 +86,10 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
         for (name, value) in head.headers {
             guard isToken(name), isValue(value) else { return nil }
             let bytes = name.utf8.count + 2 + value.utf8.count + 2
-            if isName(name, "content-length") {
+            if HTTP1Wire.isName(name, "content-length") {
                 hasContentLength = true
                 lengthBytes += bytes
-            } else if isName(name, "transfer-encoding") {
+            } else if HTTP1Wire.isName(name, "transfer-encoding") {
                 if firstTransferEncodingIsChunked == nil { firstTransferEncodingIsChunked = value == "chunked" }
                 encodingBytes += bytes
             } else {
@@ -117,7 +117,7 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
         m.size = method.utf8.count + 1 + head.uri.utf8.count + 1 + version(head.version).utf8.count + 2 + fieldBytes + 2
         if !m.dropsContentLength { m.size += lengthBytes }
         if !m.dropsTransferEncoding { m.size += encodingBytes }
-        if m.addsChunked { m.size += chunkedField.count }
+        if m.addsChunked { m.size += HTTP1Wire.chunkedField.count }
         return m
     }
 
@@ -130,17 +130,15 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
             out.put(version(head.version))
             out.crlf()
             for (name, value) in head.headers {
-                if m.dropsContentLength, isName(name, "content-length") { continue }
-                if m.dropsTransferEncoding, isName(name, "transfer-encoding") { continue }
+                if m.dropsContentLength, HTTP1Wire.isName(name, "content-length") { continue }
+                if m.dropsTransferEncoding, HTTP1Wire.isName(name, "transfer-encoding") { continue }
                 var value = value
                 value.withUTF8 { out.field(name, $0) }
             }
-            if m.addsChunked { chunkedField.withUnsafeBufferPointer { out.put($0) } }
+            if m.addsChunked { HTTP1Wire.chunkedField.withUnsafeBufferPointer { out.put($0) } }
             out.crlf()
         }
     }
-
-    private static let chunkedField = Array("transfer-encoding: chunked\r\n".utf8)
 
     /// The version as SwiftNIO writes it.
     private static func version(_ v: HTTPVersion) -> String {
@@ -148,19 +146,6 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
         case (1, 1): "HTTP/1.1"
         case (1, 0): "HTTP/1.0"
         default: "HTTP/\(v.major).\(v.minor)"
-        }
-    }
-
-    /// `name` equals `lowercase` (ASCII, lowercase letters and `-`) in any case.
-    private static func isName(_ name: String, _ lowercase: StaticString) -> Bool {
-        guard name.utf8.count == lowercase.utf8CodeUnitCount else { return false }
-        return lowercase.withUTF8Buffer { expected in
-            var i = 0
-            for byte in name.utf8 {
-                guard byte | 0x20 == expected[i] || byte == expected[i] else { return false }
-                i += 1
-            }
-            return true
         }
     }
 
