@@ -17,27 +17,41 @@ import Glibc
 /// disk shows up when a segment opens, never as a fault on a write into the mapping) and cut to what it
 /// holds when it closes; a segment is deleted once it is closed and every operation in it is in the
 /// database. At start, ``replay(prefix:)`` reads what a previous process left behind, in order (a
-/// segment left open ends in zero bytes).
+/// segment left open ends in zero bytes; one prepared and never written holds only zero bytes).
+///
+/// `append` runs on the event loops, so it makes no system call while the syncer keeps up: the syncer
+/// thread opens, preallocates and maps the next segment ahead, and unmaps, cuts, syncs, closes and
+/// deletes the ones that filled. (Done on the loop, a rotation cost five system calls every ~4 MB, and
+/// cutting the file waited for the disk: `ftruncate` frees blocks, and on a file system mounted with
+/// `discard` that waits for the device's discard.) Only when no prepared segment is ready does `append`
+/// open one itself.
 public final class LedgerJournal: Sendable {
     private struct State {
         /// The segment being written, if one is open.
         var open: OpenSegment?
-        var segment: Int
+        /// The next segment, opened ahead by the syncer; it becomes `open` when that one fills.
+        var ready: OpenSegment?
+        /// The number the next segment created gets. Numbers only grow, in the order segments are
+        /// created, and lines go to segments in that order, so replaying by number replays in order.
+        var nextNumber: Int
         /// Operations not yet in the database, per segment.
         var unapplied: [Int: Int] = [:]
-        /// Closed segments' descriptors, to be synced and closed by the syncer thread.
-        var closing: [Int32] = []
+        /// Segments that filled, for the syncer to unmap, cut, sync, close (and delete if `remove`).
+        var retired: [OpenSegment] = []
         /// Lines written so far, so the syncer can tell whether the current segment changed.
         var appended = 0
     }
 
-    /// The open segment: its descriptor, its shared mapping (`segmentBytes` long, only touched under
+    /// An open segment: its number, descriptor, shared mapping (`segmentBytes` long, only written under
     /// the journal's lock), and what has been written into it.
     private struct OpenSegment: @unchecked Sendable {
+        let number: Int
         let fd: Int32
         let base: UnsafeMutableRawPointer
         var used = 0
         var lines = 0
+        /// Retired with every operation already in the database: deleted once closed.
+        var remove = false
     }
 
     public let prefix: String
@@ -50,11 +64,15 @@ public final class LedgerJournal: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let syncInterval: Duration
     private let syncs = Atomic<Int>(0)
+    private let inlineOpens = Atomic<Int>(0)
 
     /// `fdatasync` calls made by the syncer so far (for tests).
     public var syncCount: Int { syncs.load(ordering: .relaxed) }
+    /// Segments `append` had to open itself because none was prepared (for tests and diagnostics).
+    public var segmentsOpenedByAppend: Int { inlineOpens.load(ordering: .relaxed) }
 
     /// Starts a new journal after the segments `replay` found (which the caller deletes once applied).
+    /// The first segment is opened here, on the caller's thread.
     public init(
         prefix: String, firstSegment: Int, segmentLines: Int = 16_384, segmentBytes: Int = 4 << 20, syncInterval: Duration = .milliseconds(20)
     ) {
@@ -62,7 +80,10 @@ public final class LedgerJournal: Sendable {
         self.segmentLines = segmentLines
         self.segmentBytes = max(4096, segmentBytes)
         self.syncInterval = syncInterval
-        state = Mutex(State(segment: firstSegment))
+        state = Mutex(State(nextNumber: firstSegment))
+        if let first = openSegment(number: firstSegment) {
+            state.withLock { $0.ready = first; $0.nextNumber = firstSegment + 1 }
+        }
         thread.start()
         thread.submit { [self] s in
             guard case .active = s else { return }
@@ -79,52 +100,65 @@ public final class LedgerJournal: Sendable {
         guard line.count <= segmentBytes else { return nil }
         return state.withLock { s -> Int? in
             if s.open.map({ $0.lines >= segmentLines || $0.used + line.count > segmentBytes }) ?? true {
-                if s.open != nil {
-                    closeSegment(&s)
-                    // A segment whose operations are all in the database already goes now.
-                    if (s.unapplied[s.segment] ?? 0) == 0 { unlink(path(of: s.segment)) }
-                    s.segment += 1
+                if var full = s.open {
+                    full.remove = (s.unapplied[full.number] ?? 0) == 0
+                    s.retired.append(full)
+                    s.open = nil
                 }
-                guard openSegment(&s) else {
-                    // Tried again with the next operation, under the next number.
-                    s.segment += 1
-                    return nil
+                if let ready = s.ready {
+                    s.open = ready
+                    s.ready = nil
+                } else {
+                    // The syncer has not caught up (or cannot open one): open it here.
+                    let number = s.nextNumber
+                    s.nextNumber += 1
+                    inlineOpens.add(1, ordering: .relaxed)
+                    // On failure, tried again with the next operation, under the next number.
+                    guard let opened = openSegment(number: number) else { return nil }
+                    s.open = opened
                 }
             }
             line.withUnsafeBytes { (s.open!.base + s.open!.used).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             s.open!.used += line.count
             s.open!.lines += 1
             s.appended += 1
-            s.unapplied[s.segment, default: 0] += 1
-            return s.segment
+            let number = s.open!.number
+            s.unapplied[number, default: 0] += 1
+            return number
         }
     }
 
-    /// Creates, preallocates and maps the segment `s.segment`; false (nothing left behind) when any
-    /// step fails, a full disk included.
-    private func openSegment(_ s: inout State) -> Bool {
-        let path = path(of: s.segment)
+    /// Creates, preallocates and maps segment `number`; nil (nothing left behind) when any step fails,
+    /// a full disk included.
+    private func openSegment(number: Int) -> OpenSegment? {
+        let path = path(of: number)
         let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return nil }
         let base = posix_fallocate(fd, 0, off_t(segmentBytes)) == 0
             ? mmap(nil, segmentBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED
         guard let base, base != MAP_FAILED else {
             _ = Glibc.close(fd)
             unlink(path)
-            return false
+            return nil
         }
-        s.open = OpenSegment(fd: fd, base: base)
-        return true
+        return OpenSegment(number: number, fd: fd, base: base)
     }
 
-    /// Unmaps the current segment and cuts its file to the lines it holds; its descriptor goes to the
-    /// syncer, which syncs and closes it.
-    private func closeSegment(_ s: inout State) {
-        guard let open = s.open else { return }
-        munmap(open.base, segmentBytes)
-        _ = ftruncate(open.fd, off_t(open.used))
-        s.closing.append(open.fd)
-        s.open = nil
+    /// Unmaps a segment that filled (or the last one, at close), cuts its file to the lines it holds,
+    /// syncs and closes it, and deletes it if every operation in it is in the database.
+    private func finish(_ segment: OpenSegment) {
+        munmap(segment.base, segmentBytes)
+        _ = ftruncate(segment.fd, off_t(segment.used))
+        if fdatasync(segment.fd) == 0 { syncs.add(1, ordering: .relaxed) }
+        _ = Glibc.close(segment.fd)
+        if segment.remove { unlink(path(of: segment.number)) }
+    }
+
+    /// Drops a prepared segment that never became current (it holds no line).
+    private func discard(_ segment: OpenSegment) {
+        munmap(segment.base, segmentBytes)
+        _ = Glibc.close(segment.fd)
+        unlink(path(of: segment.number))
     }
 
     /// Records that `count` operations of `segment` are in the database; deletes the segment when it
@@ -137,7 +171,7 @@ public final class LedgerJournal: Sendable {
                 return false
             }
             s.unapplied[segment] = nil
-            return segment != s.segment
+            return segment != s.open?.number
         }
         if remove { unlink(path(of: segment)) }
     }
@@ -149,18 +183,18 @@ public final class LedgerJournal: Sendable {
     public func close() async {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         try? await thread.shutdownGracefully()
-        let (fds, segments) = state.withLock { s -> ([Int32], [Int]) in
-            closeSegment(&s)
-            let fds = s.closing
-            s.closing = []
-            // Segments leave `unapplied` when their last operation is written: empty means all are in.
-            return (fds, s.unapplied.isEmpty ? [s.segment] : [])
+        let (retired, ready) = state.withLock { s -> ([OpenSegment], OpenSegment?) in
+            if var last = s.open {
+                // Segments leave `unapplied` when their last operation is written: empty means all are in.
+                last.remove = s.unapplied.isEmpty
+                s.retired.append(last)
+                s.open = nil
+            }
+            defer { s.retired = []; s.ready = nil }
+            return (s.retired, s.ready)
         }
-        for fd in fds {
-            _ = fdatasync(fd)
-            _ = Glibc.close(fd)
-        }
-        for segment in segments { unlink(path(of: segment)) }
+        for segment in retired { finish(segment) }
+        if let ready { discard(ready) }
     }
 
     private func syncLoop() {
@@ -170,22 +204,38 @@ public final class LedgerJournal: Sendable {
         // nothing to write still sends the disk a cache flush (see `WALSyncer`).
         var synced = 0
         while !stopping.load(ordering: .acquiring) {
+            prepareNext()
             _ = nanosleep(&pause, nil)
             // The current segment is synced through a duplicate, so appends never wait for the disk.
-            let (current, closing, appended) = state.withLock { s -> (Int32, [Int32], Int) in
-                defer { s.closing = [] }
-                return (s.open.map { s.appended != synced ? dup($0.fd) : -1 } ?? -1, s.closing, s.appended)
+            let (current, retired, appended) = state.withLock { s -> (Int32, [OpenSegment], Int) in
+                defer { s.retired = [] }
+                return (s.open.map { s.appended != synced ? dup($0.fd) : -1 } ?? -1, s.retired, s.appended)
             }
             if current >= 0 {
                 if fdatasync(current) == 0 { syncs.add(1, ordering: .relaxed) }
                 _ = Glibc.close(current)
             }
-            for fd in closing {
-                if fdatasync(fd) == 0 { syncs.add(1, ordering: .relaxed) }
-                _ = Glibc.close(fd)
-            }
-            if current >= 0 || !closing.isEmpty { synced = appended }
+            for segment in retired { finish(segment) }
+            if current >= 0 || !retired.isEmpty { synced = appended }
         }
+    }
+
+    /// Opens the segment after the current one, unless one is ready. Its number is taken before the
+    /// file is created; if `append` opened a segment of its own meanwhile (a later number), the prepared
+    /// one would take lines after that one's under an earlier number, so it is dropped instead.
+    private func prepareNext() {
+        let number = state.withLock { s -> Int? in
+            guard s.ready == nil else { return nil }
+            defer { s.nextNumber += 1 }
+            return s.nextNumber
+        }
+        guard let number, let segment = openSegment(number: number) else { return }
+        let taken = state.withLock { s -> Bool in
+            guard s.ready == nil, s.nextNumber == number + 1, !stopping.load(ordering: .relaxed) else { return false }
+            s.ready = segment
+            return true
+        }
+        if !taken { discard(segment) }
     }
 
     // MARK: Reading back
