@@ -546,6 +546,40 @@ def median_pass(runs: list[dict]) -> dict:
     return dict(ordered[(len(ordered) - 1) // 2], passes=len(runs))
 
 
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+class HaltPoll:
+    """The guest's halt polling (`cpuidle-haltpoll` on a KVM guest): how long an idle vCPU polls for
+    work before it halts. At 0 every wake-up of an idle vCPU is a halt exit and an interrupt sent by the
+    host, which costs tens of microseconds on some hosts and is paid by every process alike; the
+    one-connection rows then measure the host more than the relays. `set` changes it for the run (root
+    only) and `restore` puts the machine's value back."""
+
+    def __init__(self) -> None:
+        self.original: str | None = HALT_POLL.read_text().strip() if HALT_POLL.exists() else None
+        self.current = self.original
+
+    def set(self, nanoseconds: int) -> None:
+        if self.original is None:
+            return
+        HALT_POLL.write_text(str(nanoseconds))
+        self.current = str(nanoseconds)
+
+    def restore(self) -> None:
+        if self.original is not None and self.current != self.original:
+            HALT_POLL.write_text(self.original)
+            self.current = self.original
+
+    def describe(self, requested: int | None) -> str:
+        if self.original is None:
+            return "no guest halt polling here (not a haltpoll guest)"
+        if requested is None:
+            return f"guest halt polling as the machine has it (guest_halt_poll_ns={self.original})"
+        return (f"guest halt polling set to {requested:,} ns for the run by --halt-poll (the machine's setting, "
+                f"{self.original}, restored afterwards; the row marked \"vCPUs halt at once\" ran with 0)")
+
+
 def machine() -> str:
     cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -570,11 +604,33 @@ def main() -> None:
                     help="run the gateway with jemalloc (LD_PRELOAD of Debian's libjemalloc2) instead of glibc's malloc")
     ap.add_argument("--ledger-write-delay", metavar="DURATION",
                     help="the gateway's billing.ledger_write_delay (default: the gateway's, 5ms; 0 puts the ledger's transactions on the request path)")
+    ap.add_argument("--halt-poll", type=int, metavar="NS",
+                    help="on a haltpoll KVM guest, let idle vCPUs poll NS ns before halting for the run (root; restored after), "
+                         "and measure the one-connection scenario once more with 0")
     ap.add_argument("--pin", action="store_true", help="pin the relay under test to CPU 1, wrk and the upstreams to CPU 0")
     ap.add_argument("--hold", action="store_true",
                     help="set everything up and warm it, print the URLs, key, request bodies and process ids as JSON, "
                          "and keep it running until interrupted (for profiling by hand); measures nothing")
     args = ap.parse_args()
+    halt_poll = HaltPoll()
+    if args.halt_poll is not None:
+        if halt_poll.original is None:
+            print("  --halt-poll: this machine has no guest halt polling (not a haltpoll guest); ignored", file=sys.stderr)
+            args.halt_poll = None
+        else:
+            try:
+                halt_poll.set(args.halt_poll)
+            except OSError as e:
+                sys.exit(f"--halt-poll: cannot write {HALT_POLL} ({e}); run as root or leave the flag out")
+            # SIGTERM too: the machine's setting must come back however the run ends.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        run(args, halt_poll)
+    finally:
+        halt_poll.restore()
+
+
+def run(args, halt_poll: HaltPoll) -> None:
     # Thousands of sockets on each of three processes: raise the descriptor limit (inherited).
     # A gateway holds two descriptors per stream (client and upstream): root may raise the hard limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -671,9 +727,16 @@ pricing:
                 hold(gateway, gateway_url, key, fast_url, mock_url, nginx, raw, work)
                 return
             rows = []
-            for name, upstream, direct_path, direct_body, path, body, conns in SCENARIOS:
+            scenarios = [(*sc, None) for sc in SCENARIOS]
+            if args.halt_poll is not None:
+                # The one-connection scenario once more as the machine runs it: every idle vCPU halts at once.
+                one = next(sc for sc in SCENARIOS if sc[-1] == 1)
+                scenarios.insert(scenarios.index((*one, None)) + 1, (one[0] + ", vCPUs halt at once", *one[1:], 0))
+            for name, upstream, direct_path, direct_body, path, body, conns, halt in scenarios:
                 if args.only and args.only not in name:
                     continue
+                if halt is not None:
+                    halt_poll.set(halt)
                 # Passes over every target in turn; each target's row is its median pass by requests/s.
                 # The host's noise comes in bursts of seconds: one burst in a target's only window
                 # moved its ratio by 15 % between runs, while the median of alternated passes keeps it.
@@ -694,6 +757,8 @@ pricing:
                 direct["upstream"] = fast_name if upstream == "fast" else "mock"
                 measured = [(label, median_pass(passes[label])) for label, *_ in relays]
                 rows.append((name, direct, measured))
+                if halt is not None:
+                    halt_poll.set(args.halt_poll)
                 print(f"  {name}: direct {direct['rps']:.0f}/s, " + ", ".join(f"{label} {r['rps']:.0f}/s" for label, r in measured), file=sys.stderr)
             if not args.only or args.only in "stream latency":
                 latency.append(("direct to mock", stream_latency(mock_url, "")))
@@ -735,6 +800,7 @@ pricing:
         placement += "; the gateway runs with jemalloc (LD_PRELOAD)"
     lines = [
         f"Machine: {machine()}.",
+        f"Idle CPUs: {halt_poll.describe(args.halt_poll)}.",
         f"wrk, {'one pass' if repeat == 1 else f'{repeat} alternated passes (each row the median pass by requests/s)'} of {duration} s per target, 2 threads; nginx with 1 worker{', LiteLLM with 1 worker' if litellm else ''}; {placement}.",
         f"Small requests and the translated one go to the faster fixed responder, probed at the start ({probe}): {fast_name}. "
         "Streams go to the mock.",
