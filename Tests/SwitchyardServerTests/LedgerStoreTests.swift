@@ -251,6 +251,30 @@ struct LedgerStoreTests {
         await store.close()
     }
 
+    /// A batch written behind yields the CPU between its statements now and then, so a thread the
+    /// kernel queued behind it (an event loop, a client) does not wait for the whole transaction; a
+    /// batch run on the caller's thread (an event loop) never does.
+    @Test func aLongBatchWrittenBehindYieldsTheCPU() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try await SQLiteStore.open(.sqlite(path: dir.appendingPathComponent("l.db").path), logger: Harness.quiet)
+        store.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
+        let now = EpochClock.nowMilliseconds()
+        let rows = { (tag: String) in
+            (0..<2_000).map { UsageRecord(id: "\(tag)\($0)", requestID: "q\($0)", createdAt: now, userID: nil, keyID: "k", model: "m", status: 200, outcome: "ok") }
+        }
+        let before = store.writerYieldCount
+        // Two thousand rows take milliseconds: far more than one stretch between yields.
+        _ = try await store.apply(rows("behind").map { .usage($0) }, policy: nil, now: now, waiting: false)
+        let behind = store.writerYieldCount
+        #expect(behind > before, "a long batch written behind never yielded")
+        _ = try await store.apply(rows("waited").map { .usage($0) }, policy: nil, now: now, waiting: true)
+        #expect(store.inlineTransactionCount == 1)
+        #expect(store.writerYieldCount == behind, "a batch on the caller's thread yielded")
+        await store.close()
+    }
+
     /// Ledger batches run on the request's own thread when the writer is free; when another writer
     /// (here a second connection, as the CLI would be) holds the write lock they must wait for it on
     /// the writer's thread rather than fail or stall the caller.
