@@ -275,6 +275,32 @@ struct LedgerStoreTests {
         await store.close()
     }
 
+    /// A batch yields after every stretch of running, and stops yielding once its yields have kept
+    /// it off the CPU for the budget in all (on saturated CPUs a writer that kept yielding fell behind).
+    @Test func aBatchYieldsAfterEachStretchUntilItsBudgetIsSpent() {
+        var pacer = YieldPacer()
+        let every = YieldPacer.every, budget = YieldPacer.budget
+        #expect(!pacer.due(at: 10 * every), "yields before a unit of work began")
+        pacer.begin(at: 1_000)
+        #expect(!pacer.due(at: 1_000 + every - 1))
+        #expect(pacer.due(at: 1_000 + every))
+        // Each yield kept it off the CPU for a third of the budget: the third spends it.
+        var now = 1_000 + every
+        for i in 1...3 {
+            pacer.yielded(from: now, to: now + budget / 3 + 1)
+            now += budget / 3 + 1
+            #expect(!pacer.due(at: now + every - 1), "yielded again before a stretch of running")
+            now += every
+            #expect(pacer.due(at: now) == (i < 3), "yield \(i): budget spent \(i < 3 ? "too early" : "but it still yields")")
+        }
+        #expect(!pacer.due(at: now + 100 * every))
+        // The next unit of work has the whole budget again; one that ended yields no more.
+        pacer.begin(at: now)
+        #expect(pacer.due(at: now + every))
+        pacer.end()
+        #expect(!pacer.due(at: now + every))
+    }
+
     /// Ledger batches run on the request's own thread when the writer is free; when another writer
     /// (here a second connection, as the CLI would be) holds the write lock they must wait for it on
     /// the writer's thread rather than fail or stall the caller.

@@ -47,6 +47,49 @@ final class CommitCounter: Sendable {
     var count: Int { value.load(ordering: .acquiring) }
 }
 
+/// When a unit of work nobody waits for (a ledger batch written behind the requests) yields the CPU.
+///
+/// A batch runs ~0.6 ms of SQLite at one connection, and the kernel queued a thread it woke
+/// meanwhile — the event loop on the provider's answer, or the client — behind it on the same vCPU,
+/// neither preempting the batch nor moving the woken thread to the idle vCPU: one request every batch
+/// (every ~6 ms) waited the whole batch (docs/benchmarks.md, nineteenth round). So the batch yields
+/// (`sched_yield`) between statements after every `every` of running; with nobody else runnable on
+/// the CPU a yield returns at once. Once its yields have kept it off the CPU for `budget` in all it
+/// runs to the end: on saturated CPUs every yield let the event loops run for a while, and a writer
+/// that yielded without end fell behind the load it writes (at 64 connections its CPU during the
+/// load fell to a fifth, and its queue — and the process's memory — grew until the load stopped).
+struct YieldPacer {
+    /// Running time between yields (nanoseconds).
+    static let every: UInt64 = 25_000
+    /// Time the yields of one unit of work may keep it off the CPU in all (nanoseconds).
+    static let budget: UInt64 = 300_000
+
+    /// Whether the current unit of work still yields.
+    private(set) var active = false
+    /// When the current stretch of running began.
+    private var stretchStart: UInt64 = 0
+    /// Time spent in yields so far.
+    private var yieldedFor: UInt64 = 0
+
+    mutating func begin(at now: UInt64) {
+        active = true
+        stretchStart = now
+        yieldedFor = 0
+    }
+
+    mutating func end() { active = false }
+
+    /// Whether to yield at `now`.
+    func due(at now: UInt64) -> Bool { active && now &- stretchStart >= Self.every }
+
+    /// Records a yield that lasted from `start` to `end`.
+    mutating func yielded(from start: UInt64, to end: UInt64) {
+        stretchStart = end
+        yieldedFor &+= end &- start
+        if yieldedFor >= Self.budget { active = false }
+    }
+}
+
 /// One SQLite connection driven directly through the C API on a thread of its own.
 ///
 /// A whole unit of work — a transaction with all its statements — runs as one job on that thread
@@ -78,38 +121,25 @@ final class SQLiteDB: Sendable {
             }, Unmanaged.passUnretained(counter).toOpaque())
         }
 
-        /// Set while a unit of work runs on the connection's own thread with nobody waiting for it (the
-        /// ledger's write-behind batches): between statements it then yields the CPU (`sched_yield`)
-        /// after every `yieldEvery` of running. A batch runs for ~0.6 ms at one connection, and the
-        /// kernel queued a thread it woke meanwhile — the event loop on the provider's answer, or the
-        /// client — behind it on the same vCPU, neither preempting the batch nor moving the woken
-        /// thread to the idle vCPU: one request every batch (every ~6 ms) waited the whole batch
-        /// (docs/benchmarks.md, nineteenth round). A yield with nobody else runnable on the CPU returns
-        /// at once. Never set for work on a caller's thread.
-        private(set) var yielding = false
-        /// When the current stretch of running began (monotonic nanoseconds).
-        private var stretchStart: UInt64 = 0
+        /// Paces units of work that run on the connection's own thread with nobody waiting for them
+        /// (the ledger's write-behind batches, ``beginYielding()``): between statements they yield the
+        /// CPU now and then (see ``YieldPacer``). Never active for work on a caller's thread.
+        private var pacer = YieldPacer()
         /// Yields taken so far (for tests and diagnostics; read from any thread).
         let yields = Atomic<Int>(0)
 
-        /// How long a yielding unit of work runs between yields.
-        static let yieldEvery: UInt64 = 25_000
+        /// Starts a unit of work that yields the CPU now and then.
+        func beginYielding() { pacer.begin(at: Self.monotonicNanoseconds()) }
 
-        /// Starts a unit of work that yields the CPU now and then (see ``yielding``).
-        func beginYielding() {
-            yielding = true
-            stretchStart = Self.monotonicNanoseconds()
-        }
-
-        func endYielding() { yielding = false }
+        func endYielding() { pacer.end() }
 
         @inline(__always) private func yieldIfDue() {
-            guard yielding else { return }
+            guard pacer.active else { return }
             let now = Self.monotonicNanoseconds()
-            guard now &- stretchStart >= Self.yieldEvery else { return }
+            guard pacer.due(at: now) else { return }
             sched_yield()
             yields.add(1, ordering: .relaxed)
-            stretchStart = Self.monotonicNanoseconds()
+            pacer.yielded(from: now, to: Self.monotonicNanoseconds())
         }
 
         private static func monotonicNanoseconds() -> UInt64 {
@@ -221,7 +251,7 @@ final class SQLiteDB: Sendable {
     static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
     private let handle: Handle
-    /// Times a unit of work on this connection yielded the CPU (see ``Handle/yielding``).
+    /// Times a unit of work on this connection yielded the CPU (see ``YieldPacer``).
     var yieldCount: Int { handle.yields.load(ordering: .relaxed) }
     private let thread: NIOThreadPool
     private let closed = Atomic<Bool>(false)

@@ -125,7 +125,7 @@ public final class SQLiteStore: GatewayStore {
     }
 
     /// Like ``transaction(_:)``, for work nobody waits for (the ledger's write-behind batches): it
-    /// yields the CPU between statements every ~25 µs of running (``SQLiteDB/Handle/yielding``).
+    /// yields the CPU between statements every ~25 µs of running, up to a budget (``YieldPacer``).
     func yieldingTransaction<T: Sendable>(_ body: @escaping @Sendable (SQLiteDB.Handle) throws -> T) async throws -> T {
         try await writer.run { db in
             db.beginYielding()
