@@ -727,11 +727,13 @@ pricing:
                 hold(gateway, gateway_url, key, fast_url, mock_url, nginx, raw, work)
                 return
             rows = []
-            scenarios = [(*sc, None) for sc in SCENARIOS]
-            if args.halt_poll is not None:
-                # The one-connection scenario once more as the machine runs it: every idle vCPU halts at once.
-                one = next(sc for sc in SCENARIOS if sc[-1] == 1)
-                scenarios.insert(scenarios.index((*one, None)) + 1, (one[0] + ", vCPUs halt at once", *one[1:], 0))
+            # Each scenario with the halt polling it runs under (None: the run's).
+            scenarios = []
+            for sc in SCENARIOS:
+                scenarios.append((*sc, None))
+                if args.halt_poll is not None and sc[-1] == 1:
+                    # The one-connection scenario once more as the machine runs it: every idle vCPU halts at once.
+                    scenarios.append((sc[0] + ", vCPUs halt at once", *sc[1:], 0))
             for name, upstream, direct_path, direct_body, path, body, conns, halt in scenarios:
                 if args.only and args.only not in name:
                     continue

@@ -211,68 +211,64 @@ struct LedgerStoreTests {
     }
 
     @Test func openReservationsSurviveAReopen() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let path = dir.appendingPathComponent("l.db").path
-        let now = EpochClock.nowMilliseconds()
-        let first = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
-        let u = try await first.createUser(email: "ann@example.com", plan: nil).id
-        _ = try await first.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
-        _ = try await first.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")], policy: noGrants, now: now)
-        await first.close()
-        let second = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
-        #expect(try await second.openReservations().map(\.id) == ["r1"])
-        #expect(try await second.creditBalance(userID: u, policy: noGrants, now: now).available == 3 * Self.c)
-        await second.close()
+        try await StoreTests.withFileStore { path in
+            let now = EpochClock.nowMilliseconds()
+            let first = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            let u = try await first.createUser(email: "ann@example.com", plan: nil).id
+            _ = try await first.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+            _ = try await first.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")], policy: noGrants, now: now)
+            await first.close()
+            let second = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            #expect(try await second.openReservations().map(\.id) == ["r1"])
+            #expect(try await second.creditBalance(userID: u, policy: noGrants, now: now).available == 3 * Self.c)
+            await second.close()
+        }
     }
 
     /// A batch a request waits for may run on the caller's thread; one written behind the requests
     /// (nobody waits for it) goes to the writer's thread, so an event loop's other requests do not
     /// wait behind its transaction.
     @Test func onlyABatchARequestWaitsForRunsOnTheCallersThread() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try await SQLiteStore.open(.sqlite(path: dir.appendingPathComponent("l.db").path), logger: Harness.quiet)
-        store.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
-        let now = EpochClock.nowMilliseconds()
-        let u = try await store.createUser(email: "ann@example.com", plan: nil).id
-        _ = try await store.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
-        let before = store.inlineTransactionCount
-        let hold = { (id: String) in LedgerOperation.reserve(ReservationRequest(id: id, userID: u, keyID: "k", amount: Self.c, model: "m", admitted: true)) }
-        _ = try await store.apply([hold("r1")], policy: nil, now: now, waiting: false)
-        let usage = UsageRecord(id: "u1", requestID: "q1", createdAt: now, userID: u, keyID: "k", model: "m", status: 200, outcome: "ok")
-        try await store.recordUsage([usage])
-        #expect(store.inlineTransactionCount == before, "a batch written behind ran on the caller's thread")
-        _ = try await store.apply([hold("r2")], policy: nil, now: now, waiting: true)
-        #expect(store.inlineTransactionCount == before + 1)
-        #expect(Set(try await store.openReservations().map(\.id)) == ["r1", "r2"])
-        await store.close()
+        try await StoreTests.withFileStore { path in
+            let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            store.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
+            let now = EpochClock.nowMilliseconds()
+            let u = try await store.createUser(email: "ann@example.com", plan: nil).id
+            _ = try await store.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+            let before = store.inlineTransactionCount
+            let hold = { (id: String) in LedgerOperation.reserve(ReservationRequest(id: id, userID: u, keyID: "k", amount: Self.c, model: "m", admitted: true)) }
+            _ = try await store.apply([hold("r1")], policy: nil, now: now, waiting: false)
+            let usage = UsageRecord(id: "u1", requestID: "q1", createdAt: now, userID: u, keyID: "k", model: "m", status: 200, outcome: "ok")
+            try await store.recordUsage([usage])
+            #expect(store.inlineTransactionCount == before, "a batch written behind ran on the caller's thread")
+            _ = try await store.apply([hold("r2")], policy: nil, now: now, waiting: true)
+            #expect(store.inlineTransactionCount == before + 1)
+            #expect(Set(try await store.openReservations().map(\.id)) == ["r1", "r2"])
+            await store.close()
+        }
     }
 
     /// A batch written behind yields the CPU between its statements now and then, so a thread the
     /// kernel queued behind it (an event loop, a client) does not wait for the whole transaction; a
     /// batch run on the caller's thread (an event loop) never does.
     @Test func aLongBatchWrittenBehindYieldsTheCPU() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try await SQLiteStore.open(.sqlite(path: dir.appendingPathComponent("l.db").path), logger: Harness.quiet)
-        store.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
-        let now = EpochClock.nowMilliseconds()
-        let rows = { (tag: String) in
-            (0..<2_000).map { UsageRecord(id: "\(tag)\($0)", requestID: "q\($0)", createdAt: now, userID: nil, keyID: "k", model: "m", status: 200, outcome: "ok") }
+        try await StoreTests.withFileStore { path in
+            let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            store.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
+            let now = EpochClock.nowMilliseconds()
+            let rows = { (tag: String) in
+                (0..<2_000).map { UsageRecord(id: "\(tag)\($0)", requestID: "q\($0)", createdAt: now, userID: nil, keyID: "k", model: "m", status: 200, outcome: "ok") }
+            }
+            let before = store.writerYieldCount
+            // Two thousand rows take milliseconds: far more than one stretch between yields.
+            _ = try await store.apply(rows("behind").map { .usage($0) }, policy: nil, now: now, waiting: false)
+            let behind = store.writerYieldCount
+            #expect(behind > before, "a long batch written behind never yielded")
+            _ = try await store.apply(rows("waited").map { .usage($0) }, policy: nil, now: now, waiting: true)
+            #expect(store.inlineTransactionCount == 1)
+            #expect(store.writerYieldCount == behind, "a batch on the caller's thread yielded")
+            await store.close()
         }
-        let before = store.writerYieldCount
-        // Two thousand rows take milliseconds: far more than one stretch between yields.
-        _ = try await store.apply(rows("behind").map { .usage($0) }, policy: nil, now: now, waiting: false)
-        let behind = store.writerYieldCount
-        #expect(behind > before, "a long batch written behind never yielded")
-        _ = try await store.apply(rows("waited").map { .usage($0) }, policy: nil, now: now, waiting: true)
-        #expect(store.inlineTransactionCount == 1)
-        #expect(store.writerYieldCount == behind, "a batch on the caller's thread yielded")
-        await store.close()
     }
 
     /// A batch yields after every stretch of running, and stops yielding once its yields have kept
@@ -305,30 +301,28 @@ struct LedgerStoreTests {
     /// (here a second connection, as the CLI would be) holds the write lock they must wait for it on
     /// the writer's thread rather than fail or stall the caller.
     @Test func aBatchWaitsOutAnotherWritersLock() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let path = dir.appendingPathComponent("l.db").path
-        let now = EpochClock.nowMilliseconds()
-        let gateway = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
-        gateway.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
-        let other = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
-        let u = try await gateway.createUser(email: "ann@example.com", plan: nil).id
-        _ = try await gateway.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
-        // The other writer holds the lock for 2 s from the moment the flag says it has it (a fixed sleep
-        // here raced it on a loaded machine).
-        final class Flag: Sendable { let value = Atomic<Bool>(false) }
-        let inside = Flag()
-        let holding = Task { try await other.transaction { _ in inside.value.store(true, ordering: .releasing); usleep(2_000_000) } }
-        while !inside.value.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
-        let started = ContinuousClock.now
-        let results = try await gateway.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")], policy: noGrants, now: now)
-        let waited = ContinuousClock.now - started
-        try await holding.value
-        #expect(results == [.reserved(available: 3 * Self.c)])
-        #expect(waited > .milliseconds(100))  // it really met the other writer's lock
-        #expect(try await gateway.openReservations().map(\.id) == ["r1"])
-        await other.close()
-        await gateway.close()
+        try await StoreTests.withFileStore { path in
+            let now = EpochClock.nowMilliseconds()
+            let gateway = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            gateway.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
+            let other = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            let u = try await gateway.createUser(email: "ann@example.com", plan: nil).id
+            _ = try await gateway.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+            // The other writer holds the lock for 2 s from the moment the flag says it has it (a fixed sleep
+            // here raced it on a loaded machine).
+            final class Flag: Sendable { let value = Atomic<Bool>(false) }
+            let inside = Flag()
+            let holding = Task { try await other.transaction { _ in inside.value.store(true, ordering: .releasing); usleep(2_000_000) } }
+            while !inside.value.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
+            let started = ContinuousClock.now
+            let results = try await gateway.reserve([ReservationRequest(id: "r1", userID: u, keyID: "k", amount: 2 * Self.c, model: "m")], policy: noGrants, now: now)
+            let waited = ContinuousClock.now - started
+            try await holding.value
+            #expect(results == [.reserved(available: 3 * Self.c)])
+            #expect(waited > .milliseconds(100))  // it really met the other writer's lock
+            #expect(try await gateway.openReservations().map(\.id) == ["r1"])
+            await other.close()
+            await gateway.close()
+        }
     }
 }

@@ -7,7 +7,8 @@ import Testing
 
 @Suite("SQLite store")
 struct StoreTests {
-    func withFileStore(_ body: (String) async throws -> Void) async throws {
+    /// Runs `body` with the path of a database file in a fresh directory, removed afterwards.
+    static func withFileStore(_ body: (String) async throws -> Void) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-store-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -77,7 +78,7 @@ struct StoreTests {
     }
 
     @Test func theWALIsSyncedAfterEachWriteNotWhileIdleAndNotAfterClose() async throws {
-        try await withFileStore { path in
+        try await Self.withFileStore { path in
             let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
             let syncer = try #require(store.walSyncer)
             #expect(syncer.path == path + "-wal")
@@ -116,7 +117,7 @@ struct StoreTests {
     }
 
     @Test func onlyTheHashIsStored() async throws {
-        try await withFileStore { path in
+        try await Self.withFileStore { path in
             let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
             let created = try await store.createKey(name: "a", userEmail: nil, prefix: "sy-")
             await store.close()
@@ -127,7 +128,7 @@ struct StoreTests {
     }
 
     @Test func reopeningKeepsDataAndDoesNotRerunMigrations() async throws {
-        try await withFileStore { path in
+        try await Self.withFileStore { path in
             let first = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
             let created = try await first.createKey(name: "a", userEmail: nil, prefix: "sy-")
             await first.close()
@@ -139,7 +140,7 @@ struct StoreTests {
 
     @Test func twoStoresOnOneFileSeeEachOthersWrites() async throws {
         // What the CLI and a running gateway do.
-        try await withFileStore { path in
+        try await Self.withFileStore { path in
             let gateway = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
             let cli = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
             let before = try await gateway.authGeneration()
@@ -238,7 +239,7 @@ struct StoreTests {
     }
 
     @Test func keysFromBeforeUsersExistedMoveToTheServiceUser() async throws {
-        try await withFileStore { path in
+        try await Self.withFileStore { path in
             // A database as the first release left it: migration 1 only, a key without a user.
             let db = try await SQLiteConnection.open(storage: .file(path: path), logger: Harness.quiet)
             _ = try await db.query("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
@@ -259,7 +260,7 @@ struct StoreTests {
     }
 
     @Test func ledgerEntriesLoseAutoincrementAndKeepTheirIds() async throws {
-        try await withFileStore { path in
+        try await Self.withFileStore { path in
             // A database at migration 4: a user, a bucket and two entries with ids far apart.
             let db = try await SQLiteConnection.open(storage: .file(path: path), logger: Harness.quiet)
             _ = try await db.query("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")

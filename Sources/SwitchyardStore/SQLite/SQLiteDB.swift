@@ -1,3 +1,4 @@
+import NIOCore
 import NIOPosix
 import Synchronization
 import VaporCSQLite
@@ -129,23 +130,17 @@ final class SQLiteDB: Sendable {
         let yields = Atomic<Int>(0)
 
         /// Starts a unit of work that yields the CPU now and then.
-        func beginYielding() { pacer.begin(at: Self.monotonicNanoseconds()) }
+        func beginYielding() { pacer.begin(at: NIODeadline.now().uptimeNanoseconds) }
 
         func endYielding() { pacer.end() }
 
         @inline(__always) private func yieldIfDue() {
             guard pacer.active else { return }
-            let now = Self.monotonicNanoseconds()
+            let now = NIODeadline.now().uptimeNanoseconds
             guard pacer.due(at: now) else { return }
             sched_yield()
             yields.add(1, ordering: .relaxed)
-            pacer.yielded(from: now, to: Self.monotonicNanoseconds())
-        }
-
-        private static func monotonicNanoseconds() -> UInt64 {
-            var ts = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+            pacer.yielded(from: now, to: NIODeadline.now().uptimeNanoseconds)
         }
 
         /// Rows inserted, updated or deleted through this connection since it opened.
