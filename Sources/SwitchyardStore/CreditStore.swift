@@ -340,9 +340,14 @@ public protocol CreditStore: Sendable {
     func redeem(code: String, userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> RedeemResult
     /// Recomputes every balance from the entries and compares.
     func checkLedger() async throws -> LedgerCheck
+    /// Gives a written-behind batch (`apply` with `waiting: false`) that runs late the CPU it needs:
+    /// stores that run such batches at a low priority raise it. From any thread, without waiting.
+    func expediteBackgroundWrites()
 }
 
 extension CreditStore {
+    public func expediteBackgroundWrites() {}
+
     /// ``apply(_:policy:now:waiting:)`` for a caller that waits for the batch.
     public func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64) async throws -> LedgerResult {
         try await apply(operations, policy: policy, now: now, waiting: true)

@@ -297,6 +297,51 @@ struct LedgerStoreTests {
         #expect(!pacer.due(at: now + every))
     }
 
+    /// Work nobody waits for — a batch written behind — runs in the idle scheduling class, so that a
+    /// request's thread woken on its CPU preempts it even inside one statement (a `COMMIT`); work
+    /// someone waits for never does, and the thread is back in the normal class after each batch.
+    @Test(.enabled(if: IdleClass.available, "leaving SCHED_IDLE takes CAP_SYS_NICE or RLIMIT_NICE >= 20 (CI runs as root)"))
+    func aBatchWrittenBehindRunsInTheIdleClassAndWorkWaitedForDoesNot() async throws {
+        let store = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
+        #expect(try await store.yieldingTransaction { _ in IdleClass.currentPolicy } == IdleClass.policy)
+        #expect(try await store.transaction { _ in IdleClass.currentPolicy } == Int32(SCHED_OTHER))
+        #expect(try await store.writer.run { _ in IdleClass.currentPolicy } == Int32(SCHED_OTHER), "the thread stayed in the idle class")
+        #expect(store.writerExpediteCount == 0)
+        await store.close()
+    }
+
+    /// A batch in the idle class can starve on saturated CPUs: once someone waits behind it (work
+    /// submitted to the same connection), it moves to the normal class, and so do the batches of the
+    /// next second.
+    @Test(.enabled(if: IdleClass.available, "leaving SCHED_IDLE takes CAP_SYS_NICE or RLIMIT_NICE >= 20 (CI runs as root)"))
+    func aBatchSomeoneWaitsBehindLeavesTheIdleClass() async throws {
+        let store = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
+        let gate = Gate()
+        async let batch = store.yieldingTransaction { _ -> [Int32] in
+            let before = IdleClass.currentPolicy
+            gate.entered.store(true, ordering: .releasing)
+            while !gate.open.load(ordering: .acquiring) { usleep(1_000) }
+            return [before, IdleClass.currentPolicy]
+        }
+        while !gate.entered.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(store.writerExpediteCount == 0)
+        async let waited = store.transaction { _ in IdleClass.currentPolicy }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while store.writerExpediteCount == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        gate.open.store(true, ordering: .releasing)
+        #expect(try await batch == [IdleClass.policy, Int32(SCHED_OTHER)], "the batch waited behind stayed in the idle class")
+        #expect(try await waited == Int32(SCHED_OTHER))
+        #expect(store.writerExpediteCount == 1)
+        #expect(try await store.yieldingTransaction { _ in IdleClass.currentPolicy } == Int32(SCHED_OTHER), "the next batch went idle at once")
+        await store.close()
+    }
+
+    /// A unit of work on the writer's thread that waits until the test lets it go on.
+    final class Gate: Sendable {
+        let entered = Atomic<Bool>(false)
+        let open = Atomic<Bool>(false)
+    }
+
     /// Ledger batches run on the request's own thread when the writer is free; when another writer
     /// (here a second connection, as the CLI would be) holds the write lock they must wait for it on
     /// the writer's thread rather than fail or stall the caller.

@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import Synchronization
 @testable import SwitchyardServer
 import SwitchyardCore
 @testable import SwitchyardStore
@@ -293,4 +294,91 @@ struct LedgerWriteBehindTests {
         #expect(try await StoreTests.waitFor({ journal.syncCount }, above: idle), "the next line was not synced")
         await journal.close()
     }
+
+    /// A batch written behind runs at a low priority where the store can (SQLite: the idle scheduling
+    /// class), which saturated CPUs can starve. The meter asks the store to expedite a batch that is
+    /// still running ``CreditMeter/lateAfter`` after it started while decisions queue behind it (once
+    /// per batch), and one that someone on the request path waits behind at once.
+    @Test func aBatchThatRunsLateIsExpedited() async throws {
+        let store = try await SQLiteStore.open(.sqliteMemory, logger: Harness.quiet)
+        _ = try await store.grant(userEmail: "payer@example.com", amount: 100 * Credits.scale, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: EpochClock.nowMilliseconds())
+        let user = try #require(try await store.listUsers().first { $0.email == "payer@example.com" }).id
+        let slow = HeldBatches(store)
+        var config = GatewayConfig(database: .sqliteMemory)
+        billing()(&config, 1)
+        let meter = CreditMeter(store: slow, config: config, logger: Harness.quiet)
+        func hold(_ id: String) -> ReservationRequest {
+            ReservationRequest(id: id, userID: user, keyID: "key_x", amount: Credits.scale, model: "tiered")
+        }
+        // The first reservation asks the database; the next ones are decided in memory and written behind.
+        _ = try await meter.reserve(hold("req_1"))
+        #expect(meter.reserveImmediately(hold("req_2")) != nil)
+        while !slow.batchRunning { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(slow.expedited == 0, "expedited with nothing queued behind the batch")
+        try await Task.sleep(for: .nanoseconds(CreditMeter.lateAfter + 20_000_000))
+        #expect(meter.reserveImmediately(hold("req_3")) != nil)
+        #expect(slow.expedited == 1, "a late batch with a decision queued behind it was not expedited")
+        #expect(meter.reserveImmediately(hold("req_4")) != nil)
+        #expect(slow.expedited == 1, "expedited again for the same batch")
+        // Someone waits behind it (a reader writes what is queued first): expedited at once.
+        async let synced: Void = meter.sync()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while slow.expedited < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(slow.expedited == 2, "a batch someone waits behind was not expedited")
+        slow.release()
+        await synced
+        let balance = try await store.creditBalance(userID: user, policy: meter.policy, now: EpochClock.nowMilliseconds())
+        #expect(balance.reserved == 4 * Credits.scale)
+        #expect(try await store.checkLedger().isConsistent)
+        await store.close()
+    }
+}
+
+/// A store whose first batch written behind waits until the test releases it, and that counts the
+/// meter's requests to expedite.
+final class HeldBatches: CreditStore {
+    let inner: SQLiteStore
+    private let running = Atomic<Bool>(false)
+    private let released = Atomic<Bool>(false)
+    private let expedites = Atomic<Int>(0)
+
+    init(_ inner: SQLiteStore) { self.inner = inner }
+
+    var batchRunning: Bool { running.load(ordering: .acquiring) }
+    var expedited: Int { expedites.load(ordering: .acquiring) }
+    func release() { released.store(true, ordering: .releasing) }
+
+    func expediteBackgroundWrites() { expedites.add(1, ordering: .releasing) }
+
+    func apply(_ operations: [LedgerOperation], policy: CreditGrantPolicy?, now: Int64, waiting: Bool) async throws -> LedgerResult {
+        if !waiting {
+            running.store(true, ordering: .releasing)
+            while !released.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(1)) }
+        }
+        return try await inner.apply(operations, policy: policy, now: now, waiting: waiting)
+    }
+    func appliedRequests(_ ids: [String]) async throws -> AppliedRequests { try await inner.appliedRequests(ids) }
+    var ledgerJournalPrefix: String? { nil }
+    func reserve(_ requests: [ReservationRequest], policy: CreditGrantPolicy, now: Int64) async throws -> [ReservationResult] {
+        try await inner.reserve(requests, policy: policy, now: now)
+    }
+    func settle(_ settlements: [Settlement], now: Int64) async throws -> [SettlementResult] { try await inner.settle(settlements, now: now) }
+    func recordUsage(_ rows: [UsageRecord]) async throws { try await inner.recordUsage(rows) }
+    func grant(userEmail: String, amount: Int64, kind: BucketKind, note: String?, expiresAt: Int64?, idempotencyKey: String?, now: Int64) async throws -> CreditBucket {
+        try await inner.grant(userEmail: userEmail, amount: amount, kind: kind, note: note, expiresAt: expiresAt, idempotencyKey: idempotencyKey, now: now)
+    }
+    func creditBalance(userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> CreditBalance {
+        try await inner.creditBalance(userID: userID, policy: policy, now: now)
+    }
+    func creditHistory(userID: String, limit: Int) async throws -> [LedgerEntry] { try await inner.creditHistory(userID: userID, limit: limit) }
+    func usage(_ query: UsageQuery) async throws -> [UsageRecord] { try await inner.usage(query) }
+    func openReservations() async throws -> [OpenReservation] { try await inner.openReservations() }
+    func createCodes(count: Int, credits: Int64, expiresAt: Int64?, now: Int64) async throws -> [CreatedCode] {
+        try await inner.createCodes(count: count, credits: credits, expiresAt: expiresAt, now: now)
+    }
+    func listCodes() async throws -> [CodeRecord] { try await inner.listCodes() }
+    func redeem(code: String, userID: String, policy: CreditGrantPolicy, now: Int64) async throws -> RedeemResult {
+        try await inner.redeem(code: code, userID: userID, policy: policy, now: now)
+    }
+    func checkLedger() async throws -> LedgerCheck { try await inner.checkLedger() }
 }

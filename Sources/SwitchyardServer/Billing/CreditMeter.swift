@@ -36,8 +36,15 @@ final class CreditMeter: Sendable {
     private let state = Mutex(LedgerState())
     /// Operations per transaction at most.
     let maxBatch = 512
+    /// How long a batch written behind may take before the store is asked to expedite it: the
+    /// batches run at a low priority where the store can (SQLite: the idle scheduling class), which on
+    /// saturated CPUs can starve them; a batch still running this long after it started, while new
+    /// decisions queue behind it, is expedited (nanoseconds).
+    static let lateAfter: UInt64 = 10_000_000
     /// Usage rows written in the background and not yet committed (so shutdown can wait for them).
     private let pendingUsage = Atomic<Int>(0)
+    /// When the usage rows being written left their buffer (uptime, ns; 0 when none are).
+    private let usageWriteStarted = Atomic<UInt64>(0)
     /// Usage rows waiting for their window to end (`record`).
     private let usageBuffer = Mutex<[UsageRecord]>([])
     /// How long a usage row may wait to share a transaction: the WAL syncer's interval, so what a
@@ -78,6 +85,10 @@ final class CreditMeter: Sendable {
         /// Queued operations someone waits for.
         var waiting = 0
         var running = false
+        /// When the batch being written was taken from the queue (uptime, ns), and whether it was
+        /// expedited since (see ``lateAfter``).
+        var batchTaken: UInt64 = 0
+        var expedited = false
         var timerArmed = false
         var failures = 0
     }
@@ -136,18 +147,18 @@ final class CreditMeter: Sendable {
         var admitted = request
         admitted.admitted = true
         let now = EpochClock.nowMilliseconds()
-        let (decided, arm) = state.withLock { s -> (ReservationResult?, Bool) in
+        let (decided, next) = state.withLock { s -> (ReservationResult?, Queueing) in
             // The batch that writes the hold runs later than now: a bucket must outlive it.
             guard var user = s.users[request.userID], now + expiryMargin < user.validUntil, user.available >= request.amount,
                   s.undecided[request.userID] == nil
-            else { return (nil, false) }
-            guard let arm = Self.queue(.reserve(admitted), user: request.userID, effect: -request.amount, journal: journal, &s) else { return (nil, false) }
+            else { return (nil, .none) }
+            guard let next = Self.queue(.reserve(admitted), user: request.userID, effect: -request.amount, journal: journal, &s) else { return (nil, .none) }
             user.pending -= request.amount
             user.queued += 1
             s.users[request.userID] = user
-            return (.reserved(available: user.available), arm)
+            return (.reserved(available: user.available), next)
         }
-        if arm { armTimer() }
+        follow(next)
         return decided
     }
 
@@ -160,30 +171,52 @@ final class CreditMeter: Sendable {
             charged = max(0, cost)
         }
         guard let userID = settlement.usage.userID else { return nil }
-        let (decided, arm) = state.withLock { s -> (SettlementResult?, Bool) in
-            guard var user = s.users[userID] else { return (nil, false) }
-            guard let arm = Self.queue(.settle(settlement), user: userID, effect: reserved - charged, journal: journal, &s) else { return (nil, false) }
+        let (decided, next) = state.withLock { s -> (SettlementResult?, Queueing) in
+            guard var user = s.users[userID] else { return (nil, .none) }
+            guard let next = Self.queue(.settle(settlement), user: userID, effect: reserved - charged, journal: journal, &s) else { return (nil, .none) }
             user.pending += reserved - charged
             user.queued += 1
             s.users[userID] = user
-            return (SettlementResult(charged: charged, available: user.available, uncovered: 0), arm)
+            return (SettlementResult(charged: charged, available: user.available, uncovered: 0), next)
         }
-        if arm { armTimer() }
+        follow(next)
         return decided
     }
 
+    /// What the caller of ``queue(_:user:effect:journal:_:)`` does once it let go of the state's lock.
+    private enum Queueing {
+        case none
+        /// Arm the write timer.
+        case arm
+        /// Ask the store to expedite the batch being written: it runs late (``lateAfter``).
+        case expedite
+    }
+
     /// Journals and queues a decided operation; nil when the journal cannot take it (the caller then
-    /// goes to the database). Returns whether the caller must arm the write timer.
-    private static func queue(_ op: LedgerOperation, user: String, effect: Int64, journal: LedgerJournal?, _ s: inout LedgerState) -> Bool? {
+    /// goes to the database).
+    private static func queue(_ op: LedgerOperation, user: String, effect: Int64, journal: LedgerJournal?, _ s: inout LedgerState) -> Queueing? {
         var segment: Int?
         if let journal {
             guard let written = journal.append(op) else { return nil }
             segment = written
         }
         s.queue.append(Queued(op: op, segment: segment, user: user, effect: effect))
-        guard !s.running, !s.timerArmed else { return false }
+        if s.running {
+            guard !s.expedited, NIODeadline.now().uptimeNanoseconds &- s.batchTaken >= lateAfter else { return Queueing.none }
+            s.expedited = true
+            return .expedite
+        }
+        guard !s.timerArmed else { return Queueing.none }
         s.timerArmed = true
-        return true
+        return .arm
+    }
+
+    private func follow(_ next: Queueing) {
+        switch next {
+        case .none: break
+        case .arm: armTimer()
+        case .expedite: store.expediteBackgroundWrites()
+        }
     }
 
     /// After `delay` (the write delay by default), drains the queue unless a drain runs already.
@@ -210,7 +243,12 @@ final class CreditMeter: Sendable {
                 s.running = true
                 return true
             }
-            if start { Task { await self.drain() } }
+            if start {
+                Task { await self.drain() }
+            } else {
+                // It waits behind the batch being written, which nobody waited for until now.
+                store.expediteBackgroundWrites()
+            }
         }
     }
 
@@ -245,6 +283,8 @@ final class CreditMeter: Sendable {
                     s.queue.removeFirst(n)
                 }
                 s.waiting -= b.reduce(0) { $0 + ($1.waiter == nil ? 0 : 1) }
+                s.batchTaken = NIODeadline.now().uptimeNanoseconds
+                s.expedited = false
                 return b
             }
             let ops = batch.compactMap(\.op)
@@ -427,6 +467,10 @@ final class CreditMeter: Sendable {
             return rows.count == 1
         }
         guard first else { return }
+        // A window's rows written behind at a low priority, still running when the next window opens
+        // and past ``lateAfter``: as for the ledger's batches, the store expedites it.
+        let started = usageWriteStarted.load(ordering: .relaxed)
+        if started != 0, NIODeadline.now().uptimeNanoseconds &- started >= Self.lateAfter { store.expediteBackgroundWrites() }
         LoopTimer.after(usageWindow) { Task { await self.writeBufferedUsage() } }
     }
 
@@ -437,6 +481,8 @@ final class CreditMeter: Sendable {
             return rows
         }
         guard !rows.isEmpty else { return }
+        usageWriteStarted.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
+        defer { usageWriteStarted.store(0, ordering: .relaxed) }
         do {
             try await store.recordUsage(rows)
         } catch {
@@ -454,6 +500,7 @@ final class CreditMeter: Sendable {
         await writeBufferedUsage()
         let deadline = ContinuousClock.now + timeout
         while pendingUsage.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+            store.expediteBackgroundWrites()
             try? await LoopTimer.sleep(for: .milliseconds(5))
         }
     }

@@ -3,6 +3,10 @@ import NIOPosix
 import Synchronization
 import VaporCSQLite
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A value bound to or read from a statement.
 public enum SQLValue: Sendable, Equatable {
     case null
@@ -91,6 +95,73 @@ struct YieldPacer {
     }
 }
 
+/// The kernel's idle scheduling class (`SCHED_IDLE`) for work nobody waits for: the ledger's
+/// written-behind batches and the WAL checkpoints.
+///
+/// Yielding between statements (``YieldPacer``) cannot reach inside one statement: a batch's `COMMIT`
+/// (a few dozen `pwrite`s of WAL frames) and a checkpoint (hundreds of pages and an `fsync`) each ran
+/// for up to a few milliseconds, and a thread of a request's chain the kernel woke meanwhile on the same
+/// vCPU waited for them, while the other vCPU idled (docs/benchmarks.md, twentieth round). A thread in
+/// the idle class is preempted by any other thread that wakes on its CPU, and a CPU that runs only
+/// idle-class threads counts as free when the kernel places a woken thread.
+///
+/// The idle class can starve: on saturated CPUs such a thread runs a sliver of the time. So work in the
+/// idle class is moved back to the normal class (``SQLiteDB/expedite()``) as soon as someone waits for
+/// the connection (another unit of work submitted to it), or the ledger notices that a batch runs late
+/// (``CreditMeter``); the units of work of the next second then start in the normal class.
+///
+/// Leaving the idle class takes `CAP_SYS_NICE` or a `RLIMIT_NICE` of at least 20 (nice 0; systemd's
+/// `LimitNICE=`), so a process without either never enters it: a thread it could not move back would
+/// be stuck there. `SWITCHYARD_IDLE_CLASS=0` keeps everything in the normal class.
+enum IdleClass {
+    /// `SCHED_IDLE` (Linux).
+    static let policy: Int32 = 5
+    /// How long the units of work after an expedited one start in the normal class (nanoseconds).
+    static let normalAfterExpedite: UInt64 = 1_000_000_000
+
+    /// Whether this process uses the idle class: it may leave it again, and nothing turned it off.
+    static let available: Bool = {
+        #if os(Linux)
+        if let off = getenv("SWITCHYARD_IDLE_CLASS"), String(cString: off) == "0" { return false }
+        return mayLeave
+        #else
+        return false
+        #endif
+    }()
+
+    /// Whether a thread of this process may go back from `SCHED_IDLE` to the normal class at nice 0:
+    /// `CAP_SYS_NICE` in the effective set, or a soft `RLIMIT_NICE` of 20 or more.
+    static var mayLeave: Bool {
+        #if os(Linux)
+        var limit = rlimit()
+        if getrlimit(Int32(__RLIMIT_NICE.rawValue), &limit) == 0, limit.rlim_cur >= 20 { return true }
+        let fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { _ = close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 8192)
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return false }
+        let status = String(decoding: bytes[..<n], as: UTF8.self)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+            let effective = UInt64(line.dropFirst("CapEff:".count).filter { !$0.isWhitespace }, radix: 16)
+        else { return false }
+        return effective & (1 << 23) != 0  // CAP_SYS_NICE
+        #else
+        return false
+        #endif
+    }
+
+    /// Puts the calling thread into the idle class or back into the normal one; whether it worked.
+    @discardableResult
+    static func setCurrent(idle: Bool) -> Bool {
+        var param = sched_param()
+        return sched_setscheduler(0, idle ? policy : Int32(SCHED_OTHER), &param) == 0
+    }
+
+    /// The calling thread's scheduling policy (for tests).
+    static var currentPolicy: Int32 { sched_getscheduler(0) }
+}
+
 /// One SQLite connection driven directly through the C API on a thread of its own.
 ///
 /// A whole unit of work — a transaction with all its statements — runs as one job on that thread
@@ -129,10 +200,53 @@ final class SQLiteDB: Sendable {
         /// Yields taken so far (for tests and diagnostics; read from any thread).
         let yields = Atomic<Int>(0)
 
-        /// Starts a unit of work that yields the CPU now and then.
-        func beginYielding() { pacer.begin(at: NIODeadline.now().uptimeNanoseconds) }
+        /// Whether the unit of work in progress put the thread into the idle class (touched only on `thread`).
+        private var idle = false
+        /// The connection's thread while a unit of work runs there in the idle class (0 otherwise):
+        /// whom ``expedite()`` moves back.
+        let idleThread = Atomic<UInt>(0)
+        /// When ``expedite()`` last moved a unit of work out of the idle class (uptime, ns; 0: never).
+        let expeditedAt = Atomic<UInt64>(0)
 
-        func endYielding() { pacer.end() }
+        /// Starts a unit of work nobody waits for, on the connection's own thread: it yields the CPU
+        /// now and then, and runs in the idle class (``IdleClass``) unless a unit of work was
+        /// expedited within the last second.
+        func beginYielding() {
+            let now = NIODeadline.now().uptimeNanoseconds
+            pacer.begin(at: now)
+            guard IdleClass.available else { return }
+            let expedited = expeditedAt.load(ordering: .acquiring)
+            guard expedited == 0 || now &- expedited >= IdleClass.normalAfterExpedite else { return }
+            idleThread.store(UInt(pthread_self()), ordering: .releasing)
+            idle = IdleClass.setCurrent(idle: true)
+            if !idle { idleThread.store(0, ordering: .releasing) }
+        }
+
+        func endYielding() {
+            pacer.end()
+            guard idle else { return }
+            idleThread.store(0, ordering: .releasing)
+            IdleClass.setCurrent(idle: false)
+            idle = false
+        }
+
+        /// Moves the unit of work in progress, if it runs in the idle class, back into the normal
+        /// class; the units of work of the next second start there too. From any thread.
+        func expedite() {
+            guard idleThread.load(ordering: .acquiring) != 0 else { return }
+            expeditedAt.store(NIODeadline.now().uptimeNanoseconds, ordering: .releasing)
+            // Read again: the unit of work may have ended meanwhile (the thread is then in the normal
+            // class, and setting it again changes nothing).
+            let thread = idleThread.load(ordering: .acquiring)
+            guard thread != 0 else { return }
+            var param = sched_param()
+            if pthread_setschedparam(pthread_t(thread), Int32(SCHED_OTHER), &param) == 0 {
+                expedited.add(1, ordering: .relaxed)
+            }
+        }
+
+        /// Units of work moved out of the idle class so far (for tests and diagnostics).
+        let expedited = Atomic<Int>(0)
 
         @inline(__always) private func yieldIfDue() {
             guard pacer.active else { return }
@@ -248,6 +362,11 @@ final class SQLiteDB: Sendable {
     private let handle: Handle
     /// Times a unit of work on this connection yielded the CPU (see ``YieldPacer``).
     var yieldCount: Int { handle.yields.load(ordering: .relaxed) }
+    /// Units of work moved out of the idle class so far (see ``IdleClass``).
+    var expediteCount: Int { handle.expedited.load(ordering: .relaxed) }
+
+    /// Moves a unit of work nobody waited for out of the idle class, if one runs there (``IdleClass``).
+    func expedite() { handle.expedite() }
     private let thread: NIOThreadPool
     private let closed = Atomic<Bool>(false)
     /// Held while a unit of work uses the handle, on whichever thread it runs.
@@ -281,11 +400,28 @@ final class SQLiteDB: Sendable {
         }
     }
 
-    /// Runs `body` on the connection's thread; the handle is valid only inside it.
+    /// Runs `body` on the connection's thread; the handle is valid only inside it. Work in the idle
+    /// class there is expedited first: this one waits behind it.
     func run<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
         guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: SQLITE_MISUSE, message: "the database is closed") }
         let handle = self.handle
+        handle.expedite()
         return try await thread.runIfActive { try self.inUse.withLock { _ in try body(handle) } }
+    }
+
+    /// Runs `body` on the connection's thread as work nobody waits for: between statements it yields
+    /// the CPU now and then (``YieldPacer``), and it runs in the idle class (``IdleClass``). It does not
+    /// expedite the work ahead of it.
+    func runInBackground<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
+        guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: SQLITE_MISUSE, message: "the database is closed") }
+        let handle = self.handle
+        return try await thread.runIfActive {
+            try self.inUse.withLock { _ in
+                handle.beginYielding()
+                defer { handle.endYielding() }
+                return try body(handle)
+            }
+        }
     }
 
     /// Runs `body` on the calling thread if no other unit of work is using the connection; nil if one

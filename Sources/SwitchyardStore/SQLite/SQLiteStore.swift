@@ -42,6 +42,12 @@ public final class SQLiteStore: GatewayStore {
 
     /// Times a written-behind batch yielded the CPU so far (for tests; see ``yieldingTransaction(_:)``).
     public var writerYieldCount: Int { writer.yieldCount }
+    /// Written-behind batches (or checkpoints) moved out of the idle class so far (for tests).
+    public var writerExpediteCount: Int { writer.expediteCount }
+
+    /// Moves a written-behind batch that runs in the idle class back into the normal one (the ledger
+    /// calls it when a batch runs late; see ``IdleClass``).
+    public func expediteBackgroundWrites() { writer.expedite() }
 
     /// Syncs the WAL to disk in small steps (file databases; see ``WALSyncer``).
     let walSyncer: WALSyncer?
@@ -125,11 +131,10 @@ public final class SQLiteStore: GatewayStore {
     }
 
     /// Like ``transaction(_:)``, for work nobody waits for (the ledger's write-behind batches): it
-    /// yields the CPU between statements every ~25 µs of running, up to a budget (``YieldPacer``).
+    /// yields the CPU between statements every ~25 µs of running, up to a budget (``YieldPacer``), and
+    /// runs in the idle scheduling class until someone waits for it (``IdleClass``).
     func yieldingTransaction<T: Sendable>(_ body: @escaping @Sendable (SQLiteDB.Handle) throws -> T) async throws -> T {
-        try await writer.run { db in
-            db.beginYielding()
-            defer { db.endYielding() }
+        try await writer.runInBackground { db in
             _ = try db.query("BEGIN IMMEDIATE")
             return try Self.commit(db, body)
         }
@@ -204,8 +209,9 @@ public final class SQLiteStore: GatewayStore {
     public func maintain() async {
         guard reader !== writer else { return }
         do {
-            _ = try await reader.query("PRAGMA wal_checkpoint(PASSIVE)")
-            _ = try await writer.query("PRAGMA wal_checkpoint(PASSIVE)")
+            // Nobody waits for them: in the idle class, like the batches (``IdleClass``).
+            _ = try await reader.runInBackground { try $0.query("PRAGMA wal_checkpoint(PASSIVE)") }
+            _ = try await writer.runInBackground { try $0.query("PRAGMA wal_checkpoint(PASSIVE)") }
         } catch {
             logger.warning("WAL checkpoint failed", metadata: ["error": .string("\(error)")])
         }
