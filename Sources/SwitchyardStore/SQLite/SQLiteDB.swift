@@ -154,12 +154,22 @@ enum IdleClass {
     /// Puts the calling thread into the idle class or back into the normal one; whether it worked.
     @discardableResult
     static func setCurrent(idle: Bool) -> Bool {
+        #if os(Linux)
         var param = sched_param()
         return sched_setscheduler(0, idle ? policy : Int32(SCHED_OTHER), &param) == 0
+        #else
+        return false
+        #endif
     }
 
     /// The calling thread's scheduling policy (for tests).
-    static var currentPolicy: Int32 { sched_getscheduler(0) }
+    static var currentPolicy: Int32 {
+        #if os(Linux)
+        return sched_getscheduler(0)
+        #else
+        return Int32(SCHED_OTHER)
+        #endif
+    }
 }
 
 /// One SQLite connection driven directly through the C API on a thread of its own.
