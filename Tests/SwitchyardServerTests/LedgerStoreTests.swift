@@ -225,14 +225,21 @@ struct LedgerStoreTests {
         }
     }
 
+    /// A file store whose waited batches run on the caller's thread even off an event loop (the tests
+    /// run on Swift's pool), and the time to stamp operations with (the body closes it).
+    static func withInlineFileStore(_ body: (SQLiteStore, Int64) async throws -> Void) async throws {
+        try await StoreTests.withFileStore { path in
+            let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
+            store.inlineWrites = .always
+            try await body(store, EpochClock.nowMilliseconds())
+        }
+    }
+
     /// A batch a request waits for may run on the caller's thread; one written behind the requests
     /// (nobody waits for it) goes to the writer's thread, so an event loop's other requests do not
     /// wait behind its transaction.
     @Test func onlyABatchARequestWaitsForRunsOnTheCallersThread() async throws {
-        try await StoreTests.withFileStore { path in
-            let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
-            store.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
-            let now = EpochClock.nowMilliseconds()
+        try await Self.withInlineFileStore { store, now in
             let u = try await store.createUser(email: "ann@example.com", plan: nil).id
             _ = try await store.grant(userEmail: "ann@example.com", amount: 5 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
             let before = store.inlineTransactionCount
@@ -252,10 +259,7 @@ struct LedgerStoreTests {
     /// kernel queued behind it (an event loop, a client) does not wait for the whole transaction; a
     /// batch run on the caller's thread (an event loop) never does.
     @Test func aLongBatchWrittenBehindYieldsTheCPU() async throws {
-        try await StoreTests.withFileStore { path in
-            let store = try await SQLiteStore.open(.sqlite(path: path), logger: Harness.quiet)
-            store.inlineWrites = .always  // the test runs on Swift's pool, not an event loop
-            let now = EpochClock.nowMilliseconds()
+        try await Self.withInlineFileStore { store, now in
             let rows = { (tag: String) in
                 (0..<2_000).map { UsageRecord(id: "\(tag)\($0)", requestID: "q\($0)", createdAt: now, userID: nil, keyID: "k", model: "m", status: 200, outcome: "ok") }
             }

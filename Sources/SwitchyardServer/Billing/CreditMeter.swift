@@ -41,6 +41,9 @@ final class CreditMeter: Sendable {
     /// saturated CPUs can starve them; a batch still running this long after it started, while new
     /// decisions queue behind it, is expedited (nanoseconds).
     static let lateAfter: UInt64 = 10_000_000
+
+    /// Whether work written behind that started at `start` (uptime, ns) runs past ``lateAfter``.
+    private static func late(since start: UInt64) -> Bool { NIODeadline.now().uptimeNanoseconds &- start >= lateAfter }
     /// Usage rows written in the background and not yet committed (so shutdown can wait for them).
     private let pendingUsage = Atomic<Int>(0)
     /// When the usage rows being written left their buffer (uptime, ns; 0 when none are).
@@ -202,7 +205,7 @@ final class CreditMeter: Sendable {
         }
         s.queue.append(Queued(op: op, segment: segment, user: user, effect: effect))
         if s.running {
-            guard !s.expedited, NIODeadline.now().uptimeNanoseconds &- s.batchTaken >= lateAfter else { return Queueing.none }
+            guard !s.expedited, late(since: s.batchTaken) else { return Queueing.none }
             s.expedited = true
             return .expedite
         }
@@ -470,7 +473,7 @@ final class CreditMeter: Sendable {
         // A window's rows written behind at a low priority, still running when the next window opens
         // and past ``lateAfter``: as for the ledger's batches, the store expedites it.
         let started = usageWriteStarted.load(ordering: .relaxed)
-        if started != 0, NIODeadline.now().uptimeNanoseconds &- started >= Self.lateAfter { store.expediteBackgroundWrites() }
+        if started != 0, Self.late(since: started) { store.expediteBackgroundWrites() }
         LoopTimer.after(usageWindow) { Task { await self.writeBufferedUsage() } }
     }
 

@@ -210,10 +210,8 @@ final class SQLiteDB: Sendable {
         /// Yields taken so far (for tests and diagnostics; read from any thread).
         let yields = Atomic<Int>(0)
 
-        /// Whether the unit of work in progress put the thread into the idle class (touched only on `thread`).
-        private var idle = false
         /// The connection's thread while a unit of work runs there in the idle class (0 otherwise):
-        /// whom ``expedite()`` moves back.
+        /// whom ``expedite()`` moves back. Set and cleared only on that thread.
         let idleThread = Atomic<UInt>(0)
         /// When ``expedite()`` last moved a unit of work out of the idle class (uptime, ns; 0: never).
         let expeditedAt = Atomic<UInt64>(0)
@@ -228,27 +226,24 @@ final class SQLiteDB: Sendable {
             let expedited = expeditedAt.load(ordering: .acquiring)
             guard expedited == 0 || now &- expedited >= IdleClass.normalAfterExpedite else { return }
             idleThread.store(UInt(pthread_self()), ordering: .releasing)
-            idle = IdleClass.setCurrent(idle: true)
-            if !idle { idleThread.store(0, ordering: .releasing) }
+            if !IdleClass.setCurrent(idle: true) { idleThread.store(0, ordering: .releasing) }
         }
 
         func endYielding() {
             pacer.end()
-            guard idle else { return }
+            guard idleThread.load(ordering: .relaxed) != 0 else { return }
             idleThread.store(0, ordering: .releasing)
             IdleClass.setCurrent(idle: false)
-            idle = false
         }
 
         /// Moves the unit of work in progress, if it runs in the idle class, back into the normal
         /// class; the units of work of the next second start there too. From any thread.
         func expedite() {
-            guard idleThread.load(ordering: .acquiring) != 0 else { return }
-            expeditedAt.store(NIODeadline.now().uptimeNanoseconds, ordering: .releasing)
-            // Read again: the unit of work may have ended meanwhile (the thread is then in the normal
-            // class, and setting it again changes nothing).
+            // If the unit of work ends meanwhile, its thread is back in the normal class, and setting
+            // that again changes nothing.
             let thread = idleThread.load(ordering: .acquiring)
             guard thread != 0 else { return }
+            expeditedAt.store(NIODeadline.now().uptimeNanoseconds, ordering: .releasing)
             var param = sched_param()
             if pthread_setschedparam(pthread_t(thread), Int32(SCHED_OTHER), &param) == 0 {
                 expedited.add(1, ordering: .relaxed)
@@ -413,25 +408,26 @@ final class SQLiteDB: Sendable {
     /// Runs `body` on the connection's thread; the handle is valid only inside it. Work in the idle
     /// class there is expedited first: this one waits behind it.
     func run<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
-        guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: SQLITE_MISUSE, message: "the database is closed") }
-        let handle = self.handle
         handle.expedite()
-        return try await thread.runIfActive { try self.inUse.withLock { _ in try body(handle) } }
+        return try await submit(body)
     }
 
     /// Runs `body` on the connection's thread as work nobody waits for: between statements it yields
     /// the CPU now and then (``YieldPacer``), and it runs in the idle class (``IdleClass``). It does not
     /// expedite the work ahead of it.
     func runInBackground<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
+        try await submit { handle in
+            handle.beginYielding()
+            defer { handle.endYielding() }
+            return try body(handle)
+        }
+    }
+
+    /// Runs `body` on the connection's thread, holding the handle.
+    private func submit<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
         guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: SQLITE_MISUSE, message: "the database is closed") }
         let handle = self.handle
-        return try await thread.runIfActive {
-            try self.inUse.withLock { _ in
-                handle.beginYielding()
-                defer { handle.endYielding() }
-                return try body(handle)
-            }
-        }
+        return try await thread.runIfActive { try self.inUse.withLock { _ in try body(handle) } }
     }
 
     /// Runs `body` on the calling thread if no other unit of work is using the connection; nil if one
