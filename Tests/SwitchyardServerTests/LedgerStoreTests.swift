@@ -199,14 +199,101 @@ struct LedgerStoreTests {
         #expect(try await s.openReservations().map(\.id) == ["r2"])
         let entries = try await s.creditHistory(userID: u, limit: 100).filter { $0.kind != .topup }
         #expect(entries.map(\.kind).sorted { $0.rawValue < $1.rawValue } == [.charge, .release, .reservation, .reservation])
-        // The entries, the one bucket's balance, r2's hold and r1's usage row: nothing for r1's hold.
-        #expect(changed == entries.count + 1 + 1 + 1)
+        // r1's reservation, release and charge are one packed row; r2's reservation a row of its own.
+        let rows = try await s.writer.run { try $0.query("SELECT held FROM ledger_entries WHERE kind != 'topup'") }
+        #expect(rows.count == 2)
+        // The two rows, the one bucket's balance, r2's hold and r1's usage row: nothing for r1's hold.
+        #expect(changed == rows.count + 1 + 1 + 1)
         let check = try await s.checkLedger()
         #expect(check.isConsistent && check.openReservations == 1, "\(check)")
         // Settling r2 later, in a batch of its own, deletes its hold as before.
         _ = try await s.settle([Settlement(.refund, usage: usage("r2", user: u))], now: now)
         #expect(try await s.openReservations().isEmpty)
         #expect(try await s.creditBalance(userID: u, policy: noGrants, now: now).available == 9 * Self.c)
+        await s.close()
+    }
+
+    /// A hold reserved and settled in the same batch is stored as one row per bucket, and the history
+    /// lists exactly the entries a hold settled in a later batch gets: the same kinds, amounts, buckets
+    /// and keys in the same order, each with an id of its own. Balances and the ledger check agree.
+    @Test func aPackedHoldListsTheSameEntriesAsOneSettledLater() async throws {
+        let s = try await store()
+        let ann = try await user(s)
+        let bob = try await user(s, "bob@example.com")
+        let now = EpochClock.nowMilliseconds()
+        for email in ["ann@example.com", "bob@example.com"] {
+            // Two buckets, so a hold spans both and a cost above it draws on what is left.
+            _ = try await s.grant(userEmail: email, amount: 3 * Self.c, kind: .bonus, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+            _ = try await s.grant(userEmail: email, amount: 10 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        }
+        let settlements: [(String, Settlement.Kind)] = [
+            ("a", .charge(cost: Self.c)),  // below the hold, from the first bucket only
+            ("b", .charge(cost: 7 * Self.c)),  // above the hold: the rest from the live buckets
+            ("c", .refund),
+            ("d", .charge(cost: 0)),
+        ]
+        func reserve(_ user: String, _ id: String) -> LedgerOperation {
+            .reserve(ReservationRequest(id: "\(user == ann ? "ann" : "bob")-\(id)", userID: user, keyID: "k", amount: 4 * Self.c, model: "m"))
+        }
+        func settle(_ user: String, _ id: String, _ kind: Settlement.Kind) -> LedgerOperation {
+            .settle(Settlement(kind, usage: usage("\(user == ann ? "ann" : "bob")-\(id)", user: user)))
+        }
+        for (id, kind) in settlements {
+            // Ann's in one batch each (packed); Bob's hold in one batch, its settlement in the next.
+            _ = try await s.apply([reserve(ann, id), settle(ann, id, kind)], policy: noGrants, now: now)
+            _ = try await s.apply([reserve(bob, id)], policy: noGrants, now: now)
+            _ = try await s.apply([settle(bob, id, kind)], policy: noGrants, now: now)
+        }
+        let packedRows = try await s.writer.run { try $0.query("SELECT 1 FROM ledger_entries WHERE held IS NOT NULL") }
+        #expect(!packedRows.isEmpty)
+        let annHistory = try await s.creditHistory(userID: ann, limit: 1_000)
+        let bobHistory = try await s.creditHistory(userID: bob, limit: 1_000)
+        // Buckets named by what they were granted as, requests by their own name.
+        func comparable(_ entries: [LedgerEntry], _ name: String) -> [[String]] {
+            let kinds = Dictionary(entries.filter { $0.kind == .topup || $0.kind == .bonus }.compactMap { e in e.bucketID.map { ($0, e.kind.rawValue) } }) { a, _ in a }
+            var groups: [[String]] = []
+            var last: String?
+            for e in entries {
+                let request = e.requestID?.replacingOccurrences(of: name, with: "x") ?? "-"
+                let bucket = e.bucketID.flatMap { kinds[$0] } ?? "-"
+                let key = e.kind == .topup || e.kind == .bonus ? "" : e.idempotencyKey.replacingOccurrences(of: name, with: "x").replacingOccurrences(of: e.bucketID ?? "?", with: bucket)
+                let line = "\(e.kind.rawValue) \(e.amount) \(bucket) \(request) \(key)"
+                if request != "-", request == last { groups[groups.count - 1].append(line) } else { groups.append([line]) }
+                last = request
+            }
+            // A hold over several buckets lists its entries bucket by bucket when packed, kind by kind
+            // when not: the same entries, in the same place among the others.
+            return groups.map { $0.sorted() }
+        }
+        #expect(comparable(annHistory, "ann") == comparable(bobHistory, "bob"))
+        #expect(Set(annHistory.map(\.id)).count == annHistory.count, "two listed entries share an id")
+        #expect(annHistory.map(\.id) == annHistory.map(\.id).sorted(by: >), "the history is not newest first")
+        let annAvailable = try await s.creditBalance(userID: ann, policy: noGrants, now: now).available
+        #expect(annAvailable == (try await s.creditBalance(userID: bob, policy: noGrants, now: now)).available)
+        let check = try await s.checkLedger()
+        #expect(check.isConsistent && check.openReservations == 0, "\(check)")
+        // A limit counts listed entries, not rows.
+        #expect(try await s.creditHistory(userID: ann, limit: 4).map(\.id) == Array(annHistory.prefix(4)).map(\.id))
+        await s.close()
+    }
+
+    /// A settlement sent again after its hold was packed charges nothing and writes no second usage row.
+    @Test func aPackedSettlementSentAgainChangesNothing() async throws {
+        let s = try await store()
+        let u = try await user(s)
+        let now = EpochClock.nowMilliseconds()
+        _ = try await s.grant(userEmail: "ann@example.com", amount: 10 * Self.c, kind: .topup, note: nil, expiresAt: nil, idempotencyKey: nil, now: now)
+        for (id, kind) in [("r1", Settlement.Kind.charge(cost: 2 * Self.c)), ("r2", .refund)] {
+            _ = try await s.apply([
+                .reserve(ReservationRequest(id: id, userID: u, keyID: "k", amount: 4 * Self.c, model: "m")),
+                .settle(Settlement(kind, usage: usage(id, user: u))),
+            ], policy: noGrants, now: now)
+            let again = try await s.settle([Settlement(kind, usage: usage(id, user: u))], now: now)
+            #expect(again[0].charged == 0 && again[0].available == 8 * Self.c)
+        }
+        #expect(try await s.usage(UsageQuery(userID: u)).count == 2)
+        let check = try await s.checkLedger()
+        #expect(check.isConsistent && check.totalCharged == 2 * Self.c, "\(check)")
         await s.close()
     }
 

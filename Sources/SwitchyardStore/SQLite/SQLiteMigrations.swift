@@ -195,5 +195,11 @@ enum SQLiteMigrations {
             "ALTER TABLE ledger_entries_v5 RENAME TO ledger_entries",
             "CREATE INDEX ledger_entries_user ON ledger_entries(user_id, id)",
         ]),
+        Migration(version: 6, name: "packed ledger rows", statements: [
+            // A hold reserved and settled in the same write-behind batch is stored as one row per
+            // bucket, `held` its reserved amount; the history lists it as the entries it stands for
+            // (SQLiteStore.packedEntries). NULL on every other row.
+            "ALTER TABLE ledger_entries ADD COLUMN held INTEGER",
+        ]),
     ]
 }

@@ -10,7 +10,8 @@ extension SQLiteStore {
     /// Buckets of the users a transaction touches, and the entries it will append.
     struct LedgerWork {
         var buckets: [String: [BucketBalance]] = [:]
-        var entries: [[SQLValue]] = []
+        /// Rows to append, in order; nil where a row was taken back (a hold settled in this batch).
+        var entries: [PendingEntry?] = []
         var changed: Set<String> = []
         let now: Int64
 
@@ -32,11 +33,7 @@ extension SQLiteStore {
         /// Appends an entry and moves the bucket's balance by its amount. With `entryBucket` (and a nil
         /// `bucket`) the entry names that bucket without moving its balance (the caller already did).
         mutating func entry(_ user: String, bucket: String?, kind: LedgerEntry.Kind, amount: Int64, request: String?, key: String, note: String? = nil, entryBucket: String? = nil) {
-            let named = bucket ?? entryBucket
-            entries.append([
-                .text(user), named.map { .text($0) } ?? .null, .text(kind.rawValue), .integer(Int(amount)),
-                request.map { .text($0) } ?? .null, .text(key), .integer(Int(now)), note.map { .text($0) } ?? .null,
-            ])
+            entries.append(PendingEntry(user: user, bucket: bucket ?? entryBucket, kind: kind, amount: amount, request: request, key: key, note: note, held: nil))
             if let bucket { adjust(user, bucket, by: amount) }
         }
 
@@ -131,9 +128,37 @@ extension SQLiteStore {
         }
     }
 
-    /// Appends the transaction's entries and writes the changed balances.
+    /// One ledger row to append. A row with `held` stands for the entries of a hold that was
+    /// reserved and settled in the same batch (see ``packedEntries(_:held:)``): its `amount` is their net.
+    struct PendingEntry {
+        var user: String
+        var bucket: String?
+        var kind: LedgerEntry.Kind
+        var amount: Int64
+        var request: String?
+        var key: String
+        var note: String?
+        var held: Int64?
+    }
+
+    /// Appends the transaction's entries and writes the changed balances. Ids are given here, in
+    /// order: a packed row leaves room below its id for the entries it stands for, so every listed
+    /// entry keeps an id of its own and the order they were written in.
     static func flush(_ work: LedgerWork, db: SQLiteDB.Handle) throws {
-        try insertRows(db, "ledger_entries", ["user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note"], work.entries)
+        let pending = work.entries.compactMap { $0 }
+        if !pending.isEmpty {
+            var id = Int64(try db.query("SELECT COALESCE(MAX(id), 0) AS m FROM ledger_entries").first?.column("m")?.integer ?? 0)
+            let rows = pending.map { e -> [SQLValue] in
+                id += 1 + Int64(e.held == nil ? 0 : packedGap(e.kind))
+                return [
+                    .integer(Int(id)), .text(e.user), e.bucket.map { .text($0) } ?? .null, .text(e.kind.rawValue), .integer(Int(e.amount)),
+                    e.request.map { .text($0) } ?? .null, .text(e.key), .integer(Int(work.now)), e.note.map { .text($0) } ?? .null,
+                    e.held.map { .integer(Int($0)) } ?? .null,
+                ]
+            }
+            try insertRows(
+                db, "ledger_entries", ["id", "user_id", "bucket_id", "kind", "amount", "request_id", "idempotency_key", "created_at", "note", "held"], rows)
+        }
         for bucket in work.changed {
             guard let balance = work.balance(of: bucket) else { continue }
             _ = try db.query("UPDATE credit_buckets SET balance = ? WHERE id = ?", [.integer(Int(balance)), .text(bucket)])
@@ -247,6 +272,9 @@ extension SQLiteStore {
         // reservation applied too. Inserting and then deleting it cost two b-tree writes per request.
         var newHolds: [(request: ReservationRequest, held: [(bucket: String, amount: Int64)])?] = []
         var newHoldIndex: [String: Int] = [:]
+        // Where each new hold's reservation entries sit in `work.entries`: settled in this batch, they
+        // are taken back and the settlement writes one packed row per bucket instead of three entries.
+        var reservationRows: [String: Range<Int>] = [:]
         var usageRows: [[SQLValue]] = []
         var settled: [String] = []
         for op in operations {
@@ -267,9 +295,11 @@ extension SQLiteStore {
                     allocation = CreditAllocator.allocate(work.available(r.userID), from: work.buckets[r.userID] ?? [], now: now) ?? []
                 }
                 let held = allocation ?? []
+                let firstRow = work.entries.count
                 for (bucket, amount) in held {
                     work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: Self.requestEntryKey(r.id, .reservation, bucket))
                 }
+                reservationRows[r.id] = firstRow..<work.entries.count
                 newHoldIndex[r.id] = newHolds.count
                 newHolds.append((r, held))
                 // Its settlement may follow in this same batch (both decided in memory, written behind).
@@ -286,14 +316,20 @@ extension SQLiteStore {
                     // reserved (the usage row is written; nothing is charged).
                     usage.credits = 0
                     let id = usage.id
+                    // A settlement leaves a release or a refund; a packed one (its hold reserved in
+                    // the same batch) a charge or a refund row only.
                     let before = try db.query(
-                        "SELECT 1 FROM ledger_entries WHERE (idempotency_key >= ? AND idempotency_key < ?) OR (idempotency_key >= ? AND idempotency_key < ?) LIMIT 1",
-                        Self.keyRange(id, .release) + Self.keyRange(id, .refund))
+                        """
+                        SELECT 1 FROM ledger_entries WHERE (idempotency_key >= ? AND idempotency_key < ?)
+                            OR (idempotency_key >= ? AND idempotency_key < ?) OR (idempotency_key >= ? AND idempotency_key < ?) LIMIT 1
+                        """,
+                        Self.keyRange(id, .release) + Self.keyRange(id, .refund) + Self.keyRange(id, .charge))
                     if before.isEmpty { usageRows.append(Self.usageRow(usage)) }
                     outcomes.append(.settled(SettlementResult(charged: 0, available: usage.userID.map { work.available($0) } ?? 0, uncovered: 0)))
                     continue
                 }
-                let (charged, uncovered) = Self.settle(s.kind, id: usage.id, hold: hold, work: &work, now: now)
+                let (charged, uncovered) = Self.settle(
+                    s.kind, id: usage.id, hold: hold, work: &work, now: now, packing: reservationRows.removeValue(forKey: usage.id))
                 usage.credits = charged
                 usageRows.append(Self.usageRow(usage))
                 if let i = newHoldIndex.removeValue(forKey: usage.id) { newHolds[i] = nil } else { settled.append(usage.id) }
@@ -319,16 +355,38 @@ extension SQLiteStore {
 
     /// Releases (or refunds) a hold and takes the cost: from the held buckets first (even one that
     /// expired meanwhile), then from the live ones; what they cannot cover is returned as uncovered.
-    static func settle(_ kind: Settlement.Kind, id: String, hold: (user: String, allocation: [(String, Int64)]), work: inout LedgerWork, now: Int64) -> (charged: Int64, uncovered: Int64) {
+    ///
+    /// `packing`: where the hold's reservation entries sit among this batch's rows, when the hold was
+    /// reserved in this same batch. Those rows are taken back, and each held bucket gets one packed
+    /// row (``PendingEntry/held``) that stands for its reservation, its release or refund, and its
+    /// charge: a request costs the ledger one row per bucket instead of three, and the history lists
+    /// the same entries (``packedEntries(_:held:)``). Balances move exactly as without packing.
+    static func settle(
+        _ kind: Settlement.Kind, id: String, hold: (user: String, allocation: [(String, Int64)]), work: inout LedgerWork, now: Int64,
+        packing: Range<Int>? = nil
+    ) -> (charged: Int64, uncovered: Int64) {
+        if let packing {
+            for i in packing { work.entries[i] = nil }
+        }
         switch kind {
         case .refund:
             for (bucket, amount) in hold.allocation {
-                work.entry(hold.user, bucket: bucket, kind: .refund, amount: amount, request: id, key: Self.requestEntryKey(id, .refund, bucket))
+                let key = Self.requestEntryKey(id, .refund, bucket)
+                if packing != nil {
+                    work.adjust(hold.user, bucket, by: amount)
+                    work.entries.append(PendingEntry(user: hold.user, bucket: bucket, kind: .refund, amount: 0, request: id, key: key, held: amount))
+                } else {
+                    work.entry(hold.user, bucket: bucket, kind: .refund, amount: amount, request: id, key: key)
+                }
             }
             return (0, 0)
         case .charge(let cost):
             for (bucket, amount) in hold.allocation {
-                work.entry(hold.user, bucket: bucket, kind: .release, amount: amount, request: id, key: Self.requestEntryKey(id, .release, bucket))
+                if packing != nil {
+                    work.adjust(hold.user, bucket, by: amount)
+                } else {
+                    work.entry(hold.user, bucket: bucket, kind: .release, amount: amount, request: id, key: Self.requestEntryKey(id, .release, bucket))
+                }
             }
             var left = max(0, cost)
             var takes: [(String, Int64)] = []
@@ -352,6 +410,25 @@ extension SQLiteStore {
                 if let i = byBucket.firstIndex(where: { $0.0 == bucket }) { byBucket[i].1 += take } else { byBucket.append((bucket, take)) }
             }
             var charged: Int64 = 0
+            if packing != nil {
+                // One row per held bucket (its charge, if any, included), then the charges beyond the hold.
+                var heldBy: [(String, Int64)] = []
+                for (bucket, amount) in hold.allocation {
+                    if let i = heldBy.firstIndex(where: { $0.0 == bucket }) { heldBy[i].1 += amount } else { heldBy.append((bucket, amount)) }
+                }
+                for (bucket, amount) in heldBy {
+                    let take = byBucket.first(where: { $0.0 == bucket })?.1 ?? 0
+                    work.entries.append(PendingEntry(
+                        user: hold.user, bucket: bucket, kind: .charge, amount: -take, request: id, key: Self.requestEntryKey(id, .charge, bucket),
+                        held: amount))
+                    charged += take
+                }
+                for (bucket, take) in byBucket where take > 0 && !heldBy.contains(where: { $0.0 == bucket }) {
+                    work.entry(hold.user, bucket: nil, kind: .charge, amount: -take, request: id, key: Self.requestEntryKey(id, .charge, bucket), entryBucket: bucket)
+                    charged += take
+                }
+                return (charged, left)
+            }
             for (bucket, take) in byBucket where take > 0 {
                 work.entry(hold.user, bucket: nil, kind: .charge, amount: -take, request: id, key: Self.requestEntryKey(id, .charge, bucket), entryBucket: bucket)
                 charged += take
@@ -474,15 +551,52 @@ extension SQLiteStore {
     }
 
     public func creditHistory(userID: String, limit: Int) async throws -> [LedgerEntry] {
-        try await reader.query(
-            "SELECT * FROM ledger_entries WHERE user_id = ? ORDER BY id DESC LIMIT ?", [.text(userID), .integer(max(1, min(limit, 100_000)))]
-        ).map { row in
-            LedgerEntry(
+        let limit = max(1, min(limit, 100_000))
+        // A row lists as one entry or, packed, as up to three: `limit` rows cover `limit` entries.
+        let rows = try await reader.query("SELECT * FROM ledger_entries WHERE user_id = ? ORDER BY id DESC LIMIT ?", [.text(userID), .integer(limit)])
+        var entries: [LedgerEntry] = []
+        for row in rows {
+            let entry = LedgerEntry(
                 id: Self.int64(row, "id") ?? 0, userID: row.column("user_id")?.string ?? "", bucketID: row.column("bucket_id")?.string,
                 kind: LedgerEntry.Kind(rawValue: row.column("kind")?.string ?? "") ?? .charge, amount: Self.int64(row, "amount") ?? 0,
                 requestID: row.column("request_id")?.string, idempotencyKey: row.column("idempotency_key")?.string ?? "",
                 createdAt: Self.int64(row, "created_at") ?? 0, note: row.column("note")?.string)
+            if let held = Self.int64(row, "held") {
+                entries += Self.packedEntries(entry, held: held)
+            } else {
+                entries.append(entry)
+            }
+            if entries.count >= limit { break }
         }
+        return Array(entries.prefix(limit))
+    }
+
+    /// How many ids a packed row of `kind` leaves free below its own: one per entry it stands for
+    /// besides its own (a charge: the reservation and the release; a refund: the reservation).
+    static func packedGap(_ kind: LedgerEntry.Kind) -> Int { kind == .refund ? 1 : 2 }
+
+    /// The entries a packed row stands for, newest first, as they would have been written one by one:
+    /// the reservation of `held`, its release (or refund), and the charge when there was one. Their
+    /// amounts add up to the row's, so sums over rows (balances, the ledger check) are unchanged.
+    static func packedEntries(_ row: LedgerEntry, held: Int64) -> [LedgerEntry] {
+        let request = row.requestID ?? ""
+        let bucket = row.bucketID ?? ""
+        var reservation = row
+        reservation.kind = .reservation
+        reservation.amount = -held
+        reservation.id = row.id - Int64(packedGap(row.kind))
+        reservation.idempotencyKey = requestEntryKey(request, .reservation, bucket)
+        if row.kind == .refund {
+            var refund = row
+            refund.amount = held
+            return [refund, reservation]
+        }
+        var release = row
+        release.kind = .release
+        release.amount = held
+        release.id = row.id - 1
+        release.idempotencyKey = requestEntryKey(request, .release, bucket)
+        return row.amount != 0 ? [row, release, reservation] : [release, reservation]
     }
 
     public func usage(_ q: UsageQuery) async throws -> [UsageRecord] {
