@@ -270,11 +270,10 @@ extension SQLiteStore {
         // A hold settled in the same batch (both decided in memory, written behind) is never written:
         // its ledger entries and usage row say all there is, and recovery counts a usage row as the
         // reservation applied too. Inserting and then deleting it cost two b-tree writes per request.
-        var newHolds: [(request: ReservationRequest, held: [(bucket: String, amount: Int64)])?] = []
+        // With each new hold, where its reservation entries sit in `work.entries`: settled in this
+        // batch, they are taken back and the settlement writes one packed row per bucket instead.
+        var newHolds: [(request: ReservationRequest, held: [(bucket: String, amount: Int64)], rows: Range<Int>)?] = []
         var newHoldIndex: [String: Int] = [:]
-        // Where each new hold's reservation entries sit in `work.entries`: settled in this batch, they
-        // are taken back and the settlement writes one packed row per bucket instead of three entries.
-        var reservationRows: [String: Range<Int>] = [:]
         var usageRows: [[SQLValue]] = []
         var settled: [String] = []
         for op in operations {
@@ -299,9 +298,8 @@ extension SQLiteStore {
                 for (bucket, amount) in held {
                     work.entry(r.userID, bucket: bucket, kind: .reservation, amount: -amount, request: r.id, key: Self.requestEntryKey(r.id, .reservation, bucket))
                 }
-                reservationRows[r.id] = firstRow..<work.entries.count
                 newHoldIndex[r.id] = newHolds.count
-                newHolds.append((r, held))
+                newHolds.append((r, held, firstRow..<work.entries.count))
                 // Its settlement may follow in this same batch (both decided in memory, written behind).
                 holds[r.id] = (r.userID, held.map { ($0.bucket, $0.amount) })
                 let available = work.available(r.userID)
@@ -328,18 +326,19 @@ extension SQLiteStore {
                     outcomes.append(.settled(SettlementResult(charged: 0, available: usage.userID.map { work.available($0) } ?? 0, uncovered: 0)))
                     continue
                 }
+                let newHold = newHoldIndex.removeValue(forKey: usage.id)
                 let (charged, uncovered) = Self.settle(
-                    s.kind, id: usage.id, hold: hold, work: &work, now: now, packing: reservationRows.removeValue(forKey: usage.id))
+                    s.kind, id: usage.id, hold: hold, work: &work, now: now, packing: newHold.flatMap { newHolds[$0]?.rows })
                 usage.credits = charged
                 usageRows.append(Self.usageRow(usage))
-                if let i = newHoldIndex.removeValue(forKey: usage.id) { newHolds[i] = nil } else { settled.append(usage.id) }
+                if let i = newHold { newHolds[i] = nil } else { settled.append(usage.id) }
                 outcomes.append(.settled(SettlementResult(charged: charged, available: work.available(hold.user), uncovered: uncovered)))
             }
         }
         try Self.flush(work, db: db)
         // Rows only for the holds still open (most settle in their own batch).
         let holdRows = newHolds.compactMap { hold -> [SQLValue]? in
-            guard let (r, held) = hold else { return nil }
+            guard let (r, held, _) = hold else { return nil }
             return [
                 .text(r.id), .text(r.requestID), .text(r.userID), .text(r.keyID), .integer(Int(held.reduce(0) { $0 + $1.amount })),
                 .text(Self.encodeAllocation(held)), .text(r.model), .integer(Int(now)),
@@ -410,26 +409,19 @@ extension SQLiteStore {
                 if let i = byBucket.firstIndex(where: { $0.0 == bucket }) { byBucket[i].1 += take } else { byBucket.append((bucket, take)) }
             }
             var charged: Int64 = 0
+            // Packed: one row per held bucket, its charge (if any) included; then the charges beyond it.
+            var packed: Set<String> = []
             if packing != nil {
-                // One row per held bucket (its charge, if any, included), then the charges beyond the hold.
-                var heldBy: [(String, Int64)] = []
                 for (bucket, amount) in hold.allocation {
-                    if let i = heldBy.firstIndex(where: { $0.0 == bucket }) { heldBy[i].1 += amount } else { heldBy.append((bucket, amount)) }
-                }
-                for (bucket, amount) in heldBy {
                     let take = byBucket.first(where: { $0.0 == bucket })?.1 ?? 0
                     work.entries.append(PendingEntry(
                         user: hold.user, bucket: bucket, kind: .charge, amount: -take, request: id, key: Self.requestEntryKey(id, .charge, bucket),
                         held: amount))
+                    packed.insert(bucket)
                     charged += take
                 }
-                for (bucket, take) in byBucket where take > 0 && !heldBy.contains(where: { $0.0 == bucket }) {
-                    work.entry(hold.user, bucket: nil, kind: .charge, amount: -take, request: id, key: Self.requestEntryKey(id, .charge, bucket), entryBucket: bucket)
-                    charged += take
-                }
-                return (charged, left)
             }
-            for (bucket, take) in byBucket where take > 0 {
+            for (bucket, take) in byBucket where take > 0 && !packed.contains(bucket) {
                 work.entry(hold.user, bucket: nil, kind: .charge, amount: -take, request: id, key: Self.requestEntryKey(id, .charge, bucket), entryBucket: bucket)
                 charged += take
             }
