@@ -72,8 +72,7 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         try await ServiceGroup(configuration: .init(services: services + [server], logger: logger)).run()
     }
 
-    /// Sets up a client connection: SwiftNIO's HTTP/1.1 request decoder with the decoder limits, the
-    /// conversion to HTTP types and the response encoder (``GatewayHTTPCodec``), the configured extra
+    /// Sets up a client connection: its HTTP/1.1 (``GatewayHTTPCodec``, with the decoder limits), the configured extra
     /// handlers, and the ``GatewayConnection`` serving it.
     static func initializer(
         _ http1: HTTP1Channel.Configuration, maxBodyBytes: Int, logger: Logger, direct: (any LoopResponder)? = nil,
@@ -81,13 +80,11 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     ) -> @Sendable (any Channel) -> EventLoopFuture<Void> {
         { channel in
             channel.eventLoop.makeCompletedFuture {
-                var limits = NIOHTTPDecoderLimitConfiguration()
-                limits.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
-                limits.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
-                limits.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
+                let limits = HTTP1RequestParser.Limits(
+                    maxHeadBytes: http1.httpDecoder.maxHeaderListSize, maxFieldBytes: http1.httpDecoder.maxHeaderFieldSize,
+                    maxFieldCount: http1.httpDecoder.maxHeaderFieldCount)
                 let pipeline = channel.pipeline.syncOperations
-                try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
-                try pipeline.addHandler(GatewayHTTPCodec())
+                try pipeline.addHandler(GatewayHTTPCodec(limits: limits))
                 try pipeline.addHandlers(http1.additionalChannelHandlers())
                 try pipeline.addHandler(GatewayConnection(
                     maxBodyBytes: maxBodyBytes, idleTimeout: http1.idleTimeout, logger: logger, direct: direct, serve: serve))

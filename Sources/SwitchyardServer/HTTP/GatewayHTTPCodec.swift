@@ -4,26 +4,26 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 
-/// Between SwiftNIO's HTTP/1.1 request decoder and ``GatewayConnection``: turns decoded request parts
-/// into HTTP types, and writes HTTP-types responses as HTTP/1.1 bytes. It replaces two handlers,
-/// swift-nio-extras' `HTTP1ToHTTPServerCodec` and SwiftNIO's `HTTPResponseEncoder`, and writes what
-/// they wrote together, byte for byte (the tests compare both).
+/// A client connection's HTTP/1.1: parses the bytes read into HTTP-types request parts
+/// (``HTTP1RequestParser``) for ``GatewayConnection``, and writes HTTP-types responses as HTTP/1.1
+/// bytes. It replaces four handlers: SwiftNIO's request decoder and response encoder, and
+/// swift-nio-extras' `HTTP1ToHTTPServerCodec` between them and the gateway. What it reads and writes is
+/// what they did (the tests compare both); a request the parser refuses is reported as the
+/// `HTTPParserError` SwiftNIO's decoder reported, and nothing after it is read.
 ///
-/// What the pair cost per request (a profile at 64 connections, ~6 % of the gateway's samples): the
-/// request's path went through Foundation's `URLComponents` (a parse and its allocations, even for
-/// the origin-form path every client sends), each header name was lowercased into a new string to
-/// find `Host`, the response's fields were copied into an `HTTPHeaders` array of string pairs and its
-/// framing fields looked up and removed there, and the head was then written four `ByteBuffer` writes
-/// per field (each with its own exclusivity check) into a 256-byte buffer that grew as it filled.
-/// Here an origin-form path is taken as it is, and the head is measured first and written in one pass
-/// into a buffer of its exact size.
+/// What the decoder and conversions cost per request (a profile at 64 connections, ~6 % of the
+/// gateway's samples): llhttp's callbacks made a `String` of every field name and value, the conversion
+/// made an `HTTPField` of each again (validating and lowercasing the name), each part crossed two
+/// handlers as an existential, and the response's fields were copied into an `HTTPHeaders` array of
+/// string pairs with its framing fields looked up and removed there, then written four `ByteBuffer`
+/// writes per field into a buffer that grew as it filled. Here a head is parsed in place once, and an
+/// answer's head is measured first and written in one pass into a buffer of its exact size.
 ///
 /// Framing is SwiftNIO's: a response that may have a body keeps its `content-length` (and loses any
 /// `transfer-encoding`) or is sent chunked; a 1xx, 204 or 304 answer has neither; the answer to a
-/// `HEAD` (or `CONNECT`) request keeps its framing fields and writes no body. A request head that is
-/// not origin-form (`http://host/path`) is converted by swift-nio-extras, as before.
+/// `HEAD` (or `CONNECT`) request keeps its framing fields and writes no body.
 final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = IOData
@@ -41,41 +41,43 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Requests
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            let asked: Asked = head.method == .HEAD ? .head : head.method == .CONNECT ? .connect : .other
-            if firstAsked == nil { firstAsked = asked } else { overflow.append(asked) }
-            do {
-                context.fireChannelRead(wrapInboundOut(.head(try Self.request(head))))
-            } catch {
-                context.fireErrorCaught(error)
-            }
-        case .body(let bytes):
-            context.fireChannelRead(wrapInboundOut(.body(bytes)))
-        case .end(let trailers):
-            context.fireChannelRead(wrapInboundOut(.end(trailers.map { HTTPFields($0, splitCookie: false) })))
-        }
+    private var parser: HTTP1RequestParser
+    /// Bytes read and not parsed yet (a head or a chunk-size line still incomplete).
+    private var unparsed: ByteBuffer?
+    /// Parts are being handed on: bytes read meanwhile (a handler reading again) wait in `unparsed`.
+    private var parsing = false
+
+    init(limits: HTTP1RequestParser.Limits = .init()) {
+        parser = HTTP1RequestParser(limits: limits)
     }
 
-    /// The request as swift-nio-extras' conversion makes it: the first `Host` field becomes the
-    /// authority and leaves the fields; the scheme is `http`; an origin-form target is the path.
-    static func request(_ head: HTTPRequestHead) throws -> HTTPRequest {
-        guard head.uri.utf8.first == UInt8(ascii: "/") else {
-            return try HTTPRequest(head, secure: false, splitCookie: false)
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        if unparsed == nil {
+            unparsed = bytes
+        } else {
+            unparsed!.writeImmutableBuffer(bytes)
         }
-        let method = try HTTPRequest.Method(head.method)
-        var authority: String?
-        var fields = HTTPFields()
-        fields.reserveCapacity(head.headers.count)
-        for (name, value) in head.headers {
-            if authority == nil, HTTP1Wire.isName(name, "host") {
-                authority = value
-                continue
+        guard !parsing else { return }
+        parsing = true
+        defer { parsing = false }
+        while true {
+            let part: HTTPRequestPart?
+            do {
+                part = try parser.next(&unparsed!)
+            } catch {
+                unparsed = nil
+                context.fireErrorCaught(error)
+                return
             }
-            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
+            guard let part else { break }
+            if case .head(let head) = part {
+                let asked: Asked = head.method == .head ? .head : head.method == .connect ? .connect : .other
+                if firstAsked == nil { firstAsked = asked } else { overflow.append(asked) }
+            }
+            context.fireChannelRead(wrapInboundOut(part))
         }
-        return HTTPRequest(method: method, scheme: "http", authority: authority, path: head.uri, headerFields: fields)
+        if unparsed!.readableBytes == 0 { unparsed = nil }
     }
 
     // MARK: Responses
@@ -123,7 +125,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     static func framing(_ response: HTTPResponse, connect: Bool) -> Framing {
         let code = response.status.code
         if connect || (100..<200).contains(code) || code == 204 || code == 304 { return .neither }
-        return response.headerFields[.contentLength] != nil ? .contentLength : .chunked
+        return response.headerFields.contains(.contentLength) ? .contentLength : .chunked
     }
 
     /// Writes the status line and the fields, framed as `framing` says: for `.neither` without
