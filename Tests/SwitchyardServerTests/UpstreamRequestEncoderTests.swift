@@ -16,7 +16,7 @@ import Testing
             try pipeline.addHTTPClientHandlers()
         } else {
             try pipeline.addHandler(UpstreamRequestEncoder())
-            try pipeline.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+            try pipeline.addHandler(UpstreamResponseDecoder())
         }
         return channel
     }

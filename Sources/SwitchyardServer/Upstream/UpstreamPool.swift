@@ -717,10 +717,11 @@ final class UpstreamPool: Sendable {
                         let sni = endpoint.host.first?.isNumber == true || endpoint.host.contains(":") ? nil : endpoint.host
                         try sync.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: sni))
                     }
-                    // SwiftNIO's client handlers, with its header validator and request encoder replaced by
-                    // one handler that checks and writes the head in one pass (``UpstreamRequestEncoder``).
+                    // SwiftNIO's client handlers, replaced: its header validator and request encoder by one
+                    // handler that checks and writes the head in one pass (``UpstreamRequestEncoder``), its
+                    // response decoder by one that parses heads in place (``UpstreamResponseDecoder``).
                     try sync.addHandler(UpstreamRequestEncoder())
-                    try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+                    try sync.addHandler(UpstreamResponseDecoder())
                     let handler = UpstreamConnectionHandler()
                     let connection = Connection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
                     handler.onRequestEnd = { self?.released(connection) }
