@@ -126,4 +126,17 @@ import Testing
             #expect(outcome.refused && !outcome.parts.contains { $0.hasPrefix("end") }, "\(answer.debugDescription)")
         }
     }
+
+    @Test func keepAliveIsDecidedAsSwiftNIODecidesIt() throws {
+        let cases: [(HTTPVersion, [(String, String)])] = [
+            (.http1_1, []), (.http1_0, []), (.http1_1, [("Connection", "close")]), (.http1_0, [("connection", "Keep-Alive")]),
+            (.http1_1, [("Connection", "keep-alive, close")]), (.http1_0, [("Connection", "keep-alive"), ("connection", "keep-alive")]),
+            (.http1_1, [("Connection", " Upgrade ,  CLOSE ")]), (.http1_0, [("CONNECTION", "te, keep-alive")]), (.http1_1, [("Connection", "")]),
+            (.http1_1, [("X-Connection", "close"), ("Connectio", "close")]), (.http1_0, [("Connection", "keep-alive,")]),
+        ]
+        for (version, fields) in cases {
+            let head = HTTPResponseHead(version: version, status: .ok, headers: HTTPHeaders(fields))
+            #expect(UpstreamResponseDecoder.isKeepAlive(head) == head.isKeepAlive, "\(version) \(fields)")
+        }
+    }
 }

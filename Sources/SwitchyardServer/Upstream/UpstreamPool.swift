@@ -207,7 +207,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     /// The response head arrived: the first-byte deadline is met, the stall deadline runs from now.
     private func headArrived(_ head: HTTPResponseHead, _ x: inout Exchange) {
         x.deadline = .idleSince(.now())
-        x.keepAlive = head.isKeepAlive
+        x.keepAlive = UpstreamResponseDecoder.isKeepAlive(head)
     }
 
     /// The exchange is over: a reusable connection goes back to the pool, any other closes.

@@ -178,6 +178,38 @@ final class UpstreamResponseDecoder: ChannelDuplexHandler, RemovableChannelHandl
         return (HTTPResponseHead(version: HTTPVersion(major: 1, minor: minor), status: status, headers: headers), framing)
     }
 
+    /// Whether the connection stays open after `head`, as SwiftNIO's `HTTPResponseHead.isKeepAlive`
+    /// decides (a `close` token in `Connection` ends it, `keep-alive` keeps it, two such tokens end it;
+    /// without either HTTP/1.1 keeps it) without its copies: a head parsed here carries no keep-alive
+    /// state, and SwiftNIO's fallback splits every `Connection` value into new strings (~1 % of the
+    /// gateway's samples at 64 connections).
+    static func isKeepAlive(_ head: HTTPResponseHead) -> Bool {
+        var decided: Bool?
+        for (name, value) in head.headers where HTTP1Wire.isName(name, "connection") {
+            var value = value
+            value.withUTF8 { bytes in
+                let raw = UnsafeRawBufferPointer(bytes)
+                var start = 0
+                while start <= raw.count {
+                    var end = start
+                    while end < raw.count, raw[end] != UInt8(ascii: ",") { end += 1 }
+                    var a = start
+                    var b = end
+                    while a < b, raw[a] == HTTP1Parsing.space || raw[a] == HTTP1Parsing.tab { a += 1 }
+                    while b > a, raw[b - 1] == HTTP1Parsing.space || raw[b - 1] == HTTP1Parsing.tab { b -= 1 }
+                    let token = UnsafeRawBufferPointer(rebasing: raw[a..<b])
+                    if HTTP1Parsing.isName(token, "close") {
+                        decided = false
+                    } else if HTTP1Parsing.isName(token, "keep-alive") {
+                        decided = decided == nil
+                    }
+                    start = end + 1
+                }
+            }
+        }
+        return decided ?? (head.version.major == 1 && head.version.minor >= 1)
+    }
+
     private static func trailers(_ section: ByteBuffer, limits: HTTP1Parsing.Limits) throws(HTTPParserError) -> HTTPHeaders {
         var headers = HTTPHeaders()
         let result: Result<Void, HTTPParserError> = section.withUnsafeReadableBytes { p in
