@@ -77,9 +77,9 @@ def proc_stat(pid: int) -> tuple[float, int, int]:
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
     status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) * 1024
-    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) * 1024
-    return cpu, rss, hwm
+    # A process that has exited and not been reaped yet (a zombie child) has no memory lines.
+    rss, hwm = (re.search(rf"{key}:\s+(\d+)", status) for key in ("VmRSS", "VmHWM"))
+    return cpu, int(rss.group(1)) * 1024 if rss else 0, int(hwm.group(1)) * 1024 if hwm else 0
 
 
 def start(args: list[str], workdir: Path, name: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:

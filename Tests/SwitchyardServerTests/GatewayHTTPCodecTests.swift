@@ -328,5 +328,11 @@ import Testing
         // Empty lines before a request, split across reads.
         #expect(try !refused("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", limits, readSize: 1))
     }
-}
 
+    @Test func tokenBytesAreRFC9110s() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for byte in UInt8.min...UInt8.max {
+            #expect(HTTP1Parsing.isToken(byte) == tchar.contains(byte), "\(byte)")
+        }
+    }
+}
