@@ -397,11 +397,18 @@ def fd_count(pid: int) -> int:
 def wrk(url: str, body: str, key: str, connections: int, duration: int, script: Path, timeout: int = 10, pin=None) -> dict:
     threads = min(2, connections)
     env = {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key}
-    out = subprocess.run(
+    done = subprocess.run(
         (["taskset", "-c", str(pin.load)] if pin else []) + ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", f"{timeout}s", "-s", str(script), url],
-        capture_output=True, text=True, env=env, check=True,
-    ).stdout
+        capture_output=True, text=True, env=env,
+    )
+    out = done.stdout
     m = re.search(r"BENCH_RESULT (\{.*\})", out)
+    if not m and done.returncode != 0:
+        # wrk gives up (exit 1) when it cannot connect at all: a relay that died (LiteLLM's worker has)
+        # is reported as a pass with no requests and every connection failed, not the end of the run.
+        print(f"  wrk failed against {url}: {(done.stderr or out).strip()[:300]}", file=sys.stderr)
+        return {"requests": 0, "duration_us": duration * 1_000_000, "socket_errors": connections, "status_errors": 0,
+                "p50": 0, "p99": 0, "p999": 0, "rps": 0.0, "failed": True}
     if not m:
         sys.exit(f"wrk produced no result:\n{out}")
     r = json.loads(m.group(1))
