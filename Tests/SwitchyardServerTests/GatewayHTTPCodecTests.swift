@@ -335,4 +335,26 @@ import Testing
             #expect(HTTP1Parsing.isToken(byte) == tchar.contains(byte), "\(byte)")
         }
     }
+
+    /// Closes the channel when the first request head arrives.
+    final class CloseOnHead: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPRequestPart
+        var heads = 0
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .head = unwrapInboundIn(data) {
+                heads += 1
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    @Test func aConnectionClosedWhileItsPartsAreHandedOnStopsTheParsing() throws {
+        let channel = EmbeddedChannel()
+        let closer = CloseOnHead()
+        try channel.pipeline.syncOperations.addHandler(GatewayHTTPCodec())
+        try channel.pipeline.syncOperations.addHandler(closer)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try? channel.writeInbound(ByteBuffer(string: "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.1\r\n\r\n"))
+        #expect(closer.heads == 1)
+    }
 }

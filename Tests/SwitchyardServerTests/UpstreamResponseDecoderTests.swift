@@ -139,4 +139,37 @@ import Testing
             #expect(UpstreamResponseDecoder.isKeepAlive(head) == head.isKeepAlive, "\(version) \(fields)")
         }
     }
+
+    /// Closes the channel when the first body part arrives, as a call whose client left closes its
+    /// provider's connection.
+    final class CloseOnBody: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPClientResponsePart
+        var parts: [String] = []
+        var errors = 0
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head: parts.append("head")
+            case .body:
+                parts.append("body")
+                context.close(promise: nil)
+            case .end: parts.append("end")
+            }
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { errors += 1 }
+    }
+
+    @Test func aConnectionClosedWhileItsPartsAreHandedOnStopsTheParsing() throws {
+        // Three chunks in one read: the first closes the connection, the rest are not handed on.
+        let channel = EmbeddedChannel()
+        let closer = CloseOnBody()
+        try channel.pipeline.syncOperations.addHandler(UpstreamRequestEncoder())
+        try channel.pipeline.syncOperations.addHandler(UpstreamResponseDecoder())
+        try channel.pipeline.syncOperations.addHandler(closer)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/x")))
+        try channel.writeOutbound(HTTPClientRequestPart.end(nil))
+        try? channel.writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"))
+        #expect(closer.parts == ["head", "body"])
+        #expect(closer.errors == 1)  // the answer was cut short
+    }
 }

@@ -61,7 +61,9 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
         guard !parsing else { return }
         parsing = true
         defer { parsing = false }
-        while true {
+        // A part handed on may close the channel at once (a handler closing it, the answer to a bad
+        // request): `channelInactive` then drops what is left, and the loop stops.
+        while unparsed != nil {
             let part: HTTPRequestPart?
             do {
                 part = try parser.next(&unparsed!)
@@ -77,7 +79,12 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             }
             context.fireChannelRead(wrapInboundOut(part))
         }
-        if unparsed!.readableBytes == 0 { unparsed = nil }
+        if unparsed?.readableBytes == 0 { unparsed = nil }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        unparsed = nil
+        context.fireChannelInactive()
     }
 
     // MARK: Responses

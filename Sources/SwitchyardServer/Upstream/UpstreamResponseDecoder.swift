@@ -49,7 +49,10 @@ final class UpstreamResponseDecoder: ChannelDuplexHandler, RemovableChannelHandl
         guard !parsing else { return }
         parsing = true
         defer { parsing = false }
-        while true {
+        // A part handed on may close the channel at once (a client that left closes its provider's
+        // connection mid-answer): `finish` then ends or fails the answer, drops what is left, and
+        // the loop stops.
+        while unparsed != nil {
             let part: HTTPClientResponsePart?
             do {
                 part = try next(&unparsed!)
@@ -73,8 +76,10 @@ final class UpstreamResponseDecoder: ChannelDuplexHandler, RemovableChannelHandl
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// The input ended: a body read up to it ends; an answer cut short is an error.
+    /// The input ended: a body read up to it ends; an answer cut short is an error. Nothing more is
+    /// parsed.
     private func finish(context: ChannelHandlerContext) {
+        defer { unparsed = nil }
         guard !failed else { return }
         do {
             if case .end? = try body.finish() {
