@@ -11,9 +11,9 @@ import NIOHTTPTypesHTTP1
 /// what they did (the tests compare both); a request the parser refuses is reported as the
 /// `HTTPParserError` SwiftNIO's decoder reported, and nothing after it is read.
 ///
-/// What the decoder and conversions cost per request (a profile at 64 connections, ~6 % of the
-/// gateway's samples): llhttp's callbacks made a `String` of every field name and value, the conversion
-/// made an `HTTPField` of each again (validating and lowercasing the name), each part crossed two
+/// What the four cost per request (docs/benchmarks.md, eighteenth and twenty-second rounds): llhttp's
+/// callbacks made a `String` of every field name and value, the conversion made an `HTTPField` of
+/// each again (validating and lowercasing the name), each part crossed two
 /// handlers as an existential, and the response's fields were copied into an `HTTPHeaders` array of
 /// string pairs with its framing fields looked up and removed there, then written four `ByteBuffer`
 /// writes per field into a buffer that grew as it filled. Here a head is parsed in place once, and an
