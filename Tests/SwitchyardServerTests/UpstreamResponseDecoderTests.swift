@@ -172,4 +172,40 @@ import Testing
         #expect(closer.parts == ["head", "body"])
         #expect(closer.errors == 1)  // the answer was cut short
     }
+
+    /// Writes a new request when an answer ends, as the pool does when a waiting call takes the
+    /// connection back at once.
+    final class NextOnEnd: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPClientResponsePart
+        typealias OutboundOut = HTTPClientRequestPart
+        var parts: [String] = []
+        var errors = 0
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head): parts.append("head \(head.status.code)")
+            case .body: parts.append("body")
+            case .end:
+                parts.append("end")
+                guard parts.count < 4 else { return }
+                context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/next"))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { errors += 1 }
+    }
+
+    @Test func bytesAfterAnAnswerAreNotTheNextRequestsAnswer() throws {
+        let channel = EmbeddedChannel()
+        let next = NextOnEnd()
+        try channel.pipeline.syncOperations.addHandler(UpstreamRequestEncoder())
+        try channel.pipeline.syncOperations.addHandler(UpstreamResponseDecoder())
+        try channel.pipeline.syncOperations.addHandler(next)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/x")))
+        try channel.writeOutbound(HTTPClientRequestPart.end(nil))
+        // A provider that sends a second answer nobody asked for right after the first.
+        try? channel.writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"))
+        #expect(next.parts == ["head 200", "body", "end"])
+        #expect(next.errors == 1)
+    }
 }

@@ -61,8 +61,16 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// (pipelining is rare; an empty array allocates nothing).
     private var pending: [HTTPRequestPart] = []
     private var pendingBytes = 0
+    /// Request heads among `pending`: reading also pauses past `maxQueuedHeads` of them, since a
+    /// flood of bodiless pipelined requests adds no body bytes.
+    private var pendingHeads = 0
+    static let maxQueuedHeads = 32
     /// Reading was paused because `pending` grew past a request's worth.
     private var readingPaused = false
+    /// `answered` is handing queued parts on: an answer given at once meanwhile (a refusal the loop
+    /// path writes without waiting) returns to that loop instead of starting a nested one, so a
+    /// thousand pipelined requests do not nest a thousand frames deep.
+    private var draining = false
     /// A malformed request followed the one being answered: answered 400 after it.
     private var parseErrorPending = false
     private var lastActivity = NIODeadline.now()
@@ -204,8 +212,12 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// Holds a part that arrived during an answer; stops reading once more than a request's worth waits.
     private func queue(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         pending.append(part)
-        if case .body(let bytes) = part { pendingBytes += bytes.readableBytes }
-        if !readingPaused, pendingBytes > maxBodyBytes {
+        switch part {
+        case .head: pendingHeads += 1
+        case .body(let bytes): pendingBytes += bytes.readableBytes
+        case .end: break
+        }
+        if !readingPaused, pendingBytes > maxBodyBytes || pendingHeads > Self.maxQueuedHeads {
             readingPaused = true
             try? context.channel.syncOptions?.setOption(.autoRead, value: false)
         }
@@ -360,13 +372,20 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         becameIdle()
+        guard !draining else { return }
+        draining = true
+        defer { draining = false }
         // Until `process` starts another answer, which queues whatever follows.
         while takesParts, let part = pending.first {
             pending.removeFirst()
-            if case .body(let bytes) = part { pendingBytes -= bytes.readableBytes }
+            switch part {
+            case .head: pendingHeads -= 1
+            case .body(let bytes): pendingBytes -= bytes.readableBytes
+            case .end: break
+            }
             process(part, context: context)
         }
-        if readingPaused, pendingBytes <= maxBodyBytes {
+        if readingPaused, pendingBytes <= maxBodyBytes, pendingHeads <= Self.maxQueuedHeads {
             readingPaused = false
             try? context.channel.syncOptions?.setOption(.autoRead, value: true)
         }

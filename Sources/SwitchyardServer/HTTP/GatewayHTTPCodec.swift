@@ -46,6 +46,8 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     private var unparsed: ByteBuffer?
     /// Parts are being handed on: bytes read meanwhile (a handler reading again) wait in `unparsed`.
     private var parsing = false
+    /// The bytes kept between reads, with their buffer's room (for tests).
+    var keptCapacity: Int { unparsed?.capacity ?? 0 }
 
     init(limits: HTTP1RequestParser.Limits = .init()) {
         parser = HTTP1RequestParser(limits: limits)
@@ -79,7 +81,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             }
             context.fireChannelRead(wrapInboundOut(part))
         }
-        if unparsed?.readableBytes == 0 { unparsed = nil }
+        HTTP1Parsing.compact(&unparsed, allocator: context.channel.allocator)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

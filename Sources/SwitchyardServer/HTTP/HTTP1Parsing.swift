@@ -41,6 +41,22 @@ enum HTTP1Parsing {
         return b < 64 ? low >> b & 1 == 1 : b < 128 && high >> (b - 64) & 1 == 1
     }
 
+    /// What a parsing handler keeps of the bytes it read once it has parsed what it could: nothing
+    /// when all were used; the rest alone, in a buffer of their own, when some were used. Appending
+    /// the next read to a buffer whose front was consumed would keep everything the connection ever
+    /// read (a `ByteBuffer` does not drop consumed bytes as it grows): a sender that ends each read
+    /// in the middle of a chunk-size line would grow it without bound.
+    static func compact(_ unparsed: inout ByteBuffer?, allocator: ByteBufferAllocator) {
+        guard let bytes = unparsed else { return }
+        if bytes.readableBytes == 0 {
+            unparsed = nil
+        } else if bytes.readerIndex > 0 {
+            var rest = allocator.buffer(capacity: bytes.readableBytes)
+            rest.writeImmutableBuffer(bytes)
+            unparsed = rest
+        }
+    }
+
     /// A head's or a trailer section's bytes at the start of `buffer`, up to and with the empty line
     /// ending it, given to `parse` once they are all there; returns what it made and their length, or
     /// nil until they arrive. `scanned` is how far the bytes were searched already (a section arriving
@@ -140,28 +156,33 @@ enum HTTP1Parsing {
         return isName(value, "chunked")
     }
 
-    /// A chunk-size line at the start of `buffer`: the size and the line's length; nil until it is whole.
+    /// A chunk-size line at the start of `buffer`: the size and the line's length; nil until it is
+    /// whole. At most 16 digits and 4 KB with its extensions, whether it arrives in one read or many.
     static func chunkSize(in buffer: ByteBuffer) throws(HTTPParserError) -> (Int, Int)? {
+        let maxLine = 4096
         let result: Result<(Int, Int)?, HTTPParserError> = buffer.withUnsafeReadableBytes { p in
+            let n = min(p.count, maxLine + 2)
             var i = 0
             var size = 0
-            while i < p.count, let digit = hexValue(p[i]) {
-                guard size < (1 << 58) else { return .failure(.invalidChunkSize) }
+            while i < n, let digit = hexValue(p[i]) {
+                guard i < 16 else { return .failure(.invalidChunkSize) }
                 size = size << 4 | digit
                 i += 1
             }
-            if i == p.count { return p.count > 16 ? .failure(.invalidChunkSize) : .success(nil) }
+            if i == n { return .success(nil) }
             guard i > 0 else { return .failure(.invalidChunkSize) }
             // Extensions (`;name=value`), skipped.
             if p[i] != cr {
                 guard p[i] == UInt8(ascii: ";") else { return .failure(.invalidChunkSize) }
-                while i < p.count, p[i] != cr {
+                while i < n, p[i] != cr {
                     guard p[i] == tab || (p[i] >= space && p[i] != 0x7F) else { return .failure(.invalidChunkSize) }
                     i += 1
                 }
             }
-            guard i + 1 < p.count else { return p.count > 4096 ? .failure(.invalidChunkSize) : .success(nil) }
+            guard i <= maxLine else { return .failure(.invalidChunkSize) }
+            guard i + 1 < p.count else { return .success(nil) }
             guard p[i + 1] == lf else { return .failure(.lfExpected) }
+            guard size >= 0, size < (1 << 62) else { return .failure(.invalidChunkSize) }
             return .success((size, i + 2))
         }
         return try result.get()

@@ -7,7 +7,8 @@ import NIOHTTP1
 /// `ByteToMessageHandler`), and hands on what it did:
 /// - the head as an `HTTPResponseHead`, fields in order, names and values as sent (but a value's
 ///   trailing spaces, which llhttp kept), the reason phrase dropped;
-/// - an answer to no request (or more answers than requests) is an error;
+/// - an answer to no request (or more answers than requests) is an error, and so are bytes after an
+///   answer when no other request was written (they are not kept for the next request's answer);
 /// - the body as it arrives, framed by `Transfer-Encoding` ending in `chunked`, else by
 ///   `Content-Length`, else up to the connection's end (another coding alone is read to the end too);
 ///   none for the answer to a `HEAD` (or `CONNECT`) request or a 204 or 304;
@@ -61,9 +62,18 @@ final class UpstreamResponseDecoder: ChannelDuplexHandler, RemovableChannelHandl
                 return
             }
             guard let part else { break }
+            if case .end = part, bodiless.isEmpty, let rest = unparsed, rest.readableBytes > 0 {
+                // Bytes after the answer, with no other request written: nothing may read them as
+                // the answer to a request written next (the end below may hand the connection on).
+                failed = true
+                unparsed = nil
+                context.fireChannelRead(wrapInboundOut(part))
+                context.fireErrorCaught(NIOHTTPDecoderError.unsolicitedResponse)
+                return
+            }
             context.fireChannelRead(wrapInboundOut(part))
         }
-        if unparsed?.readableBytes == 0 { unparsed = nil }
+        HTTP1Parsing.compact(&unparsed, allocator: context.channel.allocator)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
