@@ -54,12 +54,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let bytes = unwrapInboundIn(data)
-        if unparsed == nil {
-            unparsed = bytes
-        } else {
-            unparsed!.writeImmutableBuffer(bytes)
-        }
+        HTTP1Parsing.append(unwrapInboundIn(data), to: &unparsed)
         guard !parsing else { return }
         parsing = true
         defer { parsing = false }

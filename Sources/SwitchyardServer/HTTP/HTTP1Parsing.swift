@@ -57,6 +57,20 @@ enum HTTP1Parsing {
         }
     }
 
+    /// Runs `body` over `buffer`'s readable bytes, keeping its typed error (`withUnsafeReadableBytes`
+    /// rethrows untyped).
+    static func withBytes<T>(_ buffer: ByteBuffer, _ body: (UnsafeRawBufferPointer) throws(HTTPParserError) -> T) throws(HTTPParserError) -> T {
+        let result: Result<T, HTTPParserError> = buffer.withUnsafeReadableBytes { p in
+            do throws(HTTPParserError) { return .success(try body(p)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Appends a read to what was left unparsed.
+    static func append(_ bytes: ByteBuffer, to unparsed: inout ByteBuffer?) {
+        if unparsed == nil { unparsed = bytes } else { unparsed!.writeImmutableBuffer(bytes) }
+    }
+
     /// A head's or a trailer section's bytes at the start of `buffer`, up to and with the empty line
     /// ending it, given to `parse` once they are all there; returns what it made and their length, or
     /// nil until they arrive. `scanned` is how far the bytes were searched already (a section arriving
@@ -64,18 +78,14 @@ enum HTTP1Parsing {
     static func section<T>(
         in buffer: ByteBuffer, limits: Limits, scanned: inout Int, _ parse: (UnsafeRawBufferPointer) throws(HTTPParserError) -> T
     ) throws(HTTPParserError) -> (T, Int)? {
-        let result: Result<(T, Int)?, HTTPParserError> = buffer.withUnsafeReadableBytes { p in
-            do throws(HTTPParserError) {
-                guard let end = try sectionEnd(p, from: &scanned) else {
-                    return p.count > limits.maxHeadBytes ? .failure(.headerOverflow) : .success(nil)
-                }
-                guard end <= limits.maxHeadBytes else { return .failure(.headerOverflow) }
-                return .success((try parse(UnsafeRawBufferPointer(rebasing: p[0..<end])), end))
-            } catch {
-                return .failure(error)
+        try withBytes(buffer) { p throws(HTTPParserError) -> (T, Int)? in
+            guard let end = try sectionEnd(p, from: &scanned) else {
+                if p.count > limits.maxHeadBytes { throw .headerOverflow }
+                return nil
             }
+            guard end <= limits.maxHeadBytes else { throw .headerOverflow }
+            return (try parse(UnsafeRawBufferPointer(rebasing: p[0..<end])), end)
         }
-        return try result.get()
     }
 
     /// The index just past the first empty line (CRLF CRLF), searched from `scanned` (which it
@@ -126,6 +136,14 @@ enum HTTP1Parsing {
         }
     }
 
+    /// The field lines of a trailer section (``HTTP1BodyReader``'s `end`), with its empty line.
+    static func fields(
+        in section: ByteBuffer, limits: Limits,
+        _ field: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws(HTTPParserError) -> Void
+    ) throws(HTTPParserError) {
+        try withBytes(section) { p throws(HTTPParserError) in try fields(p, from: 0, limits: limits, field) }
+    }
+
     /// `name` is `lowercase` (a lowercase ASCII name) in any case.
     static func isName(_ name: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
         guard name.count == lowercase.utf8CodeUnitCount else { return false }
@@ -160,32 +178,31 @@ enum HTTP1Parsing {
     /// whole. At most 16 digits and 4 KB with its extensions, whether it arrives in one read or many.
     static func chunkSize(in buffer: ByteBuffer) throws(HTTPParserError) -> (Int, Int)? {
         let maxLine = 4096
-        let result: Result<(Int, Int)?, HTTPParserError> = buffer.withUnsafeReadableBytes { p in
+        return try withBytes(buffer) { p throws(HTTPParserError) -> (Int, Int)? in
             let n = min(p.count, maxLine + 2)
             var i = 0
             var size = 0
             while i < n, let digit = hexValue(p[i]) {
-                guard i < 16 else { return .failure(.invalidChunkSize) }
+                guard i < 16 else { throw .invalidChunkSize }
                 size = size << 4 | digit
                 i += 1
             }
-            if i == n { return .success(nil) }
-            guard i > 0 else { return .failure(.invalidChunkSize) }
+            if i == n { return nil }
+            guard i > 0 else { throw .invalidChunkSize }
             // Extensions (`;name=value`), skipped.
             if p[i] != cr {
-                guard p[i] == UInt8(ascii: ";") else { return .failure(.invalidChunkSize) }
+                guard p[i] == UInt8(ascii: ";") else { throw .invalidChunkSize }
                 while i < n, p[i] != cr {
-                    guard p[i] == tab || (p[i] >= space && p[i] != 0x7F) else { return .failure(.invalidChunkSize) }
+                    guard p[i] == tab || (p[i] >= space && p[i] != 0x7F) else { throw .invalidChunkSize }
                     i += 1
                 }
             }
-            guard i <= maxLine else { return .failure(.invalidChunkSize) }
-            guard i + 1 < p.count else { return .success(nil) }
-            guard p[i + 1] == lf else { return .failure(.lfExpected) }
-            guard size >= 0, size < (1 << 62) else { return .failure(.invalidChunkSize) }
-            return .success((size, i + 2))
+            guard i <= maxLine else { throw .invalidChunkSize }
+            guard i + 1 < p.count else { return nil }
+            guard p[i + 1] == lf else { throw .lfExpected }
+            guard size >= 0, size < (1 << 62) else { throw .invalidChunkSize }
+            return (size, i + 2)
         }
-        return try result.get()
     }
 
     private static func hexValue(_ b: UInt8) -> Int? {
@@ -256,10 +273,9 @@ struct HTTP1BodyReader {
                 state = .none
                 return .end(trailers: nil)
             case .fixed(let remaining):
-                guard buffer.readableBytes > 0 else { return nil }
-                let n = min(remaining, buffer.readableBytes)
-                state = n == remaining ? .ending : .fixed(remaining: remaining - n)
-                return .data(buffer.readSlice(length: n)!)
+                guard let (bytes, left) = Self.data(&buffer, upTo: remaining) else { return nil }
+                state = left == 0 ? .ending : .fixed(remaining: left)
+                return .data(bytes)
             case .untilClose:
                 guard buffer.readableBytes > 0 else { return nil }
                 return .data(buffer.readSlice(length: buffer.readableBytes)!)
@@ -268,10 +284,9 @@ struct HTTP1BodyReader {
                 buffer.moveReaderIndex(forwardBy: length)
                 state = size == 0 ? .trailers : .chunkData(remaining: size)
             case .chunkData(let remaining):
-                guard buffer.readableBytes > 0 else { return nil }
-                let n = min(remaining, buffer.readableBytes)
-                state = n == remaining ? .chunkEnd : .chunkData(remaining: remaining - n)
-                return .data(buffer.readSlice(length: n)!)
+                guard let (bytes, left) = Self.data(&buffer, upTo: remaining) else { return nil }
+                state = left == 0 ? .chunkEnd : .chunkData(remaining: left)
+                return .data(bytes)
             case .chunkEnd:
                 guard buffer.readableBytes >= 2 else { return nil }
                 guard buffer.readInteger(as: UInt16.self) == HTTP1Wire.crlf else { throw .lfExpected }
@@ -289,6 +304,14 @@ struct HTTP1BodyReader {
                 return .end(trailers: buffer.readSlice(length: length)!)
             }
         }
+    }
+
+    /// Up to `remaining` bytes of data from `buffer`, and how many are still to come; nil when none
+    /// has arrived.
+    private static func data(_ buffer: inout ByteBuffer, upTo remaining: Int) -> (ByteBuffer, left: Int)? {
+        guard buffer.readableBytes > 0 else { return nil }
+        let n = min(remaining, buffer.readableBytes)
+        return (buffer.readSlice(length: n)!, remaining - n)
     }
 
     /// The connection's input ended: the end of a body read up to it, nil when no body was being read;

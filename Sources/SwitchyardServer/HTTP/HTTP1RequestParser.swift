@@ -102,22 +102,19 @@ struct HTTP1RequestParser {
         var authority: String?
         var contentLength: Int?
         var chunked = false
-        try HTTP1Parsing.fields(p, from: i, limits: limits) { rawName, value throws(HTTPParserError) in
-            let name = fieldName(rawName)
-            switch name.canonicalName {
-            case "host" where authority == nil:
+        try HTTP1Parsing.fields(p, from: i, limits: limits) { name, value throws(HTTPParserError) in
+            if authority == nil, HTTP1Parsing.isName(name, "host") {
                 authority = String(decoding: value, as: UTF8.self)
                 return
-            case "content-length":
+            }
+            if HTTP1Parsing.isName(name, "content-length") {
                 guard contentLength == nil else { throw .unexpectedContentLength }
                 contentLength = try HTTP1Parsing.contentLength(value)
-            case "transfer-encoding":
+            } else if HTTP1Parsing.isName(name, "transfer-encoding") {
                 guard !chunked, HTTP1Parsing.isChunked(value, alone: true) else { throw .invalidConstant }
                 chunked = true
-            default:
-                break
             }
-            fields.append(HTTPField(name: name, value: value))
+            fields.append(HTTPField(name: fieldName(name), value: value))
         }
         if chunked, contentLength != nil || minor == 0 { throw .unexpectedContentLength }
         let framing: HTTP1BodyFraming = chunked ? .chunked : .length(contentLength ?? 0)
@@ -143,15 +140,7 @@ struct HTTP1RequestParser {
     /// A trailer section's fields.
     private static func trailers(_ section: ByteBuffer, limits: Limits) throws(HTTPParserError) -> HTTPFields {
         var fields = HTTPFields()
-        let result: Result<Void, HTTPParserError> = section.withUnsafeReadableBytes { p in
-            do throws(HTTPParserError) {
-                try HTTP1Parsing.fields(p, from: 0, limits: limits) { name, value in fields.append(HTTPField(name: fieldName(name), value: value)) }
-                return .success(())
-            } catch {
-                return .failure(error)
-            }
-        }
-        try result.get()
+        try HTTP1Parsing.fields(in: section, limits: limits) { name, value in fields.append(HTTPField(name: fieldName(name), value: value)) }
         return fields
     }
 

@@ -49,18 +49,11 @@ enum HTTP1Wire {
     static let chunkedField = Array("transfer-encoding: chunked\r\n".utf8)
 
     /// `name` equals `lowercase` (ASCII: lowercase letters, digits, `-`) with its letters in any case,
-    /// without making a lowercased copy.
+    /// without making a lowercased copy (``HTTP1Parsing/isName(_:_:)`` over its bytes).
     static func isName(_ name: String, _ lowercase: StaticString) -> Bool {
         guard name.utf8.count == lowercase.utf8CodeUnitCount else { return false }
-        return lowercase.withUTF8Buffer { expected in
-            var i = 0
-            for byte in name.utf8 {
-                let folded = (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
-                guard folded == expected[i] else { return false }
-                i += 1
-            }
-            return true
-        }
+        var name = name
+        return name.withUTF8 { HTTP1Parsing.isName(UnsafeRawBufferPointer($0), lowercase) }
     }
 
     /// Writes a head of exactly `size` bytes (as `body` writes it) at the buffer's end.

@@ -41,12 +41,7 @@ final class UpstreamResponseDecoder: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let bytes = unwrapInboundIn(data)
-        if unparsed == nil {
-            unparsed = bytes
-        } else {
-            unparsed!.writeImmutableBuffer(bytes)
-        }
+        HTTP1Parsing.append(unwrapInboundIn(data), to: &unparsed)
         guard !parsing else { return }
         parsing = true
         defer { parsing = false }
@@ -227,17 +222,9 @@ final class UpstreamResponseDecoder: ChannelDuplexHandler, RemovableChannelHandl
 
     private static func trailers(_ section: ByteBuffer, limits: HTTP1Parsing.Limits) throws(HTTPParserError) -> HTTPHeaders {
         var headers = HTTPHeaders()
-        let result: Result<Void, HTTPParserError> = section.withUnsafeReadableBytes { p in
-            do throws(HTTPParserError) {
-                try HTTP1Parsing.fields(p, from: 0, limits: limits) { name, value in
-                    headers.add(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
-                }
-                return .success(())
-            } catch {
-                return .failure(error)
-            }
+        try HTTP1Parsing.fields(in: section, limits: limits) { name, value in
+            headers.add(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
         }
-        try result.get()
         return headers
     }
 }
