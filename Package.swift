@@ -119,6 +119,20 @@ let package = Package(
             path: "Benchmarks/RawRelay",
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
+        // `scripts/bench` only: the naive relay (Hummingbird, the body collected, AsyncHTTPClient's
+        // `execute`, the answer streamed back), for scale.
+        .executableTarget(
+            name: "naive-relay",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Benchmarks/NaiveRelay",
+            swiftSettings: swiftSettings
+        ),
         // `swift package --disable-sandbox benchmark`: hot-path functions on their own (built in CI, run by hand).
         .executableTarget(
             name: "SwitchyardBenchmarks",

@@ -183,6 +183,7 @@ def fixed_reply(mock_url: str, path: str, body: str) -> str:
 
 
 RAW_LABEL = "raw SwiftNIO relay"
+NAIVE_LABEL = "naive Hummingbird + AsyncHTTPClient relay"
 
 
 def start_raw_relays(exe: Path, work: Path, mock_url: str, fast_url: str) -> dict:
@@ -192,6 +193,16 @@ def start_raw_relays(exe: Path, work: Path, mock_url: str, fast_url: str) -> dic
         print(f"  ({exe} not built: skipping the raw SwiftNIO relay)", file=sys.stderr)
         return {}
     return {u: start([str(exe), "--port", "0", "--upstream", url], work, f"raw-relay-{u}") for u, url in (("mock", mock_url), ("fast", fast_url))}
+
+
+def start_naive_relays(exe: Path, work: Path, mock_url: str, fast_url: str) -> dict:
+    """The bench-only `naive-relay` (Benchmarks/NaiveRelay: Hummingbird, the body collected,
+    AsyncHTTPClient's `execute` with its default pool, the answer streamed back), one per upstream: the
+    issue's "for scale" relay, measured on this machine the same hour as everything else."""
+    if not exe.exists():
+        print(f"  ({exe} not built: skipping the naive relay)", file=sys.stderr)
+        return {}
+    return {u: start([str(exe), "--port", "0", "--upstream", url], work, f"naive-relay-{u}") for u, url in (("mock", mock_url), ("fast", fast_url))}
 
 
 def start_fixed_responder(work: Path, mock_url: str) -> tuple[subprocess.Popen, str] | None:
@@ -523,7 +534,7 @@ def jemalloc() -> str:
     sys.exit("--jemalloc: libjemalloc.so.2 not found (Debian: apt-get install libjemalloc2)")
 
 
-def hold(gateway: subprocess.Popen, gateway_url: str, key: str, fast_url: str, mock_url: str, nginx, raw: dict, work: Path) -> None:
+def hold(gateway: subprocess.Popen, gateway_url: str, key: str, fast_url: str, mock_url: str, nginx, raw: dict, naive: dict, work: Path) -> None:
     """Prints what profiling by hand needs (`perf record -p`, `wrk` with the harness's script) and waits."""
     info = {
         "gateway": {"pid": gateway.pid, "url": gateway_url, "key": key, "output": str(work / "gateway.out"),
@@ -532,6 +543,7 @@ def hold(gateway: subprocess.Popen, gateway_url: str, key: str, fast_url: str, m
         "upstream": {"fast": fast_url, "mock": mock_url},
         "nginx": nginx[2] if nginx else None,
         "raw_relay": raw["fast"][1] if "fast" in raw else None,
+        "naive_relay": naive["fast"][1] if "fast" in naive else None,
         "wrk_script": str(work / "bench.lua"),
         "example": f"BENCH_BODY='{FAST_SMALL}' BENCH_KEY={key} wrk -t2 -c64 -d10s -s {work / 'bench.lua'} {gateway_url}/v1/chat/completions",
     }
@@ -700,10 +712,11 @@ pricing:
         nginx = start_nginx(work, mock_url, fast_url)
         litellm = start_litellm(work, mock_url, fast_url, args.litellm_exe) if args.litellm else None
         raw = start_raw_relays(Path(args.bin).parent / "raw-relay", work, mock_url, fast_url)
+        naive = start_naive_relays(Path(args.bin).parent / "naive-relay", work, mock_url, fast_url)
         if pin:
             for p in [mock] + ([fast] if fast else []):
                 pin_process(p.pid, pin.load, tree=True)
-            for p in [gateway] + [x[0] for x in (nginx, litellm) if x] + [x[0] for x in raw.values()]:
+            for p in [gateway] + [x[0] for x in (nginx, litellm) if x] + [x[0] for x in raw.values()] + [x[0] for x in naive.values()]:
                 pin_process(p.pid, pin.relay, tree=True)
         # Relays under test: (label, {upstream: process}, {upstream: URL}, key, how the gateway's body is
         # sent — None: the direct path and body instead).
@@ -714,6 +727,8 @@ pricing:
             relays.append(("nginx reverse proxy", both(nginx[0]), {"mock": nginx[1], "fast": nginx[2]}, "", None))
         if raw:
             relays.append((RAW_LABEL, {u: p for u, (p, _) in raw.items()}, {u: url for u, (_, url) in raw.items()}, "", None))
+        if naive:
+            relays.append((NAIVE_LABEL, {u: p for u, (p, _) in naive.items()}, {u: url for u, (_, url) in naive.items()}, "", None))
         relays.append(("through Switchyard", both(gateway), both(gateway_url), key, same))
         relays.append(("Switchyard, no metering", both(gateway), both(gateway_url), key, unmetered))
         if litellm:
@@ -731,7 +746,7 @@ pricing:
                 wrk(urls["mock"] + "/v1/chat/completions", request(SMALL) if request else SMALL, k, 16, 2, script, pin=pin)
                 wrk(urls["fast"] + "/v1/chat/completions", request(FAST_SMALL) if request else SMALL, k, 16, 2, script, pin=pin)
             if args.hold:
-                hold(gateway, gateway_url, key, fast_url, mock_url, nginx, raw, work)
+                hold(gateway, gateway_url, key, fast_url, mock_url, nginx, raw, naive, work)
                 return
             rows = []
             # Each scenario with the halt polling it runs under (None: the run's).
@@ -791,7 +806,7 @@ pricing:
                 if n:
                     n.send_signal(signal.SIGQUIT)
                     n.wait(30)
-            for p, _ in raw.values():
+            for p, _ in list(raw.values()) + list(naive.values()):
                 p.terminate()
                 p.wait(30)
             if litellm:
@@ -840,6 +855,12 @@ pricing:
             raw = by[RAW_LABEL]
             parts.append(f"the raw SwiftNIO relay {raw['rps'] / by['nginx reverse proxy']['rps']:.2f} × nginx "
                          f"({raw['cpu'] * 1000:.0f} µs of CPU per request, adds p50 {raw['p50'] - d['p50']} µs)")
+        if NAIVE_LABEL in by and "nginx reverse proxy" in by:
+            nv = by[NAIVE_LABEL]
+            parts.append(f"the naive relay {nv['rps'] / by['nginx reverse proxy']['rps']:.2f} × nginx "
+                         f"({nv['cpu'] * 1000:.0f} µs of CPU per request, adds p50 {nv['p50'] - d['p50']} µs, p99 {nv['p99'] - d['p99']} µs; "
+                         f"Switchyard's throughput {t['rps'] / max(nv['rps'], 0.001):.2f} × its, its added p50 "
+                         f"{(t['p50'] - d['p50']) / max(nv['p50'] - d['p50'], 1):.2f} × its)")
         if "Switchyard, no metering" in by:
             u = by["Switchyard, no metering"]
             parts.append(f"metering costs {(t['cpu'] - u['cpu']) * 1000:.0f} µs of gateway CPU per request "
