@@ -77,4 +77,94 @@ import Testing
         }
         #expect(body == 2000)
     }
+
+    // MARK: Persistence (RFC 9112, 9.3) and HTTP/1.0 clients
+
+    /// Answers every request at once: whole with a length (`ok`), or streamed without one.
+    final class Answerer: LoopResponder, @unchecked Sendable {
+        let streamed: Bool
+        var answered = 0
+        init(streamed: Bool) { self.streamed = streamed }
+
+        func answer(_ head: HTTPRequest, body: ByteBuffer, exchange: LoopExchange) -> Bool {
+            answered += 1
+            if streamed {
+                exchange.writeHead(HTTPResponse(status: .ok, headerFields: [.contentType: "text/event-stream"]))
+                _ = exchange.writeBody(ByteBuffer(string: "data: 1\n\n"))
+                exchange.end()
+            } else {
+                exchange.write(HTTPResponse(status: .ok, headerFields: [.contentLength: "2"]), body: ByteBuffer(string: "ok"))
+            }
+            return true
+        }
+    }
+
+    /// Sends `requests` in one read to a connection served by the gateway's codec; returns what was
+    /// written back, whether the connection is still open, and how many requests were answered.
+    static func exchange(_ requests: String, streamed: Bool) throws -> (wire: String, open: Bool, answered: Int) {
+        let answerer = Answerer(streamed: streamed)
+        let channel = EmbeddedChannel()
+        let codec = GatewayHTTPCodec()
+        try channel.pipeline.syncOperations.addHandler(codec)
+        try channel.pipeline.syncOperations.addHandler(
+            GatewayConnection(maxBodyBytes: 1 << 20, idleTimeout: nil, logger: Logger(label: "test"), wire: codec, direct: answerer) { _, _, _ in })
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: requests))
+        channel.embeddedEventLoop.run()
+        var wire = ""
+        while let bytes = try channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let b) = bytes { wire += String(buffer: b) }
+        }
+        let open = channel.isActive
+        _ = try? channel.finish()
+        return (wire, open, answerer.answered)
+    }
+
+    @Test func anHTTP10RequestWithoutKeepAliveClosesTheConnectionAfterItsAnswer() throws {
+        let request = "POST /v1/chat/completions HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"
+        let (wire, open, answered) = try Self.exchange(request + request, streamed: false)
+        #expect(answered == 1)
+        #expect(!open)
+        #expect(wire.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(wire.contains("\r\nconnection: close\r\n"))
+    }
+
+    @Test func anHTTP10RequestAskingForKeepAliveKeepsTheConnectionAndIsToldSo() throws {
+        let request = "POST /v1/chat/completions HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\n{}"
+        let (wire, open, answered) = try Self.exchange(request + request, streamed: false)
+        #expect(answered == 2)
+        #expect(open)
+        #expect(wire.ranges(of: "\r\nconnection: keep-alive\r\n").count == 2)
+    }
+
+    /// HTTP/1.0 has no chunked coding: a stream goes unframed and ends with the connection.
+    @Test func aStreamToAnHTTP10ClientIsNotChunkedAndEndsWithTheConnection() throws {
+        let request = "POST /v1/chat/completions HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}"
+        let (wire, open, answered) = try Self.exchange(request + request, streamed: true)
+        #expect(answered == 1)
+        #expect(!open)
+        #expect(!wire.lowercased().contains("transfer-encoding"))
+        #expect(wire.contains("\r\nconnection: close\r\n"))
+        #expect(wire.hasSuffix("\r\n\r\ndata: 1\n\n"))
+    }
+
+    @Test func anHTTP11StreamIsChunkedAndKeepsTheConnection() throws {
+        let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"
+        let (wire, open, answered) = try Self.exchange(request + request, streamed: true)
+        #expect(answered == 2)
+        #expect(open)
+        #expect(wire.ranges(of: "transfer-encoding: chunked\r\n").count == 2)
+        #expect(!wire.contains("connection:"))
+    }
+
+    /// `close` among other options ends the connection, and the answer says so.
+    @Test func aCloseOptionAnywhereInConnectionEndsTheConnection() throws {
+        for value in ["close", "keep-alive, close", "Upgrade,CLOSE"] {
+            let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nConnection: \(value)\r\nContent-Length: 2\r\n\r\n{}"
+            let (wire, open, answered) = try Self.exchange(request + request, streamed: false)
+            #expect(answered == 1, "\(value)")
+            #expect(!open, "\(value)")
+            #expect(wire.contains("\r\nconnection: close\r\n"), "\(value)")
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
@@ -225,6 +226,33 @@ struct UpstreamPoolTests {
         #expect(server.accepted.count == 3)
         await pool.shutdown()
         await server.stop()
+    }
+
+    /// An answer with neither a length nor chunks is read up to the connection's end, so the connection
+    /// ends with it: it must not go back to the pool, even for a moment, whatever the head said about
+    /// keep-alive (a call taking it then would fail with `closed`). A framed answer hands it back.
+    @Test func aBodyReadToTheConnectionsEndDoesNotHandTheConnectionBack() throws {
+        for (answer, framed) in [
+            ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n\r\n{}", false),
+            ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", true),
+        ] {
+            let channel = EmbeddedChannel()
+            let handler = UpstreamConnectionHandler()
+            try channel.pipeline.syncOperations.addHandler(UpstreamRequestEncoder())
+            try channel.pipeline.syncOperations.addHandler(UpstreamResponseDecoder())
+            try channel.pipeline.syncOperations.addHandler(handler)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            var handedBack = 0
+            handler.onRequestEnd = { handedBack += 1 }
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions", headers: HTTPHeaders([("content-length", "2")]))
+            let collected = handler.startCollecting(
+                head, body: ByteBuffer(string: "{}"), firstByteDeadline: .now() + .seconds(5), idleTimeout: .seconds(5), limit: 1000)
+            try channel.writeInbound(ByteBuffer(string: answer))
+            if !framed { try channel.close().wait() }  // the provider ends the body by closing
+            #expect(String(buffer: try collected.wait().body) == "{}")
+            #expect(handedBack == (framed ? 1 : 0), "\(answer)")
+            if framed { try channel.close().wait() }
+        }
     }
 
     @Test func aConnectionTheProviderDropsWhileIdleLeavesThePool() async throws {

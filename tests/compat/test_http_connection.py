@@ -1,6 +1,6 @@
 """The gateway's HTTP/1.1 connection handling, byte by byte on raw sockets: pipelined requests answered
 in order, `Connection: close`, a half-closed client, malformed requests, oversized bodies on a
-keep-alive connection, and the idle timeout (which spares a request being answered)."""
+keep-alive connection, the idle timeout (which spares a request being answered), and HTTP/1.0 clients."""
 
 import json
 import socket
@@ -30,9 +30,9 @@ def connect(gw) -> socket.socket:
     return s
 
 
-def chat(gw, content="hi", stream=False, extra_headers="") -> bytes:
+def chat(gw, content="hi", stream=False, extra_headers="", version="1.1") -> bytes:
     body = json.dumps({"model": "gpt-5.1", "stream": stream, "messages": [{"role": "user", "content": content}]}).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {gw['key']}\r\n"
+    head = (f"POST /v1/chat/completions HTTP/{version}\r\nHost: gw\r\nAuthorization: Bearer {gw['key']}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra_headers}\r\n")
     return head.encode() + body
 
@@ -111,6 +111,41 @@ def test_connection_close_ends_the_connection_after_the_answer(gw):
     r = Reader(s)
     assert r.response()[0] == 200
     assert r.closed()
+
+
+def test_http10_without_keep_alive_ends_the_connection_after_the_answer(gw):
+    s = connect(gw)
+    s.sendall(chat(gw, version="1.0"))
+    r = Reader(s)
+    status, headers, body = r.response()
+    assert status == 200 and json.loads(body)["object"] == "chat.completion"
+    assert headers["connection"] == "close"
+    assert r.closed()
+
+
+def test_http10_with_keep_alive_keeps_the_connection_and_is_told_so(gw):
+    s = connect(gw)
+    r = Reader(s)
+    for _ in range(2):
+        s.sendall(chat(gw, version="1.0", extra_headers="Connection: keep-alive\r\n"))
+        status, headers, _ = r.response()
+        assert status == 200 and headers["connection"] == "keep-alive"
+    s.close()
+
+
+def test_a_stream_to_an_http10_client_is_unframed_and_ends_with_the_connection(gw):
+    # HTTP/1.0 knows no chunked coding: the events come as they are, and the connection's end ends them.
+    s = connect(gw)
+    s.sendall(chat(gw, stream=True, version="1.0", extra_headers="Connection: keep-alive\r\n"))
+    s.settimeout(10)
+    data = b""
+    while (chunk := s.recv(65536)):
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0].startswith("http/1.1 200")
+    assert "connection: close" in lines and not any(line.startswith("transfer-encoding") for line in lines)
+    assert body.startswith(b"data: {") and body.rstrip().endswith(b"data: [DONE]")
 
 
 def closing_request_for_a_large_answer(gw) -> socket.socket:

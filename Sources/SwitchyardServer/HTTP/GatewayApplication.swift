@@ -84,10 +84,11 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
                     maxHeadBytes: http1.httpDecoder.maxHeaderListSize, maxFieldBytes: http1.httpDecoder.maxHeaderFieldSize,
                     maxFieldCount: http1.httpDecoder.maxHeaderFieldCount)
                 let pipeline = channel.pipeline.syncOperations
-                try pipeline.addHandler(GatewayHTTPCodec(limits: limits))
+                let codec = GatewayHTTPCodec(limits: limits)
+                try pipeline.addHandler(codec)
                 try pipeline.addHandlers(http1.additionalChannelHandlers())
                 try pipeline.addHandler(GatewayConnection(
-                    maxBodyBytes: maxBodyBytes, idleTimeout: http1.idleTimeout, logger: logger, direct: direct, serve: serve))
+                    maxBodyBytes: maxBodyBytes, idleTimeout: http1.idleTimeout, logger: logger, wire: codec, direct: direct, serve: serve))
             }
         }
     }

@@ -47,6 +47,9 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     private let maxBodyBytes: Int
     private let idleTimeout: TimeAmount?
     private let logger: Logger
+    /// The connection's codec, which knows each request's version and persistence (nil in tests that
+    /// feed parts without one: the `Connection` field alone decides then).
+    private let wire: GatewayHTTPCodec?
 
     private var context: ChannelHandlerContext?
     private var state = State.idle
@@ -80,7 +83,11 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// Told when the client goes (closes, or half-closes) while a ``LoopResponder`` answers `exchange`.
     private var clientGone: (exchange: Int, callback: () -> Void)?
 
-    init(maxBodyBytes: Int, idleTimeout: TimeAmount?, logger: Logger, direct: (any LoopResponder)? = nil, serve: @escaping Serve) {
+    init(
+        maxBodyBytes: Int, idleTimeout: TimeAmount?, logger: Logger, wire: GatewayHTTPCodec? = nil, direct: (any LoopResponder)? = nil,
+        serve: @escaping Serve
+    ) {
+        self.wire = wire
         self.maxBodyBytes = maxBodyBytes
         self.idleTimeout = idleTimeout
         self.logger = logger
@@ -195,7 +202,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         exchange &+= 1
         // The idle timer stays armed: it ignores a connection that is answering, and one that was active
         // since it was set re-arms for the rest (cancelling and scheduling a timer per request cost ~1 %).
-        keepAlive = head.headerFields[.connection].map { $0.lowercased() != "close" } ?? true
+        keepAlive = wire?.requestKeepsAlive ?? head.headerFields[.connection].map { $0.lowercased() != "close" } ?? true
         if !tooLarge, let direct,
             direct.answer(head, body: body ?? ByteBuffer(), exchange: LoopExchange(connection: self, id: exchange, eventLoop: context.eventLoop))
         {
@@ -305,6 +312,8 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// close discards what was not written yet (a write waiting for the round's flush, or bytes the
     /// socket could not take yet from a client that reads slowly), up to one idle timeout.
     private func end(_ trailers: HTTPFields?, context: ChannelHandlerContext) {
+        // An answer whose body ends with the connection (to an HTTP/1.0 client) ends it.
+        if let wire, !wire.answerKeepsAlive { keepAlive = false }
         guard !keepAlive || closeAfterResponse else {
             context.write(wrapOutboundOut(.end(trailers)), promise: nil)
             DeferredFlush.flush(context)

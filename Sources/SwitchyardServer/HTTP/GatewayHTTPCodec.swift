@@ -22,6 +22,12 @@ import NIOHTTPTypesHTTP1
 /// Framing is SwiftNIO's: a response that may have a body keeps its `content-length` (and loses any
 /// `transfer-encoding`) or is sent chunked; a 1xx, 204 or 304 answer has neither; the answer to a
 /// `HEAD` (or `CONNECT`) request keeps its framing fields and writes no body.
+///
+/// HTTP/1.0 clients know no chunks: an answer of unknown length (a stream) goes to them unframed, its
+/// body ending with the connection. Each request's persistence is kept with it (``requestKeepsAlive``,
+/// ``answerKeepsAlive``, read by ``GatewayConnection``), and an answer says so: `connection: close`
+/// when the connection ends after it, `connection: keep-alive` when an HTTP/1.0 client's stays open
+/// (unless the answer names its own).
 final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPRequestPart
@@ -33,11 +39,25 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// What each request still unanswered asked for, oldest first: the first is kept inline, so only a
     /// pipelining client makes `overflow` allocate.
-    enum Asked { case other, head, connect }
+    struct Asked {
+        enum Method { case other, head, connect }
+        var method: Method
+        /// An HTTP/1.0 request: no chunked answer.
+        var http10: Bool
+        /// Whether the request lets the connection carry another one after its answer.
+        var keepAlive: Bool
+    }
     private var firstAsked: Asked?
     private var overflow: [Asked] = []
     private var isChunked = false
     private var suppressBody = false
+
+    /// Whether the oldest request not answered yet (the one being answered, until its answer's head
+    /// is written) lets the connection carry another; nil when none is waiting.
+    var requestKeepsAlive: Bool? { firstAsked?.keepAlive }
+    /// Whether the connection may carry another request after the answer whose head was written last:
+    /// not when its request said so, nor when its body ends with the connection.
+    private(set) var answerKeepsAlive = true
 
     // MARK: Requests
 
@@ -71,7 +91,8 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             }
             guard let part else { break }
             if case .head(let head) = part {
-                let asked: Asked = head.method == .head ? .head : head.method == .connect ? .connect : .other
+                let method: Asked.Method = head.method == .head ? .head : head.method == .connect ? .connect : .other
+                let asked = Asked(method: method, http10: parser.lastHead.http10, keepAlive: parser.lastHead.keepAlive)
                 if firstAsked == nil { firstAsked = asked } else { overflow.append(asked) }
             }
             context.fireChannelRead(wrapInboundOut(part))
@@ -92,16 +113,29 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             let code = response.status.code
             // A non-final 1xx answer is followed by the final one: it answers no request yet.
             let interim = (100..<200).contains(code) && code != 101
-            var asked = Asked.other
+            var asked: Asked?
             if !interim, let first = firstAsked {
                 firstAsked = overflow.isEmpty ? nil : overflow.removeFirst()
                 asked = first
-                suppressBody = first != .other
+                suppressBody = first.method != .other
             }
-            let framing = Self.framing(response, connect: asked == .connect)
+            var framing = Self.framing(response, connect: asked?.method == .connect)
+            var connection: Connection?
+            if let asked {
+                var keepAlive = asked.keepAlive
+                if asked.http10, framing == .chunked {
+                    // No chunks in HTTP/1.0: the body ends with the connection.
+                    framing = .neither
+                    if !suppressBody { keepAlive = false }
+                }
+                answerKeepsAlive = keepAlive
+                if !response.headerFields.contains(.connection) {
+                    connection = !keepAlive ? .close : asked.http10 ? .keepAlive : nil
+                }
+            }
             isChunked = suppressBody ? false : framing == .chunked
             var buffer = context.channel.allocator.buffer(capacity: 0)
-            Self.writeHead(response, framing: framing, into: &buffer)
+            Self.writeHead(response, framing: framing, connection: connection, into: &buffer)
             context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
         case .body(let bytes):
             if suppressBody {
@@ -132,10 +166,18 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
         return response.headerFields.contains(.contentLength) ? .contentLength : .chunked
     }
 
+    /// A `connection` field the codec adds to an answer that names none.
+    enum Connection {
+        case close, keepAlive
+        var field: [UInt8] { self == .close ? GatewayHTTPCodec.closeField : GatewayHTTPCodec.keepAliveField }
+    }
+    private static let closeField = Array("connection: close\r\n".utf8)
+    private static let keepAliveField = Array("connection: keep-alive\r\n".utf8)
+
     /// Writes the status line and the fields, framed as `framing` says: for `.neither` without
     /// `content-length` and `transfer-encoding`; for `.contentLength` without `transfer-encoding`; for
-    /// `.chunked` with `transfer-encoding: chunked` in place of any other.
-    static func writeHead(_ response: HTTPResponse, framing: Framing, into buffer: inout ByteBuffer) {
+    /// `.chunked` with `transfer-encoding: chunked` in place of any other; and `connection` after them.
+    static func writeHead(_ response: HTTPResponse, framing: Framing, connection: Connection? = nil, into buffer: inout ByteBuffer) {
         let status = response.status
         let reason = status.reasonPhrase
         var size = 9 + 3 + 1 + reason.utf8.count + 2 + 2  // "HTTP/1.1 " code " " reason CRLF ... CRLF
@@ -143,6 +185,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             size += field.name.rawName.utf8.count + 2 + field.withUnsafeBytesOfValue { $0.count } + 2
         }
         if framing == .chunked { size += HTTP1Wire.chunkedField.count }
+        if let connection { size += connection.field.count }
         HTTP1Wire.writeHead(size: size, into: &buffer) { out in
             Self.statusLinePrefix.withUnsafeBufferPointer { out.put($0) }
             let code = status.code
@@ -156,6 +199,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 field.withUnsafeBytesOfValue { out.field(field.name.rawName, $0) }
             }
             if framing == .chunked { HTTP1Wire.chunkedField.withUnsafeBufferPointer { out.put($0) } }
+            if let connection { connection.field.withUnsafeBufferPointer { out.put($0) } }
             out.crlf()
         }
     }

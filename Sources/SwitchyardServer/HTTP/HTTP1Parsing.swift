@@ -153,6 +153,28 @@ enum HTTP1Parsing {
         }
     }
 
+    /// Folds one `Connection` value's options into `decided` as SwiftNIO's `isKeepAlive` does: `close`
+    /// ends the connection, `keep-alive` keeps it when no option decided before (a second one ends it);
+    /// other options change nothing. Nil afterwards: the version decides.
+    static func connectionOptions(_ value: UnsafeRawBufferPointer, _ decided: inout Bool?) {
+        var start = 0
+        while start <= value.count {
+            var end = start
+            while end < value.count, value[end] != UInt8(ascii: ",") { end += 1 }
+            var a = start
+            var b = end
+            while a < b, value[a] == space || value[a] == tab { a += 1 }
+            while b > a, value[b - 1] == space || value[b - 1] == tab { b -= 1 }
+            let option = UnsafeRawBufferPointer(rebasing: value[a..<b])
+            if isName(option, "close") {
+                decided = false
+            } else if isName(option, "keep-alive") {
+                decided = decided == nil
+            }
+            start = end + 1
+        }
+    }
+
     /// A `Content-Length` value: digits only.
     static func contentLength(_ value: UnsafeRawBufferPointer) throws(HTTPParserError) -> Int {
         guard !value.isEmpty, value.count <= 18 else { throw .invalidContentLength }

@@ -24,7 +24,17 @@ import NIOHTTPTypesHTTP1
 /// forms go through swift-nio-extras' conversion itself). A request announcing an upgrade (or a
 /// `CONNECT`) is an ordinary request here: the gateway upgrades nothing, and answers it over HTTP/1.1.
 /// After an error nothing more is parsed.
+///
+/// What the HTTP-types request cannot carry, its version and whether it lets the connection carry
+/// another request, is ``lastHead``: an HTTP/1.1 request keeps the connection unless it says `close`,
+/// an HTTP/1.0 one only if it says `keep-alive` (RFC 9112, 9.3).
 struct HTTP1RequestParser {
+    /// The version and persistence of the request whose head was parsed last.
+    struct HeadInfo {
+        var http10 = false
+        var keepAlive = true
+    }
+
     typealias Limits = HTTP1Parsing.Limits
 
     let limits: Limits
@@ -32,6 +42,8 @@ struct HTTP1RequestParser {
     private var failed = false
     /// How far an incomplete head was searched for its end (``HTTP1Parsing/section(in:limits:scanned:_:)``).
     private var scanned = 0
+    /// The last head's version and persistence (set with each head part).
+    private(set) var lastHead = HeadInfo()
 
     init(limits: Limits = Limits()) { self.limits = limits }
 
@@ -65,19 +77,20 @@ struct HTTP1RequestParser {
             scanned = max(0, scanned - 2)
         }
         let limits = self.limits
-        guard let ((head, framing), length) = try HTTP1Parsing.section(in: buffer, limits: limits, scanned: &scanned, { p throws(HTTPParserError) in
+        guard let ((head, framing, info), length) = try HTTP1Parsing.section(in: buffer, limits: limits, scanned: &scanned, { p throws(HTTPParserError) in
             try Self.parseHead(p, limits: limits)
         }) else { return nil }
         buffer.moveReaderIndex(forwardBy: length)
         scanned = 0
         body.start(framing)
+        lastHead = info
         return .head(head)
     }
 
     // MARK: Heads
 
     /// Parses a head whose last four bytes are CRLF CRLF.
-    private static func parseHead(_ p: UnsafeRawBufferPointer, limits: Limits) throws(HTTPParserError) -> (HTTPRequest, HTTP1BodyFraming) {
+    private static func parseHead(_ p: UnsafeRawBufferPointer, limits: Limits) throws(HTTPParserError) -> (HTTPRequest, HTTP1BodyFraming, HeadInfo) {
         let space = HTTP1Parsing.space
         let n = p.count
         var i = 0
@@ -102,6 +115,7 @@ struct HTTP1RequestParser {
         var authority: String?
         var contentLength: Int?
         var chunked = false
+        var persistence: Bool?
         try HTTP1Parsing.fields(p, from: i, limits: limits) { name, value throws(HTTPParserError) in
             if authority == nil, HTTP1Parsing.isName(name, "host") {
                 authority = String(decoding: value, as: UTF8.self)
@@ -113,11 +127,14 @@ struct HTTP1RequestParser {
             } else if HTTP1Parsing.isName(name, "transfer-encoding") {
                 guard !chunked, HTTP1Parsing.isChunked(value, alone: true) else { throw .invalidConstant }
                 chunked = true
+            } else if HTTP1Parsing.isName(name, "connection") {
+                HTTP1Parsing.connectionOptions(value, &persistence)
             }
             fields.append(HTTPField(name: fieldName(name), value: value))
         }
         if chunked, contentLength != nil || minor == 0 { throw .unexpectedContentLength }
         let framing: HTTP1BodyFraming = chunked ? .chunked : .length(contentLength ?? 0)
+        let info = HeadInfo(http10: minor == 0, keepAlive: persistence ?? (minor == 1))
 
         guard target.first == UInt8(ascii: "/") else {
             // Absolute, authority or asterisk form: converted as swift-nio-extras converts it.
@@ -128,13 +145,13 @@ struct HTTP1RequestParser {
                 version: HTTPVersion(major: 1, minor: minor), method: HTTPMethod(rawValue: method.rawValue),
                 uri: String(decoding: target, as: UTF8.self), headers: headers)
             do {
-                return (try HTTPRequest(head, secure: false, splitCookie: false), framing)
+                return (try HTTPRequest(head, secure: false, splitCookie: false), framing, info)
             } catch {
                 throw .invalidURL
             }
         }
         let path = String(decoding: target, as: UTF8.self)  // visible ASCII
-        return (HTTPRequest(method: method, scheme: "http", authority: authority, path: path, headerFields: fields), framing)
+        return (HTTPRequest(method: method, scheme: "http", authority: authority, path: path, headerFields: fields), framing, info)
     }
 
     /// A trailer section's fields.

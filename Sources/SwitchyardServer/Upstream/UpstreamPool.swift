@@ -210,10 +210,12 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         x.keepAlive = UpstreamResponseDecoder.isKeepAlive(head)
     }
 
-    /// The exchange is over: a reusable connection goes back to the pool, any other closes.
+    /// The exchange is over: a reusable connection goes back to the pool, any other closes. A body read
+    /// up to the connection's end (no length, not chunked) ends with the connection: whatever its head
+    /// said about keep-alive, the connection is not handed back (a call taking it would fail).
     private func ended(_ x: Exchange, reusable: Bool, context: ChannelHandlerContext) {
         exchange = nil
-        if reusable {
+        if reusable, context.channel.isActive {
             // Keep a read pending while idle, so a provider closing the connection is noticed
             // (and the connection leaves the pool) before a request is written to it.
             context.read()

@@ -197,25 +197,7 @@ final class UpstreamResponseDecoder: ChannelDuplexHandler, RemovableChannelHandl
         var decided: Bool?
         for (name, value) in head.headers where HTTP1Wire.isName(name, "connection") {
             var value = value
-            value.withUTF8 { bytes in
-                let raw = UnsafeRawBufferPointer(bytes)
-                var start = 0
-                while start <= raw.count {
-                    var end = start
-                    while end < raw.count, raw[end] != UInt8(ascii: ",") { end += 1 }
-                    var a = start
-                    var b = end
-                    while a < b, raw[a] == HTTP1Parsing.space || raw[a] == HTTP1Parsing.tab { a += 1 }
-                    while b > a, raw[b - 1] == HTTP1Parsing.space || raw[b - 1] == HTTP1Parsing.tab { b -= 1 }
-                    let token = UnsafeRawBufferPointer(rebasing: raw[a..<b])
-                    if HTTP1Parsing.isName(token, "close") {
-                        decided = false
-                    } else if HTTP1Parsing.isName(token, "keep-alive") {
-                        decided = decided == nil
-                    }
-                    start = end + 1
-                }
-            }
+            value.withUTF8 { HTTP1Parsing.connectionOptions(UnsafeRawBufferPointer($0), &decided) }
         }
         return decided ?? (head.version.major == 1 && head.version.minor >= 1)
     }
