@@ -30,12 +30,32 @@ public final class ConnectionCloseWatcher: ChannelInboundHandler, RemovableChann
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        let id = ObjectIdentifier(context.channel)
-        Self.registry.withLock { $0[id] = self }
+        attach(to: context.channel)
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         unregister(context.channel)
+    }
+
+    // MARK: Driven by a connection handler
+
+    // A handler that sees the connection's end itself (the gateway's `GatewayConnection`) keeps the
+    // watcher out of the pipeline, where every request part would pass through it, and tells it.
+
+    /// Makes the watcher the one `channel`'s requests find.
+    public func attach(to channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        Self.registry.withLock { $0[id] = self }
+    }
+
+    /// The client went: its channel closed (then `detach`) or its input ended.
+    public func clientLeft() {
+        fire()
+    }
+
+    /// The channel closed or the handler left it.
+    public func detach(from channel: any Channel) {
+        unregister(channel)
     }
 
     private func unregister(_ channel: any Channel) {

@@ -69,21 +69,21 @@ public final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHan
     public static let initialReadSize = 512
 
     private let budget: ConnectionBudget
-    private let counted = Atomic<Bool>(false)
 
     public init(budget: ConnectionBudget) { self.budget = budget }
 
+    /// Admits the connection or closes it. An admitted connection gives its place back when it closes
+    /// (its close future), and the limiter leaves the pipeline at once: it has nothing to do with the
+    /// connection's reads, each of which would otherwise pass through it.
     public func handlerAdded(context: ChannelHandlerContext) {
-        if budget.acquire() {
-            counted.store(true, ordering: .releasing)
-            try? context.channel.syncOptions?.setOption(
-                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: Self.initialReadSize, maximum: Self.maxReadSize))
-        } else {
+        guard budget.acquire() else {
             context.close(promise: nil)
+            return
         }
-    }
-
-    public func handlerRemoved(context: ChannelHandlerContext) {
-        if counted.exchange(false, ordering: .acquiringAndReleasing) { budget.release() }
+        let budget = self.budget
+        context.channel.closeFuture.whenComplete { _ in budget.release() }
+        try? context.channel.syncOptions?.setOption(
+            ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: Self.initialReadSize, maximum: Self.maxReadSize))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

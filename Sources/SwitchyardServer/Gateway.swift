@@ -212,7 +212,8 @@ public final class Gateway: Sendable {
         GatewayApplication(
             responder: buildRouter().buildResponder(),
             http1: .init(
-                additionalChannelHandlers: [ConnectionLimiter(budget: self.connectionBudget), ConnectionCloseWatcher()],
+                // The connection's close watcher is driven by `GatewayConnection`, outside the pipeline.
+                additionalChannelHandlers: [ConnectionLimiter(budget: self.connectionBudget)],
                 idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds),
                 httpDecoderConfiguration: .init(
                     maxHeaderFieldSize: config.limits.maxHeaderBytes, maxHeaderListSize: config.limits.maxHeaderBytes,

@@ -47,6 +47,9 @@ import Testing
         let allocator = try #require(option as? AdaptiveRecvByteBufferAllocator)
         #expect(allocator.initial == 512, "SwiftNIO's default first read is 2 KB, which every open stream's connection keeps")
         #expect(allocator.maximum == ConnectionLimiter.maxReadSize)
+        // Once it admitted the connection, the limiter has left its pipeline: no read passes through it.
+        let stillThere = try await child.eventLoop.submit { (try? child.pipeline.syncOperations.handler(type: ConnectionLimiter.self)) != nil }.get()
+        #expect(!stillThere)
         try await client.close()
         try await server.close()
     }

@@ -4,6 +4,8 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import NIOHTTPTypes
+import Synchronization
+import SwitchyardHTTP
 import Testing
 
 @testable import SwitchyardServer
@@ -166,5 +168,29 @@ import Testing
             #expect(!open, "\(value)")
             #expect(wire.contains("\r\nconnection: close\r\n"), "\(value)")
         }
+    }
+
+    // MARK: The task path hears the client leave
+
+    /// The close watcher is driven by the connection, outside the pipeline: work on the task path that
+    /// watches the channel hears the client close, or half-close, its connection.
+    @Test(arguments: [false, true])
+    func workWatchingTheConnectionHearsTheClientLeave(halfClose: Bool) async throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(GatewayHTTPCodec())
+        try channel.pipeline.syncOperations.addHandler(
+            GatewayConnection(maxBodyBytes: 1 << 20, idleTimeout: nil, logger: Logger(label: "test")) { _, _, _ in })
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let told = Atomic<Bool>(false)
+        try await ConnectionCloseWatcher.watching(channel, onClose: { told.store(true, ordering: .relaxed) }) {
+            if halfClose {
+                channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            } else {
+                _ = try? channel.finish()
+            }
+        }
+        let heard = told.load(ordering: .relaxed)
+        #expect(heard)
+        _ = try? channel.finish()
     }
 }

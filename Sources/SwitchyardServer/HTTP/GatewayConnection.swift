@@ -82,6 +82,9 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     private var writabilityWaiters: [EventLoopPromise<Void>] = []
     /// Told when the client goes (closes, or half-closes) while a ``LoopResponder`` answers `exchange`.
     private var clientGone: (exchange: Int, callback: () -> Void)?
+    /// Tells the task path's work that the client went (``ConnectionCloseWatcher``), driven from here
+    /// rather than from a handler of its own that every request part would pass through.
+    private let watcher = ConnectionCloseWatcher()
 
     init(
         maxBodyBytes: Int, idleTimeout: TimeAmount?, logger: Logger, wire: GatewayHTTPCodec? = nil, direct: (any LoopResponder)? = nil,
@@ -97,12 +100,14 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        watcher.attach(to: context.channel)
         if context.channel.isActive { becameIdle() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         idleTimer = nil
+        watcher.detach(from: context.channel)
         self.context = nil
     }
 
@@ -116,6 +121,8 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         idleTimer?.cancel()
         idleTimer = nil
         failWaiters()
+        watcher.clientLeft()
+        watcher.detach(from: context.channel)
         tellClientGone()
         context.fireChannelInactive()
     }
@@ -146,8 +153,9 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         case let e as ChannelEvent where e == .inputClosed:
             // The client will send nothing more: whatever is in flight is answered, then the connection ends.
             // For a request/response protocol whose request was read in full, that is the client leaving
-            // (as ``ConnectionCloseWatcher`` tells the task path).
+            // (as the ``ConnectionCloseWatcher`` tells the task path).
             endWhenIdle(context: context)
+            watcher.clientLeft()
             tellClientGone()
             context.fireUserInboundEventTriggered(event)
         default:
