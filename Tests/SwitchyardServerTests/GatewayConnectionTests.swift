@@ -193,4 +193,32 @@ import Testing
         #expect(heard)
         _ = try? channel.finish()
     }
+
+    /// A connection that ends after the answer in progress (a graceful shutdown, a client that
+    /// half-closed) says so in that answer when its head is not written yet.
+    @Test(arguments: [false, true])
+    func anAnswerAfterWhichTheConnectionEndsSaysSo(halfClose: Bool) throws {
+        let responder = Responder()
+        let channel = EmbeddedChannel()
+        let codec = GatewayHTTPCodec()
+        try channel.pipeline.syncOperations.addHandler(codec)
+        try channel.pipeline.syncOperations.addHandler(
+            GatewayConnection(maxBodyBytes: 1 << 20, idleTimeout: nil, logger: Logger(label: "test"), wire: codec, direct: responder) { _, _, _ in })
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"))
+        if halfClose {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        } else {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        responder.first?.write(HTTPResponse(status: .ok, headerFields: [.contentLength: "2"]), body: ByteBuffer(string: "ok"))
+        channel.embeddedEventLoop.run()
+        var wire = ""
+        while let bytes = try channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let b) = bytes { wire += String(buffer: b) }
+        }
+        #expect(wire.hasPrefix("HTTP/1.1 200 OK\r\n") && wire.contains("\r\nconnection: close\r\n"), "\(wire)")
+        #expect(!channel.isActive)
+        _ = try? channel.finish()
+    }
 }

@@ -109,7 +109,8 @@ def test_connection_close_ends_the_connection_after_the_answer(gw):
     s = connect(gw)
     s.sendall(chat(gw, extra_headers="Connection: close\r\n"))
     r = Reader(s)
-    assert r.response()[0] == 200
+    status, headers, _ = r.response()
+    assert status == 200 and headers["connection"] == "close"
     assert r.closed()
 
 

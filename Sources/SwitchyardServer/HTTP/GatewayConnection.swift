@@ -244,7 +244,9 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
             context.flush()  // the last answer may still wait for its round's flush
             context.close(promise: nil)
         case .reading: context.close(promise: nil)  // a request that can no longer arrive in full
-        case .responding: closeAfterResponse = true
+        case .responding:
+            closeAfterResponse = true
+            wire?.closing = true  // an answer not begun yet says so
         case .closed: break
         }
     }

@@ -58,6 +58,9 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the connection may carry another request after the answer whose head was written last:
     /// not when its request said so, nor when its body ends with the connection.
     private(set) var answerKeepsAlive = true
+    /// The connection ends after the answers not written yet, whatever their requests asked (a graceful
+    /// shutdown, a client that half-closed): their heads say `connection: close`.
+    var closing = false
 
     // MARK: Requests
 
@@ -122,7 +125,7 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
             var framing = Self.framing(response, connect: asked?.method == .connect)
             var connection: Connection?
             if let asked {
-                var keepAlive = asked.keepAlive
+                var keepAlive = asked.keepAlive && !closing
                 if asked.http10, framing == .chunked {
                     // No chunks in HTTP/1.0: the body ends with the connection.
                     framing = .neither
