@@ -184,6 +184,11 @@ def fixed_reply(mock_url: str, path: str, body: str) -> str:
 
 RAW_LABEL = "raw SwiftNIO relay"
 NAIVE_LABEL = "naive Hummingbird + AsyncHTTPClient relay"
+# In the translated scenario only: the same small request in the client's own format to an
+# OpenAI-format model, through the gateway, in the same alternated passes, so the translation's CPU
+# ratio compares two figures measured the same minutes (across scenarios the machine's speed drifts:
+# nginx's own CPU per request moved by up to 40 % between two scenarios of one run).
+PASSTHROUGH_LABEL = "Switchyard, same format (passthrough)"
 
 
 def start_raw_relays(exe: Path, work: Path, mock_url: str, fast_url: str) -> dict:
@@ -765,10 +770,12 @@ pricing:
                 # The host's noise comes in bursts of seconds: one burst in a target's only window
                 # moved its ratio by 15 % between runs, while the median of alternated passes keeps it.
                 passes: dict[str, list[dict]] = {}
+                scenario_relays = relays + ([(PASSTHROUGH_LABEL, both(gateway), both(gateway_url), key, lambda _: FAST_SMALL)]
+                                            if body == FAST_TRANSLATED else [])
                 for _ in range(repeat):
                     r = wrk(upstream_urls[upstream] + direct_path, direct_body, "", conns, duration, script, pin=pin)
                     passes.setdefault("direct", []).append(r)
-                    for label, procs, urls, k, request in relays:
+                    for label, procs, urls, k, request in scenario_relays:
                         popen = procs[upstream]
                         cpu0, _ = tree_stat(popen.pid)
                         r = wrk(urls[upstream] + (path if request else direct_path), request(body) if request else direct_body, k, conns, duration, script, pin=pin)
@@ -779,7 +786,7 @@ pricing:
                         passes.setdefault(label, []).append(r)
                 direct = median_pass(passes["direct"])
                 direct["upstream"] = fast_name if upstream == "fast" else "mock"
-                measured = [(label, median_pass(passes[label])) for label, *_ in relays]
+                measured = [(label, median_pass(passes[label])) for label, *_ in scenario_relays]
                 rows.append((name, direct, measured))
                 if halt is not None:
                     halt_poll.set(args.halt_poll)
@@ -865,6 +872,10 @@ pricing:
             u = by["Switchyard, no metering"]
             parts.append(f"metering costs {(t['cpu'] - u['cpu']) * 1000:.0f} µs of gateway CPU per request "
                          f"(unmetered {u['rps']:,.0f}/s, adds p50 {u['p50'] - d['p50']} µs)")
+        if PASSTHROUGH_LABEL in by:
+            pt = by[PASSTHROUGH_LABEL]
+            parts.append(f"translation costs {t['cpu'] / pt['cpu']:.2f} × the same-format passthrough's gateway CPU per request "
+                         f"in the same passes ({t['cpu'] * 1000:.0f} against {pt['cpu'] * 1000:.0f} µs)")
         if "LiteLLM proxy" in by:
             lt = by["LiteLLM proxy"]
             parts.append(f"{t['rps'] / max(lt['rps'], 0.001):.0f} × LiteLLM ({lt['rps']:.0f}/s, {errors(lt)} errors)")
