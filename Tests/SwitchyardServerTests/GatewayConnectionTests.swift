@@ -35,13 +35,24 @@ import Testing
         }
     }
 
-    static func channel(_ responder: Responder) throws -> EmbeddedChannel {
+    /// A connected client connection as the gateway sets one up: the codec, then the connection.
+    static func channel(_ responder: (any LoopResponder)?) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(GatewayHTTPCodec())
+        let codec = GatewayHTTPCodec()
+        try channel.pipeline.syncOperations.addHandler(codec)
         try channel.pipeline.syncOperations.addHandler(
-            GatewayConnection(maxBodyBytes: 1 << 20, idleTimeout: nil, logger: Logger(label: "test"), direct: responder) { _, _, _ in })
+            GatewayConnection(maxBodyBytes: 1 << 20, idleTimeout: nil, logger: Logger(label: "test"), wire: codec, direct: responder) { _, _, _ in })
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
+    }
+
+    /// Everything written to the client so far, as text.
+    static func written(_ channel: EmbeddedChannel) throws -> String {
+        var wire = ""
+        while let bytes = try channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let b) = bytes { wire += String(buffer: b) }
+        }
+        return wire
     }
 
     @Test func pipelinedRequestsAnsweredAtOnceDoNotNest() throws {
@@ -56,10 +67,7 @@ import Testing
         channel.embeddedEventLoop.run()
         #expect(responder.answered == 300)
         #expect(responder.deepest == 1)
-        var wire = ""
-        while let bytes = try channel.readOutbound(as: IOData.self) {
-            if case .byteBuffer(let b) = bytes { wire += String(buffer: b) }
-        }
+        let wire = try Self.written(channel)
         #expect(wire.split(separator: "\r\n\r\n").filter { $0.hasPrefix("HTTP/1.1 ") }.count == 300)
     }
 
@@ -105,18 +113,10 @@ import Testing
     /// written back, whether the connection is still open, and how many requests were answered.
     static func exchange(_ requests: String, streamed: Bool) throws -> (wire: String, open: Bool, answered: Int) {
         let answerer = Answerer(streamed: streamed)
-        let channel = EmbeddedChannel()
-        let codec = GatewayHTTPCodec()
-        try channel.pipeline.syncOperations.addHandler(codec)
-        try channel.pipeline.syncOperations.addHandler(
-            GatewayConnection(maxBodyBytes: 1 << 20, idleTimeout: nil, logger: Logger(label: "test"), wire: codec, direct: answerer) { _, _, _ in })
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try Self.channel(answerer)
         try channel.writeInbound(ByteBuffer(string: requests))
         channel.embeddedEventLoop.run()
-        var wire = ""
-        while let bytes = try channel.readOutbound(as: IOData.self) {
-            if case .byteBuffer(let b) = bytes { wire += String(buffer: b) }
-        }
+        let wire = try Self.written(channel)
         let open = channel.isActive
         _ = try? channel.finish()
         return (wire, open, answerer.answered)
@@ -176,11 +176,7 @@ import Testing
     /// watches the channel hears the client close, or half-close, its connection.
     @Test(arguments: [false, true])
     func workWatchingTheConnectionHearsTheClientLeave(halfClose: Bool) async throws {
-        let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(GatewayHTTPCodec())
-        try channel.pipeline.syncOperations.addHandler(
-            GatewayConnection(maxBodyBytes: 1 << 20, idleTimeout: nil, logger: Logger(label: "test")) { _, _, _ in })
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try Self.channel(nil)
         let told = Atomic<Bool>(false)
         try await ConnectionCloseWatcher.watching(channel, onClose: { told.store(true, ordering: .relaxed) }) {
             if halfClose {
@@ -199,12 +195,7 @@ import Testing
     @Test(arguments: [false, true])
     func anAnswerAfterWhichTheConnectionEndsSaysSo(halfClose: Bool) throws {
         let responder = Responder()
-        let channel = EmbeddedChannel()
-        let codec = GatewayHTTPCodec()
-        try channel.pipeline.syncOperations.addHandler(codec)
-        try channel.pipeline.syncOperations.addHandler(
-            GatewayConnection(maxBodyBytes: 1 << 20, idleTimeout: nil, logger: Logger(label: "test"), wire: codec, direct: responder) { _, _, _ in })
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try Self.channel(responder)
         try channel.writeInbound(ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"))
         if halfClose {
             channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
@@ -213,10 +204,7 @@ import Testing
         }
         responder.first?.write(HTTPResponse(status: .ok, headerFields: [.contentLength: "2"]), body: ByteBuffer(string: "ok"))
         channel.embeddedEventLoop.run()
-        var wire = ""
-        while let bytes = try channel.readOutbound(as: IOData.self) {
-            if case .byteBuffer(let b) = bytes { wire += String(buffer: b) }
-        }
+        let wire = try Self.written(channel)
         #expect(wire.hasPrefix("HTTP/1.1 200 OK\r\n") && wire.contains("\r\nconnection: close\r\n"), "\(wire)")
         #expect(!channel.isActive)
         _ = try? channel.finish()

@@ -236,12 +236,8 @@ struct UpstreamPoolTests {
             ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n\r\n{}", false),
             ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", true),
         ] {
-            let channel = EmbeddedChannel()
             let handler = UpstreamConnectionHandler()
-            try channel.pipeline.syncOperations.addHandler(UpstreamRequestEncoder())
-            try channel.pipeline.syncOperations.addHandler(UpstreamResponseDecoder())
-            try channel.pipeline.syncOperations.addHandler(handler)
-            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            let channel = try UpstreamResponseDecoderTests.providerChannel(handler)
             var handedBack = 0
             handler.onRequestEnd = { handedBack += 1 }
             let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions", headers: HTTPHeaders([("content-length", "2")]))

@@ -158,14 +158,21 @@ import Testing
         func errorCaught(context: ChannelHandlerContext, error: any Error) { errors += 1 }
     }
 
-    @Test func aConnectionClosedWhileItsPartsAreHandedOnStopsTheParsing() throws {
-        // Three chunks in one read: the first closes the connection, the rest are not handed on.
+    /// A connected provider connection as the pool sets one up (encoder, decoder), with `handler`
+    /// after them in place of the pool's.
+    static func providerChannel(_ handler: any ChannelHandler) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        let closer = CloseOnBody()
         try channel.pipeline.syncOperations.addHandler(UpstreamRequestEncoder())
         try channel.pipeline.syncOperations.addHandler(UpstreamResponseDecoder())
-        try channel.pipeline.syncOperations.addHandler(closer)
+        try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return channel
+    }
+
+    @Test func aConnectionClosedWhileItsPartsAreHandedOnStopsTheParsing() throws {
+        // Three chunks in one read: the first closes the connection, the rest are not handed on.
+        let closer = CloseOnBody()
+        let channel = try Self.providerChannel(closer)
         try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/x")))
         try channel.writeOutbound(HTTPClientRequestPart.end(nil))
         try? channel.writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"))
@@ -195,12 +202,8 @@ import Testing
     }
 
     @Test func bytesAfterAnAnswerAreNotTheNextRequestsAnswer() throws {
-        let channel = EmbeddedChannel()
         let next = NextOnEnd()
-        try channel.pipeline.syncOperations.addHandler(UpstreamRequestEncoder())
-        try channel.pipeline.syncOperations.addHandler(UpstreamResponseDecoder())
-        try channel.pipeline.syncOperations.addHandler(next)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try Self.providerChannel(next)
         try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/x")))
         try channel.writeOutbound(HTTPClientRequestPart.end(nil))
         // A provider that sends a second answer nobody asked for right after the first.

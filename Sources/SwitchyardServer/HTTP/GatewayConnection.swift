@@ -47,18 +47,19 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     private let maxBodyBytes: Int
     private let idleTimeout: TimeAmount?
     private let logger: Logger
-    /// The connection's codec, which knows each request's version and persistence (nil in tests that
-    /// feed parts without one: the `Connection` field alone decides then).
-    private let wire: GatewayHTTPCodec?
+    /// The connection's codec, which knows each request's version and persistence, and whether the
+    /// answer it wrote last lets the connection go on (``GatewayHTTPCodec/answerKeepsAlive``).
+    private let wire: GatewayHTTPCodec
 
     private var context: ChannelHandlerContext?
     private var state = State.idle
     /// Numbers each answer, so a writer left over from an earlier request cannot write into a later one.
     private var exchange = 0
-    /// Whether the request being answered allows another after it (`Connection: close` does not).
-    private var keepAlive = true
     /// A graceful shutdown, or the client's half-close, asked for the connection to end after the answer.
     private var closeAfterResponse = false
+    /// The answer being ended is the connection's last: its request, or its framing, or a shutdown or
+    /// half-close since, says so.
+    private var endsConnection: Bool { !wire.answerKeepsAlive || closeAfterResponse }
     /// Parts that arrived while a request was being answered (a pipelining client), served after it.
     /// An array, not a `CircularBuffer`, which would allocate room for 16 parts on every connection
     /// (pipelining is rare; an empty array allocates nothing).
@@ -87,7 +88,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     private let watcher = ConnectionCloseWatcher()
 
     init(
-        maxBodyBytes: Int, idleTimeout: TimeAmount?, logger: Logger, wire: GatewayHTTPCodec? = nil, direct: (any LoopResponder)? = nil,
+        maxBodyBytes: Int, idleTimeout: TimeAmount?, logger: Logger, wire: GatewayHTTPCodec, direct: (any LoopResponder)? = nil,
         serve: @escaping Serve
     ) {
         self.wire = wire
@@ -210,7 +211,6 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         exchange &+= 1
         // The idle timer stays armed: it ignores a connection that is answering, and one that was active
         // since it was set re-arms for the rest (cancelling and scheduling a timer per request cost ~1 %).
-        keepAlive = wire?.requestKeepsAlive ?? head.headerFields[.connection].map { $0.lowercased() != "close" } ?? true
         if !tooLarge, let direct,
             direct.answer(head, body: body ?? ByteBuffer(), exchange: LoopExchange(connection: self, id: exchange, eventLoop: context.eventLoop))
         {
@@ -246,7 +246,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         case .reading: context.close(promise: nil)  // a request that can no longer arrive in full
         case .responding:
             closeAfterResponse = true
-            wire?.closing = true  // an answer not begun yet says so
+            wire.closing = true  // an answer not begun yet says so
         case .closed: break
         }
     }
@@ -322,9 +322,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// close discards what was not written yet (a write waiting for the round's flush, or bytes the
     /// socket could not take yet from a client that reads slowly), up to one idle timeout.
     private func end(_ trailers: HTTPFields?, context: ChannelHandlerContext) {
-        // An answer whose body ends with the connection (to an HTTP/1.0 client) ends it.
-        if let wire, !wire.answerKeepsAlive { keepAlive = false }
-        guard !keepAlive || closeAfterResponse else {
+        guard endsConnection else {
             context.write(wrapOutboundOut(.end(trailers)), promise: nil)
             DeferredFlush.flush(context)
             answered(context: context)
@@ -382,7 +380,7 @@ final class GatewayConnection: ChannelInboundHandler, RemovableChannelHandler {
         clientGone = nil
         state = .idle
         exchange &+= 1
-        if !keepAlive || closeAfterResponse {
+        if endsConnection {
             state = .closed  // closed by `end` once the answer is written
             return
         }

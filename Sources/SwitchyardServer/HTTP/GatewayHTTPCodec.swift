@@ -24,10 +24,10 @@ import NIOHTTPTypesHTTP1
 /// `HEAD` (or `CONNECT`) request keeps its framing fields and writes no body.
 ///
 /// HTTP/1.0 clients know no chunks: an answer of unknown length (a stream) goes to them unframed, its
-/// body ending with the connection. Each request's persistence is kept with it (``requestKeepsAlive``,
-/// ``answerKeepsAlive``, read by ``GatewayConnection``), and an answer says so: `connection: close`
-/// when the connection ends after it, `connection: keep-alive` when an HTTP/1.0 client's stays open
-/// (unless the answer names its own).
+/// body ending with the connection. Each request's persistence is kept with it; the answer's
+/// (``answerKeepsAlive``) decides whether ``GatewayConnection`` carries on, and the answer says so:
+/// `connection: close` when the connection ends after it, `connection: keep-alive` when an HTTP/1.0
+/// client's stays open (unless the answer names its own).
 final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPRequestPart
@@ -52,9 +52,6 @@ final class GatewayHTTPCodec: ChannelDuplexHandler, RemovableChannelHandler {
     private var isChunked = false
     private var suppressBody = false
 
-    /// Whether the oldest request not answered yet (the one being answered, until its answer's head
-    /// is written) lets the connection carry another; nil when none is waiting.
-    var requestKeepsAlive: Bool? { firstAsked?.keepAlive }
     /// Whether the connection may carry another request after the answer whose head was written last:
     /// not when its request said so, nor when its body ends with the connection.
     private(set) var answerKeepsAlive = true
